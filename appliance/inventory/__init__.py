@@ -1,0 +1,1 @@
+"""Node inventory: what hardware and software the node has (not how busy it is)."""

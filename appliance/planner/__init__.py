@@ -1,0 +1,1 @@
+"""The planner: (inventory, catalog, request) -> a deterministic Plan with explanations."""

@@ -1,0 +1,1 @@
+"""The one state store: a single SQLite file (WAL) under the appliance data dir."""

@@ -1,0 +1,221 @@
+"""The chip driver contract.
+
+A chip driver knows one accelerator vendor: how to recognise its PCI functions
+(layer a: sysfs, before any driver exists), how to read its driver and runtime state
+(layer b: kernel modules, /proc, /sys/module, /dev nodes, version files), how to enrich
+devices from the vendor library or CLI (layer c, always under a timeout), and how to hand
+devices to a container. Drivers touch the machine only through a
+:class:`~appliance.inventory.hostview.HostView`, so they behave the same on a snapshot.
+
+Adding a vendor: see ``docs/adding-a-chip-driver.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from appliance.inventory.hostview import HostView
+from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from appliance.inventory.pci import PciDevice
+
+# PCI class prefixes (base class + subclass) that accelerators use. Anything else from the
+# same vendor (VGA for a BMC, NICs, RAID, host bridges, CPU chipset functions) is ignored.
+CLASS_VGA = "0300"
+CLASS_3D = "0302"
+CLASS_DISPLAY_OTHER = "0380"
+CLASS_COPROCESSOR = "0b40"
+CLASS_PROCESSING_ACCEL = "1200"
+
+
+class ProbeFailure(Exception):
+    """A probe step failed; the message says what failed (shown in ``probes[].error``)."""
+
+
+@dataclass(frozen=True)
+class Product:
+    """A row of the built-in product table: what a PCI id is, before any vendor tool runs."""
+
+    name: str
+    memory_mib: int | None = None
+    arch: str | None = None
+    variant: str | None = None
+    compute_capability: str | None = None
+
+
+@dataclass
+class DriverState:
+    """Layer b: what the host's driver/runtime installation looks like for this vendor."""
+
+    driver_loaded: bool = False
+    driver_version: str | None = None
+    driver_version_source: str | None = None
+    runtime: Runtime | None = None
+    modules: list[str] = field(default_factory=list)
+    dev_nodes: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    steps: list[ProbeStep] = field(default_factory=list)
+
+
+@dataclass
+class ContainerAccess:
+    """How to give a container a set of devices, in Docker SDK terms.
+
+    ``device_requests`` are dicts for ``docker.types.DeviceRequest`` (NVIDIA);
+    ``devices`` are ``host:container:perms`` strings; ``volumes`` map host path ->
+    container path (read-only); never privileged.
+    """
+
+    devices: list[str] = field(default_factory=list)
+    device_requests: list[dict] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)
+    group_add: list[str] = field(default_factory=list)
+    runtime: str | None = None
+    cap_add: list[str] = field(default_factory=list)
+    ipc_mode: str | None = None
+
+
+class ChipDriver:
+    """Base class; subclasses set the class attributes and override the layer methods."""
+
+    vendor: ClassVar[str]                      # id used in all output: nvidia, amd, ascend, ...
+    display_name: ClassVar[str]
+    backend: ClassVar[str]                     # cuda, rocm, cann, xpu, dtk, neuware, maca, musa, corex, gaudi
+    pci_vendor_ids: ClassVar[tuple[str, ...]] = ()
+    accelerator_classes: ClassVar[tuple[str, ...]] = (CLASS_3D, CLASS_PROCESSING_ACCEL, CLASS_COPROCESSOR)
+    products: ClassVar[dict[str, Product]] = {}   # "device" or "device:subvendor:subdevice" -> Product
+    kernel_modules: ClassVar[tuple[str, ...]] = ()
+    tools: ClassVar[tuple[str, ...]] = ()       # management CLIs, in order of preference
+    # argv lists ``appliance snapshot`` records for this vendor (beside the ones enrich() runs)
+    snapshot_commands: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    # files/directories ``appliance snapshot`` copies for this vendor (version files, /proc/driver/...)
+    snapshot_paths: ClassVar[tuple[str, ...]] = ()
+    provision_role: ClassVar[str | None] = None
+    tool_timeout_s: ClassVar[float] = 10.0
+
+    # ---- layer a -------------------------------------------------------------------------
+    def claims(self, dev: PciDevice) -> bool:
+        """True when this PCI function is one of our accelerators (not a NIC, BMC VGA, chipset)."""
+        if dev.vendor not in self.pci_vendor_ids:
+            return False
+        if self.lookup_product(dev) is not None:
+            return dev.class_prefix in self.accelerator_classes or dev.class_prefix == CLASS_VGA and self.allow_vga(dev)
+        return dev.class_prefix in self.accelerator_classes
+
+    def allow_vga(self, dev: PciDevice) -> bool:
+        """Whether a known product may show up with the VGA class (some GPUs do). Default: no."""
+        return False
+
+    def lookup_product(self, dev: PciDevice) -> Product | None:
+        if dev.subsystem_vendor and dev.subsystem_device:
+            hit = self.products.get(f"{dev.device}:{dev.subsystem_vendor}:{dev.subsystem_device}")
+            if hit:
+                return hit
+        return self.products.get(dev.device)
+
+    def from_pci(self, dev: PciDevice, index: int, host: HostView) -> Accelerator:
+        """An accelerator known from PCI alone (name and memory from the product table)."""
+        from appliance.inventory.pci import pci_ids_name
+
+        product = self.lookup_product(dev)
+        sources: dict[str, str] = {"pci_bdf": "pci-sysfs", "pci_id": "pci-sysfs"}
+        if product:
+            name = product.name
+            sources["model"] = "product-table"
+        else:
+            name = pci_ids_name(host, dev.vendor, dev.device) or f"{self.display_name} device {dev.pci_id}"
+            sources["model"] = "pci.ids" if not name.endswith(dev.pci_id) else "pci-sysfs"
+        acc = Accelerator(
+            vendor=self.vendor, model=name, index=index, backend=self.backend,
+            pci_bdf=dev.bdf, pci_id=dev.pci_id,
+            pci_subsystem_id=(f"{dev.subsystem_vendor}:{dev.subsystem_device}"
+                              if dev.subsystem_vendor and dev.subsystem_device else None),
+            pci_class=dev.pci_class, numa_node=dev.numa_node, sources=sources,
+        )
+        if product:
+            if product.memory_mib is not None:
+                acc.memory_mib = product.memory_mib
+                sources["memory_mib"] = "product-table"
+            acc.arch = product.arch
+            acc.variant = product.variant
+            if product.compute_capability:
+                acc.compute_capability = product.compute_capability
+                sources["compute_capability"] = "product-table"
+        return acc
+
+    # ---- layer b -------------------------------------------------------------------------
+    def driver_state(self, host: HostView) -> DriverState:
+        """Kernel modules, /proc, /sys/module, /dev nodes, version files. Override per vendor."""
+        state = DriverState()
+        loaded = loaded_modules(host)
+        state.modules = [m for m in self.kernel_modules if m in loaded]
+        state.driver_loaded = bool(state.modules)
+        for mod in state.modules:
+            version = host.read_value(f"/sys/module/{mod}/version")
+            if version:
+                state.driver_version = version
+                state.driver_version_source = f"/sys/module/{mod}/version"
+                break
+        return state
+
+    def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
+        for acc in accs:
+            if state.driver_version:
+                acc.driver_version = state.driver_version
+                acc.sources["driver_version"] = state.driver_version_source or "driver-state"
+            if state.runtime:
+                acc.runtime = state.runtime
+            if not state.driver_loaded and not state.driver_version:
+                acc.health = "warning"
+                for hint in state.hints or [self.missing_driver_hint()]:
+                    if hint not in acc.hints:
+                        acc.hints.append(hint)
+
+    def missing_driver_hint(self) -> str:
+        return (f"no {self.display_name} driver is loaded: run `appliance provision` with the "
+                f"driver package in the offline package directory")
+
+    # ---- layer c -------------------------------------------------------------------------
+    def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
+               steps: list[ProbeStep]) -> list[Accelerator]:
+        """Refine devices from the vendor library/CLI. Append a ProbeStep per attempt.
+
+        Return the (possibly extended) device list. Raise :class:`ProbeFailure` on a
+        failure; devices from layers a and b are kept by the caller.
+        """
+        return accs
+
+    # ---- containers ----------------------------------------------------------------------
+    def container_access(self, accs: list[Accelerator]) -> ContainerAccess:
+        """Docker settings that expose exactly ``accs`` to a container."""
+        raise NotImplementedError(f"{self.vendor}: container access not implemented")
+
+
+_MODULE_RE = re.compile(r"^(\S+)\s")
+
+
+def loaded_modules(host: HostView) -> set[str]:
+    """Names of loaded kernel modules, from /proc/modules (falls back to /sys/module)."""
+    text = host.read_text("/proc/modules")
+    if text:
+        return {m.group(1) for m in map(_MODULE_RE.match, text.splitlines()) if m}
+    return set(host.listdir("/sys/module"))
+
+
+def timed_step(name: str):
+    """Helper for building ProbeSteps with timings (see drivers for use)."""
+    import time
+
+    class _Step:
+        def __enter__(self):
+            self.start = time.monotonic()
+            self.step = ProbeStep(name=name, result="ok")
+            return self.step
+
+        def __exit__(self, *exc):
+            self.step.seconds = round(time.monotonic() - self.start, 4)
+            return False
+
+    return _Step()

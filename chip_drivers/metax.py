@@ -1,0 +1,25 @@
+"""MetaX accelerators (backend ``maca``).
+
+Identity only so far: PCI ids, backend, kernel modules and tools. Product table,
+driver/runtime state, tool parsing and container access are filled in by this module.
+See ``../shared/reference/chips.md`` for the facts.
+"""
+
+from __future__ import annotations
+
+from chip_drivers.base import (
+    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL, CLASS_VGA,  # noqa: F401
+    ChipDriver, Product,
+)
+
+
+class MetaxDriver(ChipDriver):
+    vendor = "metax"
+    display_name = "MetaX"
+    backend = "maca"
+    pci_vendor_ids = ('9999',)
+    accelerator_classes = (CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL)
+    kernel_modules = ('metax',)
+    tools = ('mx-smi',)
+    provision_role = "metax"
+    products: dict[str, Product] = {}
