@@ -1,0 +1,1 @@
+"""Runtime: bring the planned stack up on Docker, health-gate it and keep it converged."""
