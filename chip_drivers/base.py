@@ -8,6 +8,23 @@ devices to a container. Drivers touch the machine only through a
 :class:`~appliance.inventory.hostview.HostView`, so they behave the same on a snapshot.
 
 Adding a vendor: see ``docs/adding-a-chip-driver.md``.
+
+Contract notes (stable; additions are optional and keep old names working):
+
+- Use vendor *libraries* (NVML, DCMI, ...) only when ``host.native`` is true; otherwise
+  (snapshot replay, ``appliance snapshot`` capture, a live host with another root) use the
+  vendor CLI through ``host.run`` so that a capture records exactly what a replay reads.
+- ``host.run(argv, timeout_s=self.tool_timeout_s)`` for every tool call; a command absent
+  from a snapshot behaves as a tool that is not installed (``result.not_found``).
+- :meth:`ChipDriver.run_tool` (optional helper) runs a tool and appends its ProbeStep.
+- ``DriverState.devices`` (optional) carries per-device facts found in layer b, keyed by
+  normalized PCI address (model, uuid, dev_nodes, minor); :meth:`apply_driver_state` copies
+  them onto the matching accelerators with ``sources`` set.
+- ``snapshot_commands``/``snapshot_paths``: extra argv lists and files ``appliance snapshot``
+  records for this vendor *besides* what detection itself runs and reads (a capture runs
+  detection through a recording host, so every file read and command run is kept anyway).
+- ``ContainerAccess.device_requests`` holds keyword-argument dicts for
+  ``docker.types.DeviceRequest`` (``driver``, ``count``, ``device_ids``, ``capabilities``).
 """
 
 from __future__ import annotations
@@ -56,13 +73,16 @@ class DriverState:
     dev_nodes: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
     steps: list[ProbeStep] = field(default_factory=list)
+    # optional: normalized PCI address -> {"model", "uuid", "dev_nodes", "minor", "source"}
+    devices: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
 class ContainerAccess:
     """How to give a container a set of devices, in Docker SDK terms.
 
-    ``device_requests`` are dicts for ``docker.types.DeviceRequest`` (NVIDIA);
+    ``device_requests`` are keyword-argument dicts for ``docker.types.DeviceRequest``
+    (NVIDIA: ``{"driver": "nvidia", "device_ids": [uuid, ...], "capabilities": [["gpu"]]}``);
     ``devices`` are ``host:container:perms`` strings; ``volumes`` map host path ->
     container path (read-only); never privileged.
     """
@@ -134,6 +154,7 @@ class ChipDriver:
                               if dev.subsystem_vendor and dev.subsystem_device else None),
             pci_class=dev.pci_class, numa_node=dev.numa_node, sources=sources,
         )
+        sources = acc.sources  # pydantic copied the dict: record further sources on the model's own
         if product:
             if product.memory_mib is not None:
                 acc.memory_mib = product.memory_mib
@@ -162,6 +183,18 @@ class ChipDriver:
 
     def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
         for acc in accs:
+            per_device = state.devices.get(acc.pci_bdf or "") if state.devices else None
+            if per_device:
+                source = per_device.get("source") or "driver-state"
+                if per_device.get("model"):
+                    acc.model = per_device["model"]
+                    acc.sources["model"] = source
+                if per_device.get("uuid"):
+                    acc.uuid = per_device["uuid"]
+                    acc.sources["uuid"] = source
+                for node in per_device.get("dev_nodes") or []:
+                    if node not in acc.dev_nodes:
+                        acc.dev_nodes.append(node)
             if state.driver_version:
                 acc.driver_version = state.driver_version
                 acc.sources["driver_version"] = state.driver_version_source or "driver-state"
@@ -186,6 +219,26 @@ class ChipDriver:
         failure; devices from layers a and b are kept by the caller.
         """
         return accs
+
+    def run_tool(self, host: HostView, argv: list[str], steps: list[ProbeStep], *,
+                 name: str | None = None, timeout_s: float | None = None):
+        """Run a vendor tool under the driver's timeout and append a ProbeStep for it.
+
+        Returns the :class:`~appliance.subproc.CommandResult`. The step is ``none`` when the
+        tool is not installed, ``error`` when it timed out or exited non-zero, else ``ok``
+        (the caller may downgrade it to ``error`` when the output does not parse).
+        """
+        result = host.run(list(argv), timeout_s=self.tool_timeout_s if timeout_s is None else timeout_s)
+        label = name or " ".join(argv)
+        if result.not_found:
+            steps.append(ProbeStep(name=label, result="none", detail=f"{argv[0]} is not installed",
+                                   seconds=round(result.seconds, 4)))
+        elif not result.ok:
+            steps.append(ProbeStep(name=label, result="error", detail=result.describe_failure(),
+                                   seconds=round(result.seconds, 4)))
+        else:
+            steps.append(ProbeStep(name=label, result="ok", seconds=round(result.seconds, 4)))
+        return result
 
     # ---- containers ----------------------------------------------------------------------
     def container_access(self, accs: list[Accelerator]) -> ContainerAccess:

@@ -7,6 +7,17 @@ snapshot (``appliance-node-snapshot/1``): files from ``DIR/root/``, a tool's
 output from ``DIR/tool-output/index.json`` matched by exact argv; a command
 absent from the index behaves as a tool that is not installed.
 
+``native`` says whether library calls made in this process (NVML, ``os.uname``,
+``os.statvfs``) describe the host view: only a :class:`LiveHost` whose root is ``/``.
+A live host pointed at another root (``APPLIANCE_HOST_ROOT``, used by tests and support
+to replay a copied filesystem with fake tools on ``PATH``) reads files from that root and
+runs tools from ``PATH``, but skips vendor libraries. ``live`` says whether tools really
+run; drivers use it only for wording, never to pick a code path that a snapshot could not
+replay (that is what ``native`` is for).
+
+``APPLIANCE_TOOL_TIMEOUT_S`` caps every tool timeout of a live host (tests use it to keep
+"a tool that hangs" short; support can raise nothing above a driver's own limit).
+
 Symlinks: on a live node ``readlink`` follows the filesystem. A snapshot may hold a
 symlink as a small regular file whose content is the link target (git and read-only
 copies do not keep symlinks), and ``readlink`` returns that content.
@@ -31,6 +42,7 @@ class HostView:
     """Interface shared by live and snapshot hosts. Paths are absolute, e.g. ``/proc/meminfo``."""
 
     live: bool = True
+    native: bool = False
     root: Path
 
     def path(self, path: str) -> Path:
@@ -80,15 +92,37 @@ class HostView:
         raise NotImplementedError
 
 
+HOST_ROOT_ENV = "APPLIANCE_HOST_ROOT"
+TOOL_TIMEOUT_ENV = "APPLIANCE_TOOL_TIMEOUT_S"
+
+
+def tool_timeout_cap() -> float | None:
+    """``APPLIANCE_TOOL_TIMEOUT_S`` as a float, or None when unset/invalid."""
+    raw = os.environ.get(TOOL_TIMEOUT_ENV)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 class LiveHost(HostView):
-    """The machine we run on."""
+    """The machine we run on (optionally with files read from another root)."""
 
     live = True
 
-    def __init__(self, root: str | Path = "/"):
+    def __init__(self, root: str | Path | None = None):
+        if root is None:
+            root = os.environ.get(HOST_ROOT_ENV) or "/"
         self.root = Path(root)
+        self.native = self.root.resolve() == Path("/")
 
     def run(self, argv: list[str], timeout_s: float = 10.0) -> CommandResult:
+        cap = tool_timeout_cap()
+        if cap is not None:
+            timeout_s = min(timeout_s, cap)
         return _run(argv, timeout_s=timeout_s)
 
     def has_tool(self, name: str) -> bool:
@@ -103,9 +137,13 @@ class SnapshotHost(HostView):
     def __init__(self, directory: str | Path):
         directory = Path(directory)
         index_path = directory / "tool-output" / "index.json"
-        if not directory.is_dir():
+        if not directory.exists():
             raise SnapshotError(
                 "snapshot directory does not exist", where=str(directory),
+                fix="pass a directory made by `appliance snapshot DIR`")
+        if not directory.is_dir():
+            raise SnapshotError(
+                "not a directory", where=str(directory),
                 fix="pass a directory made by `appliance snapshot DIR`")
         if not (directory / "root").is_dir():
             raise SnapshotError(
@@ -120,7 +158,8 @@ class SnapshotHost(HostView):
             ) from None
         except (OSError, ValueError) as exc:
             raise SnapshotError(
-                f"malformed index: {exc}", where=str(index_path),
+                f"malformed index: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                where=str(index_path),
                 fix="re-capture the snapshot with `appliance snapshot DIR`") from None
         if not isinstance(index, dict) or not isinstance(index.get("commands"), list):
             raise SnapshotError(
@@ -135,12 +174,27 @@ class SnapshotHost(HostView):
         self.root = directory / "root"
         self.index = index
         self._commands: dict[tuple[str, ...], dict] = {}
+        out_dir = (directory / "tool-output").resolve()
         for i, entry in enumerate(index["commands"]):
-            if not isinstance(entry, dict) or not isinstance(entry.get("argv"), list) or "file" not in entry:
+            where = f"{index_path}: commands[{i}]"
+            if (not isinstance(entry, dict) or not isinstance(entry.get("argv"), list) or not entry["argv"]
+                    or not all(isinstance(a, str) for a in entry["argv"])
+                    or not isinstance(entry.get("file"), str)):
                 raise SnapshotError(
-                    "malformed command entry: needs 'argv' (list) and 'file'",
-                    where=f"{index_path}: commands[{i}]", fix="re-capture the snapshot")
-            self._commands[tuple(str(a) for a in entry["argv"])] = entry
+                    "malformed command entry: needs 'argv' (a non-empty list of strings) and 'file' (a string)",
+                    where=where, fix="re-capture the snapshot with `appliance snapshot DIR`")
+            code = entry.get("exit_code", 0)
+            if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+                raise SnapshotError(f"malformed exit_code {code!r}: expected an integer or null",
+                                    where=f"{where}.exit_code", fix="re-capture the snapshot")
+            out_path = (directory / "tool-output" / entry["file"]).resolve()
+            if out_dir not in out_path.parents:
+                raise SnapshotError(f"file {entry['file']!r} points outside tool-output/", where=f"{where}.file",
+                                    fix="name a file inside tool-output/")
+            if not entry.get("timed_out") and not out_path.is_file():
+                raise SnapshotError(f"output file {entry['file']!r} is missing", where=f"{where}.file",
+                                    fix="copy the file into tool-output/ or drop the entry from the index")
+            self._commands[tuple(entry["argv"])] = entry
 
     def run(self, argv: list[str], timeout_s: float = 10.0) -> CommandResult:
         start = time.monotonic()
@@ -161,7 +215,9 @@ class SnapshotHost(HostView):
                 stderr = (self.directory / "tool-output" / entry["stderr_file"]).read_text(errors="replace")
             except OSError:
                 stderr = ""
-        return CommandResult(argv=list(argv), exit_code=int(entry.get("exit_code", 0)), stdout=stdout,
+        code = entry.get("exit_code", 0)
+        return CommandResult(argv=list(argv), exit_code=code, stdout=stdout,
+                             error=None if code is not None else "recorded without an exit code",
                              stderr=stderr, seconds=time.monotonic() - start)
 
     def has_tool(self, name: str) -> bool:
