@@ -1,0 +1,365 @@
+"""appliance gateway: one OpenAI-compatible endpoint in front of the engine services.
+
+Why our own small service: the stack is built offline from a stdlib-only Python runtime
+image (nothing can be pulled), and what the box needs -- key verification against
+salted hashes written by ``appliance keys``, per-key scopes, expiry, rate and daily token
+quotas, usage per key, hot reload of revocations -- is a few hundred lines of stdlib
+Python, with no proxy to configure through a side channel. Added latency is measured by
+``benchmarks/bench_gateway.py``.
+
+Environment:
+  PORT                        listen port (default 8080)
+  GATEWAY_CONFIG_DIR          keys.json + routes.json (default /etc/appliance/gateway)
+  GATEWAY_USAGE_FILE          where usage counters are flushed (default <config>/usage.json)
+  GATEWAY_UPSTREAM_TIMEOUT_S  per read from an engine (default 600)
+  GATEWAY_UPSTREAM_API_KEY    optional key sent to the engines (never the caller's key)
+  GATEWAY_MAX_BODY_MIB        largest request body accepted (default 32)
+  GATEWAY_POLL_S              config poll interval (default 1.0)
+
+Logs: one JSON line per request on stdout (method, path, status, model, key *name*,
+latencies, token counts). Request and response bodies and keys are never logged.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwcore import Config, Denied, StreamMeter, Usage, Watcher, usage_from_json  # noqa: E402
+
+POST_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/rerank",
+              "/v2/rerank", "/v1/score"}
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "content-length", "server", "date"}
+_LOG_LOCK = threading.Lock()
+
+
+def log(record: dict) -> None:
+    record = {"ts": round(time.time(), 3), **record}
+    line = json.dumps(record, separators=(",", ":")) + "\n"
+    with _LOG_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+class Pool:
+    """Idle keep-alive connections per upstream, so a request does not pay a TCP handshake."""
+
+    def __init__(self, timeout_s: float, max_idle: int = 64):
+        self.timeout_s = timeout_s
+        self.max_idle = max_idle
+        self.idle: dict[str, list[http.client.HTTPConnection]] = {}
+        self.lock = threading.Lock()
+        self._parsed: dict[str, tuple[str, str, int]] = {}
+
+    def get(self, base: str) -> tuple[http.client.HTTPConnection, bool]:
+        with self.lock:
+            stack = self.idle.get(base)
+            if stack:
+                return stack.pop(), True
+        parsed = self._parsed.get(base)
+        if parsed is None:
+            u = urlsplit(base)
+            parsed = self._parsed[base] = (u.scheme, u.hostname or "localhost",
+                                           u.port or (443 if u.scheme == "https" else 80))
+        scheme, host, port = parsed
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        return cls(host, port, timeout=self.timeout_s), False
+
+    def put(self, base: str, conn: http.client.HTTPConnection) -> None:
+        with self.lock:
+            stack = self.idle.setdefault(base, [])
+            if len(stack) < self.max_idle:
+                stack.append(conn)
+                return
+        conn.close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "appliance-gateway"
+    sys_version = ""
+    disable_nagle_algorithm = True  # TCP_NODELAY on client connections: no 40 ms Nagle/delayed-ACK stalls
+    # set by serve()
+    config: Config
+    usage: Usage
+    pool: Pool
+    max_body = 32 << 20
+    upstream_key = ""
+
+    # quiet the default stderr access log (it would duplicate ours)
+    def log_message(self, format, *args) -> None:  # noqa: A002
+        pass
+
+    def log_error(self, format, *args) -> None:  # noqa: A002
+        log({"event": "http_error", "detail": (format % args)[:200]})
+
+    # ---- responses ---------------------------------------------------------------------
+    def _head(self, status: int, headers: list[tuple[str, str]]) -> bytes:
+        reason = self.responses.get(status, ("",))[0]
+        lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
+        if self.close_connection:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json",
+              extra: list[tuple[str, str]] | None = None) -> None:
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("X-Request-Id", self.rid)]
+        headers += extra or []
+        self.wfile.write(self._head(status, headers) + (body if self.command != "HEAD" else b""))
+        self.info["status"] = status
+
+    def _json(self, status: int, obj) -> None:
+        self._send(status, json.dumps(obj, separators=(",", ":")).encode())
+
+    def _error(self, err: Denied) -> None:
+        kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}.get(err.status, "invalid_request_error" if err.status < 500 else "api_error")
+        extra = [("Retry-After", str(err.retry_after_s))] if err.retry_after_s else []
+        if err.status == 401:
+            extra.append(("WWW-Authenticate", 'Bearer realm="appliance"'))
+        body = json.dumps({"error": {"message": err.message, "type": kind, "code": err.code}}).encode()
+        self._send(err.status, body, extra=extra)
+        self.info["error"] = err.code
+
+    # ---- request plumbing --------------------------------------------------------------
+    def _presented_key(self) -> str | None:
+        auth = self.headers.get("Authorization")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            return value.strip() if scheme.lower() == "bearer" else None
+        return self.headers.get("X-Api-Key") or self.headers.get("Api-Key")
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts, total = [], 0
+            while True:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                total += size
+                if total > self.max_body:
+                    self.close_connection = True
+                    raise Denied(413, "request_too_large", "request body too large")
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+            return b"".join(parts)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise Denied(400, "bad_request", "invalid Content-Length") from None
+        if length > self.max_body:
+            self.close_connection = True
+            raise Denied(413, "request_too_large", "request body too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _begin(self) -> None:
+        self.t0 = time.perf_counter()
+        self.rid = os.urandom(6).hex()
+        self.info = {"rid": self.rid, "method": self.command, "path": self.path.split("?", 1)[0]}
+
+    def _finish(self) -> None:
+        self.info["ms"] = round((time.perf_counter() - self.t0) * 1000, 2)
+        log(self.info)
+
+    def _auth(self):
+        now = time.time()
+        rec = self.config.authenticate(self._presented_key(), now)
+        self.info["key"] = rec.name
+        return rec, now
+
+    # ---- verbs -------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._begin()
+        try:
+            path = self.info["path"]
+            if path in ("/healthz", "/health"):
+                ok = "keys" not in self.config.errors
+                self._json(200 if ok else 503, {"status": "ok" if ok else "degraded",
+                                                "models": len(self.config.routes), "keys": len(self.config.keys),
+                                                "errors": sorted(self.config.errors)})
+                return
+            rec, now = self._auth()
+            if path == "/v1/models" or path.startswith("/v1/models/"):
+                visible = sorted(m for m in self.config.routes if rec.allows(m))
+                if path == "/v1/models":
+                    self._json(200, {"object": "list",
+                                     "data": [{"id": m, "object": "model", "created": 0, "owned_by": "appliance"}
+                                              for m in visible]})
+                    return
+                name = path[len("/v1/models/"):]
+                if name not in visible:
+                    if name in self.config.routes:
+                        raise Denied(403, "model_not_allowed", f"this key may not use model {name!r}")
+                    raise Denied(404, "model_not_found", f"no model {name!r} on this gateway")
+                self._json(200, {"id": name, "object": "model", "created": 0, "owned_by": "appliance"})
+                return
+            raise Denied(404, "not_found", f"no route for GET {path}")
+        except Denied as err:
+            self._error(err)
+        finally:
+            self._finish()
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        self._begin()
+        try:
+            try:
+                rec, now = self._auth()  # before reading the body: strangers cannot make us buffer it
+                path = self.info["path"]
+                if path not in POST_PATHS:
+                    raise Denied(404, "not_found", f"no route for POST {path}")
+            except Denied:
+                self.close_connection = True  # the unread body would corrupt the next request
+                raise
+            body = self._read_body()
+            try:
+                req = json.loads(body) if body else None
+            except ValueError:
+                req = None
+            if not isinstance(req, dict):
+                raise Denied(400, "bad_request", "the body must be a JSON object")
+            model = req.get("model")
+            if not isinstance(model, str) or not model:
+                raise Denied(400, "model_required", "the request must name a 'model' (see GET /v1/models)")
+            self.info["model"] = model
+            if not rec.allows(model):
+                self.usage.deny(rec)
+                raise Denied(403, "model_not_allowed", f"this key may not use model {model!r}")
+            base = self.config.routes.get(model)
+            if base is None:
+                raise Denied(404, "model_not_found", f"no model {model!r} on this gateway (see GET /v1/models)")
+            self.usage.admit(rec, now)
+            self.info["stream"] = bool(req.get("stream"))
+            self._proxy(rec, base, path, body)
+        except Denied as err:
+            self._error(err)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+            self.info["error"] = "client_disconnected"
+        finally:
+            self._finish()
+
+    # ---- proxying ----------------------------------------------------------------------
+    def _proxy(self, rec, base: str, path: str, body: bytes) -> None:
+        headers = {"Content-Type": "application/json", "Accept": self.headers.get("Accept", "*/*"),
+                   "X-Request-Id": self.rid}
+        if self.upstream_key:
+            headers["Authorization"] = f"Bearer {self.upstream_key}"
+        t_up = time.perf_counter()
+        for attempt in (0, 1):
+            conn, reused = self.pool.get(base)
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                # a pooled connection the engine already closed: retry once on a fresh one
+                if reused and attempt == 0 and not isinstance(exc, TimeoutError):
+                    continue
+                raise Denied(502, "upstream_unavailable",
+                             f"the engine for this model is not reachable ({type(exc).__name__})") from None
+        self.info["upstream_status"] = resp.status
+        out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP
+                       and k.lower() != "x-request-id"]
+        ctype = resp.getheader("Content-Type", "")
+        length = resp.getheader("Content-Length")
+        if length is not None and not resp.chunked and "event-stream" not in ctype:
+            data = resp.read()
+            self.info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
+            if resp.will_close:
+                conn.close()
+            else:
+                self.pool.put(base, conn)
+            if resp.status == 200 and "json" in ctype:
+                prompt, completion = usage_from_json(data)
+                self._count(rec, prompt, completion)
+            self._send(resp.status, data, ctype or "application/json",
+                       [(k, v) for k, v in out_headers if k.lower() != "content-type"])
+            return
+        # streamed (SSE or chunked): pass each piece through as it arrives
+        meter = StreamMeter()
+        head = self._head(resp.status, out_headers + [("Transfer-Encoding", "chunked"), ("X-Request-Id", self.rid)])
+        self.info["status"] = resp.status
+        sent_head = False
+        try:
+            while True:
+                data = resp.read1(65536)
+                if not data:
+                    break
+                meter.feed(data)
+                chunk = b"%x\r\n%s\r\n" % (len(data), data)
+                if not sent_head:
+                    chunk, sent_head = head + chunk, True
+                self.wfile.write(chunk)
+            self.wfile.write((b"" if sent_head else head) + b"0\r\n\r\n")
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            self.close_connection = True
+            self.info["error"] = "stream_interrupted:" + type(exc).__name__
+            self._count(rec, *meter.result())
+            return
+        self.info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
+        if resp.will_close:
+            conn.close()
+        else:
+            self.pool.put(base, conn)
+        self._count(rec, *meter.result())
+
+    def _count(self, rec, prompt: int, completion: int) -> None:
+        self.info["prompt_tokens"], self.info["completion_tokens"] = prompt, completion
+        self.usage.add_tokens(rec, prompt, completion, time.time())
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+def serve() -> None:
+    config_dir = os.environ.get("GATEWAY_CONFIG_DIR", "/etc/appliance/gateway")
+    port = int(os.environ.get("PORT", "8080"))
+    config = Config(config_dir)
+    config.reload()
+    usage = Usage(os.environ.get("GATEWAY_USAGE_FILE") or os.path.join(config_dir, "usage.json"))
+    Handler.config = config
+    Handler.usage = usage
+    Handler.pool = Pool(float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT_S", "600")))
+    Handler.max_body = int(float(os.environ.get("GATEWAY_MAX_BODY_MIB", "32")) * (1 << 20))
+    Handler.upstream_key = os.environ.get("GATEWAY_UPSTREAM_API_KEY", "")
+    watcher = Watcher(config, usage, log, poll_s=float(os.environ.get("GATEWAY_POLL_S", "1.0")))
+    watcher.start()
+    server = Server(("0.0.0.0", port), Handler)
+
+    def _stop(signum, frame):  # shutdown() blocks until serve_forever returns: call it off-thread
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log({"event": "start", "port": port, "config_dir": config_dir, "models": sorted(config.routes),
+         "keys": len(config.keys), "errors": config.errors})
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        watcher.stop_event.set()
+        watcher.join(timeout=5)
+        server.server_close()
+        log({"event": "stop"})
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,98 @@
+"""Helpers for the gateway and app tests: real processes on free localhost ports.
+
+The process-level tests run the gateway (``images/gateway/main.py``) and the apps as plain
+Python processes against a small stdlib engine (``upstream.py``) or the demo engine, with
+a real state database and real key files -- fast coverage without Docker. The Docker
+tests (``test_stack_docker.py``) run the same code in the real demo stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+GATEWAY_MAIN = REPO / "images" / "gateway" / "main.py"
+UPSTREAM = Path(__file__).resolve().parent / "upstream.py"
+DEMO_ENGINE = REPO / "images" / "demo" / "engine" / "main.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def call(url: str, *, key: str | None = None, body: dict | None = None, method: str | None = None,
+         headers: dict | None = None, timeout_s: float = 10.0):
+    """(status, headers, parsed JSON or raw bytes) of one HTTP request."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"))
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if key is not None:
+        req.add_header("Authorization", f"Bearer {key}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            status, hdrs, raw = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, hdrs, raw = exc.code, dict(exc.headers), exc.read()
+    try:
+        return status, hdrs, json.loads(raw)
+    except ValueError:
+        return status, hdrs, raw
+
+
+class Proc:
+    def __init__(self, argv: list[str], env: dict, log: Path):
+        self.log = log
+        self._fh = open(log, "wb")
+        self.p = subprocess.Popen(argv, env={**os.environ, **env}, stdout=self._fh, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._fh.close()
+
+    def output(self) -> str:
+        self._fh.flush()
+        return self.log.read_text(errors="replace")
+
+
+def eventually(check, timeout_s: float = 8.0, interval_s: float = 0.1):
+    """Poll ``check()`` until truthy; returns (value, seconds waited)."""
+    start = time.monotonic()
+    while True:
+        value = check()
+        if value:
+            return value, time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            return value, time.monotonic() - start
+        time.sleep(interval_s)

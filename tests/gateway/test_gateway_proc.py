@@ -1,0 +1,211 @@
+"""The gateway as a real process in front of real HTTP engines: auth, scopes, limits, proxying."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit
+
+from gwtest import DEMO_ENGINE, call, eventually, free_port, wait_http
+
+from appliance.gateway import keys as K
+
+CHAT = {"model": "m1", "messages": [{"role": "user", "content": "SECRET-PROMPT-TEXT please"}]}
+
+
+def test_auth_scope_routing_and_no_key_forwarded(upstream, gateway):
+    u1, u2 = upstream("m1"), upstream("m2")
+    full = K.create_key("full").key
+    scoped = K.create_key("scoped", models=["m2"]).key
+    gw = gateway({"m1": u1 + "/v1", "m2": u2})
+    assert call(gw.url + "/v1/models")[0] == 401
+    assert call(gw.url + "/v1/models", key="apk_000000000000_" + "x" * 43)[0] == 401
+    assert call(gw.url + "/v1/models", key="not-a-key")[0] == 401
+    assert call(gw.url + "/v1/models", headers={"Authorization": "Basic Zm9vOmJhcg=="})[0] == 401
+    status, hdrs, body = call(gw.url + "/v1/chat/completions", body=CHAT)
+    assert status == 401 and body["error"]["code"] == "missing_api_key" and "WWW-Authenticate" in hdrs
+
+    status, _, body = call(gw.url + "/v1/models", key=full)
+    assert status == 200 and [m["id"] for m in body["data"]] == ["m1", "m2"]
+    status, _, body = call(gw.url + "/v1/models", key=scoped)
+    assert [m["id"] for m in body["data"]] == ["m2"]
+    assert call(gw.url + "/v1/models/m1", key=scoped)[0] == 403
+    assert call(gw.url + "/v1/models/m2", key=scoped)[0] == 200
+    # x-api-key works too
+    assert call(gw.url + "/v1/models", headers={"X-Api-Key": full})[0] == 200
+
+    status, hdrs, body = call(gw.url + "/v1/chat/completions", key=full, body=CHAT)
+    assert status == 200 and body["choices"][0]["message"]["content"].startswith("echo from m1")
+    assert hdrs["X-Seen-Authorization"] == "-"  # the caller's key never reaches the engine
+    status, _, body = call(gw.url + "/v1/chat/completions", key=full, body={**CHAT, "model": "m2"})
+    assert "echo from m2" in body["choices"][0]["message"]["content"]
+    status, _, body = call(gw.url + "/v1/chat/completions", key=scoped, body=CHAT)
+    assert status == 403 and body["error"]["code"] == "model_not_allowed"
+    assert call(gw.url + "/v1/chat/completions", key=scoped, body={**CHAT, "model": "m2"})[0] == 200
+    # unknown model, missing model, bad JSON, unknown path
+    assert call(gw.url + "/v1/chat/completions", key=full, body={**CHAT, "model": "nope"})[0] == 404
+    assert call(gw.url + "/v1/chat/completions", key=full, body={"messages": []})[0] == 400
+    req = urllib_post(gw.url + "/v1/chat/completions", b"{not json", full)
+    assert req[0] == 400
+    assert call(gw.url + "/v1/files", key=full, body={"model": "m1"})[0] == 404
+    # other OpenAI endpoints
+    status, _, body = call(gw.url + "/v1/completions", key=full, body={"model": "m1", "prompt": "hi"})
+    assert status == 200 and "echo from m1" in body["choices"][0]["text"]
+    status, _, body = call(gw.url + "/v1/embeddings", key=full, body={"model": "m1", "input": ["a b", "c"]})
+    assert status == 200 and len(body["data"]) == 2
+    status, _, body = call(gw.url + "/v1/rerank", key=full,
+                           body={"model": "m1", "query": "cat", "documents": ["dog", "cat"]})
+    assert status == 200 and body["results"][1]["relevance_score"] > body["results"][0]["relevance_score"]
+
+    time.sleep(2.5)  # one usage flush
+    logs = gw.proc.output()
+    assert full not in logs and scoped not in logs and "SECRET-PROMPT-TEXT" not in logs
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    ok = [r for r in lines if r.get("path") == "/v1/chat/completions" and r.get("status") == 200]
+    assert ok and ok[0]["key"] == "full" and ok[0]["model"] == "m1" and ok[0]["prompt_tokens"] > 0
+    usage = {k.name: k.usage for k in K.list_keys().keys}
+    assert usage["full"].requests == 5  # chat m1, chat m2, completions, embeddings, rerank and usage["full"].completion_tokens > 0
+    assert usage["scoped"].denied == 1
+
+
+def urllib_post(url: str, raw: bytes, key: str):
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+    conn.request("POST", u.path, body=raw, headers={"Authorization": f"Bearer {key}",
+                                                    "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def test_revocation_and_new_keys_take_effect_within_seconds(upstream, gateway):
+    u1 = upstream("m1")
+    key = K.create_key("soon-revoked").key
+    gw = gateway({"m1": u1})  # default 1 s poll, as in the stack
+    assert call(gw.url + "/v1/models", key=key)[0] == 200
+    subprocess.run([sys.executable, "-m", "appliance", "keys", "revoke", "soon-revoked"], check=True,
+                   capture_output=True)
+    t0 = time.monotonic()
+    status, waited = eventually(lambda: call(gw.url + "/v1/models", key=key)[0] == 401, timeout_s=10)
+    assert status, "revoked key still accepted after 10 s"
+    assert time.monotonic() - t0 < 5
+    new = K.create_key("fresh").key
+    assert eventually(lambda: call(gw.url + "/v1/models", key=new)[0] == 200, timeout_s=10)[0]
+    assert gw.proc.p.poll() is None  # no restart
+
+
+def test_expired_key_is_401(upstream, gateway):
+    u1 = upstream("m1")
+    key = K.create_key("short", expires="2s").key
+    gw = gateway({"m1": u1})
+    assert call(gw.url + "/v1/models", key=key)[0] == 200
+    time.sleep(2.2)
+    status, _, body = call(gw.url + "/v1/models", key=key)
+    assert status == 401 and body["error"]["code"] == "expired_api_key"
+
+
+def test_rate_and_token_quotas_are_429(upstream, gateway):
+    u1 = upstream("m1")
+    rpm = K.create_key("rpm", rpm=3).key
+    tok = K.create_key("tok", tokens_per_day=12).key
+    other = K.create_key("other").key
+    gw = gateway({"m1": u1})
+    for _ in range(3):
+        assert call(gw.url + "/v1/chat/completions", key=rpm, body=CHAT)[0] == 200
+    status, hdrs, body = call(gw.url + "/v1/chat/completions", key=rpm, body=CHAT)
+    assert status == 429 and body["error"]["code"] == "rate_limit_exceeded" and int(hdrs["Retry-After"]) >= 1
+    assert call(gw.url + "/v1/chat/completions", key=other, body=CHAT)[0] == 200  # per key
+    # token quota: the first request (2 prompt + ~7 completion tokens) fits, the second crosses, third refused
+    assert call(gw.url + "/v1/chat/completions", key=tok, body=CHAT)[0] == 200
+    assert call(gw.url + "/v1/chat/completions", key=tok, body=CHAT)[0] == 200
+    status, _, body = call(gw.url + "/v1/chat/completions", key=tok, body=CHAT)
+    assert status == 429 and body["error"]["code"] == "token_quota_exceeded"
+    # streamed tokens count too (usage chunk or one per content chunk)
+    tok2 = K.create_key("tok2", tokens_per_day=4).key
+    eventually(lambda: call(gw.url + "/v1/models", key=tok2)[0] == 200)
+    status, _, raw = call(gw.url + "/v1/chat/completions", key=tok2, body={**CHAT, "stream": True})
+    assert status == 200 and b"[DONE]" in raw
+    assert call(gw.url + "/v1/chat/completions", key=tok2, body=CHAT)[0] == 429
+
+
+def test_streaming_is_passed_through_as_it_arrives(upstream, gateway):
+    u1 = upstream("m1")
+    key = K.create_key("s").key
+    gw = gateway({"m1": u1})
+    u = urlsplit(gw.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    body = json.dumps({**CHAT, "stream": True, "delay_s": 0.3, "stream_options": {"include_usage": True}})
+    t0 = time.monotonic()
+    conn.request("POST", "/v1/chat/completions", body=body,
+                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+    first = resp.read1(65536)
+    first_at = time.monotonic() - t0
+    rest = resp.read()
+    total = time.monotonic() - t0
+    assert first.startswith(b"data: ") and b"[DONE]" in rest
+    # the engine takes >= 7 x 0.3 s; the first chunk must arrive long before the end
+    assert total > 1.5 and first_at < total - 1.0
+    # keep-alive: the same client connection serves the next request
+    conn.request("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert conn.getresponse().status == 200
+
+
+def test_upstream_restart_and_outage(upstream, gateway):
+    port = free_port()
+    u1 = upstream("m1", port=port)
+    key = K.create_key("k").key
+    gw = gateway({"m1": u1, "gone": f"http://127.0.0.1:{free_port()}"})
+    assert call(gw.url + "/v1/chat/completions", key=key, body=CHAT)[0] == 200  # pools a connection
+    upstream.by_port[port].stop()
+    upstream("m1", port=port)  # a new engine process on the same port: the pooled connection is stale
+    status, _, body = call(gw.url + "/v1/chat/completions", key=key, body=CHAT)
+    assert status == 200, body
+    status, _, body = call(gw.url + "/v1/chat/completions", key=key, body={**CHAT, "model": "gone"})
+    assert status == 502 and body["error"]["code"] == "upstream_unavailable"
+
+
+def test_routes_reload_and_bad_keys_file_fails_closed(upstream, gateway):
+    u1, u2 = upstream("m1"), upstream("m2")
+    key = K.create_key("k").key
+    gw = gateway({"m1": u1})
+    assert call(gw.url + "/v1/chat/completions", key=key, body={**CHAT, "model": "m2"})[0] == 404
+    (gw.dir / "routes.json").write_text(json.dumps({"models": {"m1": u1, "m2": {"upstream": u2}}}))
+    assert eventually(lambda: call(gw.url + "/v1/chat/completions", key=key,
+                                   body={**CHAT, "model": "m2"})[0] == 200)[0]
+    (gw.dir / "keys.json").write_text("{corrupt")
+    assert eventually(lambda: call(gw.url + "/v1/models", key=key)[0] == 401)[0]
+    assert call(gw.url + "/healthz")[0] == 503
+    K.export_keys_file()
+    assert eventually(lambda: call(gw.url + "/v1/models", key=key)[0] == 200)[0]
+    assert call(gw.url + "/healthz")[0] == 200
+
+
+def test_usage_survives_gateway_restart(upstream, gateway):
+    u1 = upstream("m1")
+    created = K.create_key("budget", tokens_per_day=10)
+    gw = gateway({"m1": u1})
+    assert call(gw.url + "/v1/chat/completions", key=created.key, body=CHAT)[0] == 200
+    assert call(gw.url + "/v1/chat/completions", key=created.key, body=CHAT)[0] == 200
+    gw.proc.stop()  # SIGTERM flushes usage
+    assert K.list_keys().keys[0].usage.tokens_today >= 10
+    gw2 = gateway({"m1": u1})
+    assert call(gw2.url + "/v1/chat/completions", key=created.key, body=CHAT)[0] == 429
+
+
+def test_demo_engine_through_gateway(procs, gateway, tmp_path):
+    port = free_port()
+    procs([sys.executable, "-S", str(DEMO_ENGINE)],
+          {"PORT": str(port), "SERVED_MODEL_NAME": "demo-chat"}, tmp_path / "demo.log")
+    wait_http(f"http://127.0.0.1:{port}/health")
+    key = K.create_key("d").key
+    gw = gateway({"demo-chat": f"http://127.0.0.1:{port}"})
+    status, _, body = call(gw.url + "/v1/chat/completions", key=key,
+                           body={"model": "demo-chat", "messages": [{"role": "user", "content": "ping"}]})
+    assert status == 200 and "ping" in body["choices"][0]["message"]["content"]
+    status, _, raw = call(gw.url + "/v1/chat/completions", key=key,
+                          body={"model": "demo-chat", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    assert status == 200 and raw.count(b"data: ") >= 3 and b"[DONE]" in raw
