@@ -1,0 +1,187 @@
+"""`appliance bundle ...`, `appliance upgrade`, `appliance rollback`: thin wrappers over appliance.bundle.
+
+Progress bars (bytes and rate) go to stderr and only when stderr is a terminal, so ``--json``
+output and logs stay clean.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from appliance.cli.output import console, emit
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+class _RichProgress:
+    """appliance.bundle.progress.Progress on rich progress bars (thread-safe)."""
+
+    def __init__(self):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._p = Progress(TextColumn("{task.description:<28}"), BarColumn(), DownloadColumn(),
+                           TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
+                           transient=False)
+
+    def __enter__(self):
+        self._p.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._p.stop()
+
+    def task(self, label: str, total_bytes: int):
+        p = self._p
+        tid = p.add_task(label[:28], total=max(total_bytes, 1))
+
+        class _Task:
+            def advance(self, n_bytes: int) -> None:
+                p.advance(tid, n_bytes)
+
+            def done(self) -> None:
+                p.update(tid, completed=max(total_bytes, 1))
+
+        return _Task()
+
+    def note(self, message: str) -> None:
+        self._p.console.print(message)
+
+
+class _Quiet:
+    def __enter__(self):
+        from appliance.bundle.progress import NullProgress
+
+        return _NoteOnly(NullProgress())
+
+    def __exit__(self, *exc):
+        pass
+
+
+class _NoteOnly:
+    def __init__(self, inner):
+        self._inner = inner
+
+    def task(self, label, total_bytes):
+        return self._inner.task(label, total_bytes)
+
+    def note(self, message: str) -> None:
+        click.echo(message, err=True)
+
+
+def _progress(enabled: bool = True):
+    if enabled and sys.stderr.isatty():
+        return _RichProgress()
+    return _Quiet()
+
+
+@click.group("bundle")
+def bundle() -> None:
+    """Create, verify and inspect offline bundles (see docs/bundle.md)."""
+
+
+@bundle.command("keygen")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="where to write NAME.key and NAME.pub")
+@click.option("--name", default="bundle-signing", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def keygen_cmd(out_dir: Path, name: str, as_json: bool) -> None:
+    """Create an ed25519 signing key pair (keep the .key offline; install the .pub on nodes)."""
+    from appliance.bundle.keys import keygen
+
+    res = keygen(out_dir, name)
+    emit(res, as_json, lambda r: click.echo(
+        f"private key {r.private_key} (keep it offline, never on a node)\n"
+        f"public key  {r.public_key} (key id {r.key_id}); on each node: appliance bundle trust {r.public_key}"))
+
+
+@bundle.command("trust")
+@click.argument("pubkey", type=click.Path(dir_okay=False, path_type=Path))
+def trust_cmd(pubkey: Path) -> None:
+    """Install a public key as trusted for bundles on this node."""
+    from appliance.bundle.keys import trust_key
+
+    k = trust_key(pubkey)
+    click.echo(f"trusted key {k.key_id} installed at {k.path}")
+
+
+@bundle.command("create")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", required=True, type=click.Path(dir_okay=False, path_type=Path), help="private key (.key)")
+@click.option("--base", type=click.Path(dir_okay=False, path_type=Path),
+              help="an older bundle: write a delta holding only the blobs it lacks")
+@click.option("--json", "as_json", is_flag=True)
+def create_cmd(spec: Path, out: Path, key: Path, base: Path | None, as_json: bool) -> None:
+    """Build a signed bundle from a YAML SPEC (images from the local engine)."""
+    from appliance.bundle.create import create_bundle
+
+    with _progress(not as_json) as progress:
+        res = create_bundle(spec, out, key, base=base, progress=progress)
+
+    def render(r):
+        kind = f"delta against {r.base_version}" if r.delta else "full"
+        click.echo(f"wrote {r.file}: version {r.version} ({kind}), {len(r.images)} image(s), {r.files} file(s), "
+                   f"{r.blobs_in_bundle}/{r.blobs} blobs, signed by {r.key_id}")
+        if r.delta:
+            click.echo(f"size {_mb(r.file_size_bytes)} (a full bundle would be {_mb(r.full_size_estimate_bytes)})")
+        else:
+            click.echo(f"size {_mb(r.file_size_bytes)}")
+
+    emit(res, as_json, render)
+
+
+@bundle.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pubkey", type=click.Path(dir_okay=False, path_type=Path),
+              help="verify against this key instead of the node's trusted keys")
+@click.option("--json", "as_json", is_flag=True)
+def verify_cmd(file: Path, pubkey: Path | None, as_json: bool) -> None:
+    """Check signature, structure and every blob's sha256 (exit 2 with one line if anything is wrong)."""
+    from appliance.bundle.reader import verify_bundle
+
+    with _progress(not as_json) as progress:
+        res = verify_bundle(file, pubkey=pubkey, progress=progress)
+    emit(res, as_json, lambda r: click.echo(
+        f"ok: {r.file} version {r.version}{' (delta against ' + r.base_version + ')' if r.delta else ''}, "
+        f"signed by {r.signer_key_id}; {r.blobs_in_bundle} blobs, {_mb(r.bytes_hashed)} hashed in {r.seconds:.2f}s "
+        f"({r.throughput_mb_s:,.0f} MB/s)"))
+
+
+@bundle.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pubkey", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def inspect_cmd(file: Path, pubkey: Path | None, as_json: bool) -> None:
+    """Show what a bundle holds (does not hash blobs; reports the signature status)."""
+    from appliance.bundle.summary import inspect_bundle
+
+    emit(inspect_bundle(file, pubkey=pubkey), as_json, _render_inspect)
+
+
+def _render_inspect(r) -> None:
+    from rich.table import Table
+
+    c = console()
+    kind = f"delta against {r.base_version}" if r.delta else "full"
+    click.echo(f"{r.product} {r.version} ({kind}), created {r.created}, "
+               f"upgrades from: {', '.join(r.upgrades_from) or 'nothing (first install only)'}")
+    click.echo(f"signature: {r.signature} - {r.signature_detail}")
+    click.echo(f"file {_mb(r.file_size_bytes)}; {r.blobs_in_bundle}/{r.blobs} blobs in the bundle, "
+               f"{_mb(r.bundled_bytes)} bundled, {_mb(r.unpacked_bytes)} unpacked, "
+               f"{_mb(r.shared_layer_bytes_saved)} saved by shared layers")
+    if r.images:
+        t = Table("image", "id", "layers", "size", "in bundle")
+        for i in r.images:
+            t.add_row(i.ref, i.id[7:19], str(i.layers), _mb(i.size_bytes), _mb(i.bundled_bytes))
+        c.print(t)
+    if r.files:
+        t = Table("files", "chip", "count", "size")
+        for g in r.files:
+            t.add_row(g.kind, g.chip or "", str(g.files), _mb(g.size_bytes))
+        c.print(t)
