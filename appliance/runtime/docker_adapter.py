@@ -1,14 +1,20 @@
 """The Docker adapter: the only module that talks to the Docker engine (Docker SDK).
 
-Everything else asks this module for what it needs. The SDK is imported lazily so
-commands that do not need Docker start fast.
+Everything else asks this module for what it needs, in plain Python values, and never sees
+an SDK object. Keeping Docker behind one small surface means: one place that maps SDK
+errors to :class:`~appliance.errors.ApplianceError`, one place that counts API calls (the
+status benchmark reports them), and one place to change when the engine changes. The SDK
+is imported lazily so commands that do not need Docker start fast.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterator
 
-from appliance.errors import DockerUnavailable
+from appliance.errors import DockerUnavailable, RuntimeFailure
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -41,3 +47,403 @@ def engine_version(timeout_s: float = 5.0) -> str:
         return str(client.version().get("Version", "unknown"))
     finally:
         client.close()
+
+
+# ---- plain values handed to the rest of the code ----------------------------------------------
+@dataclass
+class ContainerInfo:
+    """One container as a list call shows it (no inspect needed)."""
+
+    id: str
+    name: str
+    image: str
+    state: str                      # created, running, exited, restarting, paused, dead
+    status: str                     # Docker's text, e.g. "Up 3 minutes (healthy)"
+    health: str | None              # healthy, unhealthy, starting, or None (no healthcheck)
+    labels: dict[str, str]
+    created_ts: float
+    ports: list[dict] = field(default_factory=list)
+
+    @property
+    def service(self) -> str | None:
+        return self.labels.get("appliance.service")
+
+
+@dataclass
+class ContainerCreate:
+    """Everything needed to create one container (built by :mod:`appliance.runtime.compose`)."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    network: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # "8000/tcp" -> (ip, port)
+    binds: dict[str, dict] = field(default_factory=dict)            # host/volume -> {bind, mode}
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)
+    device_requests: list[dict] = field(default_factory=list)
+    group_add: list[str] = field(default_factory=list)
+    runtime: str | None = None
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    ipc_mode: str | None = None
+    read_only: bool = False
+    user: str | None = None
+    healthcheck: dict | None = None     # test, interval_s, timeout_s, start_period_s, retries
+    restart: str = "unless-stopped"
+    memory_limit_mib: int | None = None
+    cpus: float | None = None
+    shm_size_mib: int | None = None
+    pids_limit: int | None = None
+    log_max_size: str = "10m"
+    log_max_files: int = 3
+
+
+def _status_health(status: str) -> str | None:
+    for word in ("unhealthy", "healthy", "health: starting"):
+        if f"({word})" in status:
+            return "starting" if word == "health: starting" else word
+    return None
+
+
+class Docker:
+    """A connection to the engine with the operations the runtime needs.
+
+    ``api_calls`` counts HTTP requests made to the engine (for the status benchmark).
+    """
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, client=None):
+        self.client = client or connect(timeout_s)
+        self.api_calls = 1 if client is None else 0  # the ping in connect()
+        self.client.api.hooks["response"].append(self._count)
+
+    def _count(self, response, *args, **kwargs):
+        self.api_calls += 1
+        return response
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Docker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _errors(self):
+        from docker.errors import DockerException
+        return DockerException
+
+    # ---- containers ------------------------------------------------------------------------
+    def list_containers(self, label_filters: list[str], *, all: bool = True) -> list[ContainerInfo]:
+        """One API call: every container matching all ``label_filters`` ("k=v" or "k")."""
+        rows = self.client.api.containers(all=all, filters={"label": label_filters})
+        out = []
+        for row in rows:
+            status = row.get("Status", "")
+            names = row.get("Names") or ["/?"]
+            out.append(ContainerInfo(
+                id=row["Id"], name=names[0].lstrip("/"), image=row.get("Image", ""),
+                state=row.get("State", ""), status=status, health=_status_health(status),
+                labels=row.get("Labels") or {}, created_ts=float(row.get("Created", 0)),
+                ports=row.get("Ports") or []))
+        return sorted(out, key=lambda c: (c.labels.get("appliance.service", ""), c.created_ts))
+
+    def inspect_container(self, ref: str) -> dict | None:
+        from docker.errors import NotFound
+        try:
+            return self.client.api.inspect_container(ref)
+        except NotFound:
+            return None
+
+    def create_container(self, spec: ContainerCreate) -> str:
+        """Create (not start) a container; returns its id. Never privileged."""
+        from docker.types import DeviceRequest, EndpointConfig, LogConfig, Ulimit  # noqa: F401
+
+        api = self.client.api
+        host_kwargs: dict[str, Any] = dict(
+            binds=spec.binds or None,
+            port_bindings={k: v for k, v in spec.ports.items()} or None,
+            devices=spec.devices or None,
+            device_requests=[DeviceRequest(**d) for d in spec.device_requests] or None,
+            group_add=spec.group_add or None,
+            runtime=spec.runtime,
+            cap_add=spec.cap_add or None,
+            cap_drop=spec.cap_drop or None,
+            security_opt=spec.security_opt or None,
+            ipc_mode=spec.ipc_mode,
+            read_only=spec.read_only or None,
+            tmpfs=spec.tmpfs or None,
+            privileged=False,
+            restart_policy={"Name": spec.restart} if spec.restart != "no" else None,
+            log_config=LogConfig(type="json-file", config={"max-size": spec.log_max_size,
+                                                           "max-file": str(spec.log_max_files)}),
+            mem_limit=f"{spec.memory_limit_mib}m" if spec.memory_limit_mib else None,
+            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            shm_size=f"{spec.shm_size_mib}m" if spec.shm_size_mib else None,
+            pids_limit=spec.pids_limit,
+            init=False,
+        )
+        if spec.network:
+            host_kwargs["network_mode"] = spec.network
+        host_config = api.create_host_config(**host_kwargs)
+        networking = None
+        if spec.network:
+            networking = api.create_networking_config(
+                {spec.network: api.create_endpoint_config(aliases=spec.aliases or None)})
+        healthcheck = None
+        if spec.healthcheck:
+            hc = spec.healthcheck
+            healthcheck = {
+                "Test": hc["test"],
+                "Interval": int(hc["interval_s"] * 1e9),
+                "Timeout": int(hc["timeout_s"] * 1e9),
+                "StartPeriod": int(hc["start_period_s"] * 1e9),
+                "Retries": int(hc["retries"]),
+            }
+        try:
+            res = api.create_container(
+                image=spec.image, command=spec.command or None, name=spec.name,
+                environment=spec.env or None, labels=spec.labels, host_config=host_config,
+                networking_config=networking, healthcheck=healthcheck, user=spec.user,
+                ports=[int(p.split("/")[0]) for p in spec.ports] or None, detach=True)
+        except self._errors() as exc:
+            raise RuntimeFailure(f"cannot create container {spec.name}: {_short(exc)}",
+                                 where=f"service {spec.labels.get('appliance.service', spec.name)}",
+                                 fix="check the image and device settings (appliance init --dry-run)") from None
+        return res["Id"]
+
+    def start(self, ref: str) -> None:
+        try:
+            self.client.api.start(ref)
+        except self._errors() as exc:
+            raise RuntimeFailure(f"cannot start container {ref[:12]}: {_short(exc)}", where="docker",
+                                 fix="see `appliance logs SERVICE` and the device/driver setup") from None
+
+    def stop(self, ref: str, timeout_s: int = 10) -> None:
+        from docker.errors import NotFound
+        try:
+            self.client.api.stop(ref, timeout=timeout_s)
+        except NotFound:
+            pass
+
+    def remove(self, ref: str, *, force: bool = True) -> None:
+        from docker.errors import NotFound
+        try:
+            self.client.api.remove_container(ref, force=force, v=False)
+        except NotFound:
+            pass
+
+    def logs(self, ref: str, *, tail: int | str = 100, follow: bool = False,
+             timestamps: bool = False) -> Iterator[bytes] | bytes:
+        return self.client.api.logs(ref, stdout=True, stderr=True, tail=tail, follow=follow,
+                                    stream=follow, timestamps=timestamps)
+
+    def log_tail(self, ref: str, lines: int = 20) -> list[str]:
+        try:
+            data = self.client.api.logs(ref, stdout=True, stderr=True, tail=lines)
+        except self._errors():
+            return []
+        return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+    def health(self, ref: str) -> tuple[str, str | None, int | None]:
+        """(state, health, exit code) from one inspect; state 'missing' when gone."""
+        info = self.inspect_container(ref)
+        if info is None:
+            return "missing", None, None
+        st = info.get("State") or {}
+        health = (st.get("Health") or {}).get("Status")
+        return st.get("Status", "unknown"), health, st.get("ExitCode")
+
+    def container_ip(self, ref: str, network: str) -> str | None:
+        info = self.inspect_container(ref)
+        if not info:
+            return None
+        net = ((info.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
+        return net.get("IPAddress") or None
+
+    # ---- networks and volumes --------------------------------------------------------------
+    def network_exists(self, name: str) -> bool:
+        return any(n.get("Name") == name for n in self.client.api.networks(names=[name]))
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
+        """Create the bridge network unless it exists; True when created."""
+        if self.network_exists(name):
+            return False
+        self.client.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+        return True
+
+    def list_networks(self, label_filters: list[str]) -> list[dict]:
+        return [{"id": n["Id"], "name": n["Name"], "labels": n.get("Labels") or {}}
+                for n in self.client.api.networks(filters={"label": label_filters})]
+
+    def remove_network(self, ref: str) -> None:
+        from docker.errors import NotFound
+        try:
+            self.client.api.remove_network(ref)
+        except NotFound:
+            pass
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:
+        from docker.errors import NotFound
+        try:
+            self.client.api.inspect_volume(name)
+            return False
+        except NotFound:
+            self.client.api.create_volume(name, driver="local", labels=labels)
+            return True
+
+    def list_volumes(self, label_filters: list[str]) -> list[dict]:
+        res = self.client.api.volumes(filters={"label": label_filters}) or {}
+        return [{"name": v["Name"], "labels": v.get("Labels") or {}} for v in res.get("Volumes") or []]
+
+    def remove_volume(self, name: str) -> None:
+        from docker.errors import NotFound
+        try:
+            self.client.api.remove_volume(name, force=True)
+        except NotFound:
+            pass
+
+    # ---- images ----------------------------------------------------------------------------
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        """The image's labels ({} when it has none), or None when the image is absent."""
+        from docker.errors import ImageNotFound, NotFound
+        try:
+            info = self.client.api.inspect_image(ref)
+        except (ImageNotFound, NotFound):
+            return None
+        return (info.get("Config") or {}).get("Labels") or {}
+
+    def image_id(self, ref: str) -> str | None:
+        from docker.errors import ImageNotFound, NotFound
+        try:
+            return self.client.api.inspect_image(ref)["Id"]
+        except (ImageNotFound, NotFound):
+            return None
+
+    def build_image(self, context: IO[bytes], tag: str, labels: dict[str, str],
+                    timeout_s: float = 600.0) -> str:
+        """Build from a tar build context (legacy builder, no pull); returns the image id."""
+        api = self.client.api
+        log: list[str] = []
+        try:
+            stream = api.build(fileobj=context, custom_context=True, tag=tag, labels=labels, rm=True,
+                               forcerm=True, pull=False, decode=True, timeout=int(timeout_s))
+            for chunk in stream:
+                if "stream" in chunk:
+                    log.append(chunk["stream"].rstrip())
+                if "error" in chunk:
+                    raise RuntimeFailure(f"building {tag} failed: {chunk['error'].strip()[:300]}",
+                                         where=f"image {tag}", fix="see the build log with --debug")
+        except self._errors() as exc:
+            raise RuntimeFailure(f"building {tag} failed: {_short(exc)}", where=f"image {tag}",
+                                 fix="check that the Docker engine can build images") from None
+        image_id = self.image_id(tag)
+        if image_id is None:
+            raise RuntimeFailure(f"building {tag} produced no image: {' | '.join(log[-3:])}",
+                                 where=f"image {tag}", fix="re-run with --debug")
+        return image_id
+
+    def load_images(self, data: IO[bytes]) -> list[str]:
+        """``docker load`` of a tar stream; returns the loaded tags/ids."""
+        loaded: list[str] = []
+        for chunk in self.client.api.load_image(data):
+            stream = chunk.get("stream", "") if isinstance(chunk, dict) else ""
+            if "Loaded image" in stream:
+                loaded.append(stream.split(":", 1)[1].strip())
+        return loaded
+
+    def list_images(self, label_filters: list[str]) -> list[dict]:
+        return [{"id": i["Id"], "tags": i.get("RepoTags") or [], "labels": i.get("Labels") or {},
+                 "size": i.get("Size", 0)}
+                for i in self.client.api.images(filters={"label": label_filters})]
+
+    def remove_image(self, ref: str) -> None:
+        from docker.errors import ImageNotFound, NotFound
+        try:
+            self.client.api.remove_image(ref, force=False, noprune=False)
+        except (ImageNotFound, NotFound):
+            pass
+
+    # ---- engine facts ----------------------------------------------------------------------
+    def runtimes(self) -> list[str]:
+        return sorted((self.client.api.info().get("Runtimes") or {}).keys())
+
+
+def _short(exc: Exception) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text).splitlines()[0][:300] if text else type(exc).__name__
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.25):
+    """Poll ``predicate()`` until it returns a truthy value or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval_s)
+
+
+# ==== image tar streams for offline bundles (section owned by appliance.bundle) ================
+# Streams never hold an image in memory: save yields the engine's chunks as they arrive, load
+# sends a generator as a chunked request body (the engine untars it as it comes).
+def save_image_stream(docker: Docker, ref: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """``docker save REF`` as an iterator of byte chunks."""
+    from docker.errors import DockerException
+
+    try:
+        yield from docker.client.api.get_image(ref, chunk_size=chunk_bytes)
+    except DockerException as exc:
+        raise RuntimeFailure(f"docker save {ref} failed: {_short(exc)}", where=f"image {ref}",
+                             fix="check that the image exists and the engine has disk space") from None
+
+
+def image_size_bytes(docker: Docker, ref: str) -> int:
+    from docker.errors import ImageNotFound, NotFound
+    try:
+        return int(docker.client.api.inspect_image(ref).get("Size") or 0)
+    except (ImageNotFound, NotFound):
+        return 0
+
+
+def load_image_stream(docker: Docker, chunks: Iterator[bytes]) -> list[str]:
+    """``docker load`` from an iterator of tar chunks; returns the loaded refs; raises on an engine error.
+
+    An exception raised by ``chunks`` (e.g. a digest mismatch) propagates after the upload is
+    aborted, so the engine never sees the end of the archive and tags nothing.
+    """
+    from docker.errors import DockerException
+
+    loaded: list[str] = []
+    try:
+        for msg in docker.client.api.load_image(chunks, quiet=False):
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("error"):
+                raise RuntimeFailure(f"docker load failed: {str(msg['error']).strip()[:300]}", where="docker load",
+                                     fix="check the engine's disk space and log (journalctl -u docker)")
+            stream = msg.get("stream") or ""
+            if stream.startswith("Loaded image"):
+                loaded.append(stream.split(":", 1)[1].strip())
+    except DockerException as exc:
+        raise RuntimeFailure(f"docker load failed: {_short(exc)}", where="docker load",
+                             fix="check the engine's disk space and log (journalctl -u docker)") from None
+    return loaded
+
+
+def tag_image(docker: Docker, image: str, ref: str) -> None:
+    """Point ``ref`` (repo:tag) at ``image`` (an id or another ref)."""
+    repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+    docker.client.api.tag(image, repo, tag=tag or "latest", force=True)
+
+
+def docker_root_dir(docker: Docker) -> str:
+    """Where the engine keeps images (for disk-space preflight)."""
+    return str(docker.client.api.info().get("DockerRootDir") or "/var/lib/docker")

@@ -1,0 +1,290 @@
+"""Convergence: make the containers of one instance match a StackSpec, health-gated.
+
+Each service's container is named and labelled with the hash of its full definition
+(:meth:`ServiceSpec.spec_hash`). Applying a stack therefore:
+
+* keeps every container whose hash matches (re-running ``init`` touches nothing);
+* for a changed service, starts the new container beside the old one (same network alias),
+  waits until Docker reports it healthy, and only then removes the old one (blue/green).
+  A service that publishes a host port cannot run twice, so its old container is stopped
+  first and started again if the new one fails;
+* if any new container does not become healthy within its timeout, every change of this
+  apply is undone (new containers removed, old ones restarted) and the error shows the
+  failing service's last log lines -- the previous release keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.errors import RuntimeFailure
+from appliance.runtime import labels as L
+from appliance.runtime.docker_adapter import ContainerCreate, ContainerInfo, Docker
+from appliance.runtime.models import ApplyResult, Change, ServiceSpec, StackSpec
+
+STACK_KINDS = ("inference", "gateway", "app", "training")
+LOG_LINES_ON_FAILURE = 20
+
+
+def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> ContainerCreate:
+    """The Docker settings of ``svc``'s container (labels carry what status needs)."""
+    h = svc.spec_hash()
+    labels = {**L.base_labels(stack.instance), L.SERVICE: svc.name, L.KIND: svc.kind,
+              L.RELEASE: str(release or 0), L.PLAN_HASH: stack.plan_hash or "", L.SPEC_HASH: h,
+              L.MODELS: ",".join(svc.served_models)}
+    if svc.demo:
+        labels[L.DEMO] = "true"
+    if svc.device_refs:
+        labels[L.DEVICES] = ",".join(f"{d.vendor}:{d.index}" for d in svc.device_refs)
+    if svc.host_port is not None:
+        labels[L.HOST_PORT] = str(svc.host_port)
+        labels["appliance.endpoint"] = svc.endpoint() or ""
+    binds = {}
+    for b in svc.binds:
+        binds[b.source] = {"bind": b.target, "mode": "ro" if b.read_only else "rw"}
+    from appliance.runtime.compose import health_test
+
+    return ContainerCreate(
+        name=L.container_name(stack.instance, svc.name, h), image=svc.image, labels=labels,
+        command=svc.command or None, env=dict(svc.env), network=stack.network, aliases=svc.aliases,
+        ports={f"{svc.port}/tcp": (svc.host_ip or "127.0.0.1", svc.host_port)} if svc.host_port else {},
+        binds=binds, tmpfs=dict(svc.tmpfs), devices=list(svc.devices),
+        device_requests=list(svc.device_requests), group_add=list(svc.group_add), runtime=svc.runtime,
+        cap_add=list(svc.cap_add), cap_drop=["ALL"] if svc.hardened else [],
+        security_opt=["no-new-privileges:true"], ipc_mode=svc.ipc_mode, read_only=svc.hardened,
+        healthcheck={"test": health_test(svc.health.port, svc.health.path),
+                     "interval_s": svc.health.interval_s, "timeout_s": svc.health.timeout_s,
+                     "start_period_s": svc.health.start_period_s, "retries": svc.health.retries},
+        memory_limit_mib=svc.memory_limit_mib, cpus=svc.cpus, shm_size_mib=svc.shm_size_mib,
+        pids_limit=512 if svc.hardened else None)
+
+
+def stack_containers(docker: Docker, instance: str) -> dict[str, list[ContainerInfo]]:
+    """service -> its containers (one list call), stack kinds only (not training jobs)."""
+    out: dict[str, list[ContainerInfo]] = {}
+    for c in docker.list_containers(L.instance_filter(instance)):
+        if c.labels.get(L.KIND) in STACK_KINDS and c.service:
+            out.setdefault(c.service, []).append(c)
+    return out
+
+
+def write_file_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Atomic write (temp + rename) only when the content differs; True when written."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def routes_text(stack: StackSpec) -> str:
+    return json.dumps(stack.routes, indent=1, sort_keys=True) + "\n"
+
+
+@dataclass
+class _Pending:
+    svc: ServiceSpec
+    container_id: str
+    started_ts: float
+    old: list[ContainerInfo] = field(default_factory=list)
+    stopped_old: list[str] = field(default_factory=list)
+    new: bool = True
+
+
+class Converger:
+    """Applies a StackSpec to the Docker engine (or, with ``dry_run``, only lists the changes)."""
+
+    def __init__(self, docker: Docker | None, stack: StackSpec, *, release: int | None = None,
+                 dry_run: bool = False, progress=None, gateway_dir: Path | None = None):
+        self.docker = docker
+        self.stack = stack
+        self.release = release
+        self.dry_run = dry_run
+        self.progress = progress or (lambda msg: None)
+        self.gateway_dir = gateway_dir
+        self.result = ApplyResult()
+        self.remove_orphans = True
+        self._created_network = False
+        self._created_volumes: list[str] = []
+
+    def _change(self, action: str, target: str, detail: str = "") -> None:
+        self.result.changes.append(Change(action=action, target=target, detail=detail))
+
+    # ---- infrastructure ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Network, volumes and the gateway's routes file."""
+        inst = self.stack.instance
+        net_labels = {**L.base_labels(inst), L.SERVICE: "network"}
+        if self.docker is None or not self.docker.network_exists(self.stack.network):
+            self._change("create-network", self.stack.network, "bridge network for the stack")
+            if not self.dry_run:
+                self._created_network = self.docker.ensure_network(self.stack.network, net_labels)
+        volumes = sorted({b.source for s in self.stack.services for b in s.binds if b.volume})
+        have = set()
+        if self.docker is not None and volumes:
+            have = {v["name"] for v in self.docker.list_volumes(L.instance_filter(inst))}
+        for vol in volumes:
+            if vol not in have:
+                self._change("create-volume", vol)
+                if not self.dry_run and self.docker.ensure_volume(vol, {**L.base_labels(inst), L.SERVICE: "volume"}):
+                    self._created_volumes.append(vol)
+        if self.gateway_dir is not None and self.stack.service("gateway"):
+            path = self.gateway_dir / "routes.json"
+            text = routes_text(self.stack)
+            try:
+                same = path.read_text() == text
+            except OSError:
+                same = False
+            if not same:
+                self._change("write-config", str(path),
+                             f"gateway routes: {', '.join(self.stack.routes.get('models', {})) or 'none'}")
+                if not self.dry_run:
+                    write_file_if_changed(path, text)
+
+    # ---- services ---------------------------------------------------------------------------
+    def apply(self) -> ApplyResult:
+        self.prepare()
+        existing = stack_containers(self.docker, self.stack.instance) if self.docker else {}
+        pending: list[_Pending] = []
+        try:
+            for level in self.stack.start_order():
+                for name in level:
+                    p = self._apply_service(self.stack.service(name), existing.get(name, []))
+                    if p is not None:
+                        pending.append(p)
+            if self.remove_orphans:
+                self._remove_orphans(existing)
+            if self.dry_run or not pending:
+                return self.result
+            self._wait_healthy(pending)
+        except BaseException:
+            if not self.dry_run:
+                self._undo(pending)
+            raise
+        for p in pending:
+            for old in p.old:
+                self.progress(f"removing the old {p.svc.name} container {old.name}")
+                self.docker.remove(old.id, force=True)
+                self._change("remove", old.name, f"replaced by {p.svc.spec_hash()[:8]}")
+        return self.result
+
+    def _apply_service(self, svc: ServiceSpec, containers: list[ContainerInfo]) -> _Pending | None:
+        want = svc.spec_hash()
+        current = [c for c in containers if c.labels.get(L.SPEC_HASH) == want]
+        old = [c for c in containers if c.labels.get(L.SPEC_HASH) != want]
+        if current:
+            keep = current[-1]
+            for extra in current[:-1]:
+                self._change("remove", extra.name, "duplicate")
+                if not self.dry_run:
+                    self.docker.remove(extra.id)
+            if keep.state == "running":
+                self._change("keep", svc.name, f"{keep.name} unchanged")
+                self.result.kept.append(svc.name)
+            else:
+                self._change("start", svc.name, f"{keep.name} was {keep.state}")
+                if not self.dry_run:
+                    self.docker.start(keep.id)
+                    return _Pending(svc=svc, container_id=keep.id, started_ts=time.monotonic(), old=old,
+                                    new=False)
+            for o in old:  # stale leftovers beside an up-to-date container
+                self._change("remove", o.name, "stale")
+                if not self.dry_run:
+                    self.docker.remove(o.id)
+            return None
+        action = "replace" if old else "create"
+        detail = f"image {svc.image}"
+        if old:
+            detail += f"; replaces {', '.join(o.name for o in old)}"
+            if svc.host_port is not None:
+                detail += " (stops the old one first: host port)"
+        self._change(action, svc.name, detail)
+        (self.result.replaced if old else self.result.created).append(svc.name)
+        if self.dry_run:
+            return None
+        stopped: list[str] = []
+        if old and svc.host_port is not None:
+            for o in old:
+                if o.state == "running":
+                    self.docker.stop(o.id)
+                    stopped.append(o.id)
+        spec = container_spec(svc, self.stack, self.release)
+        existing = self.docker.inspect_container(spec.name)
+        if existing is not None:  # same name, not ours per labels (e.g. half-created): replace it
+            self.docker.remove(existing["Id"])
+        self.progress(f"starting {svc.name} ({svc.image})")
+        cid = self.docker.create_container(spec)
+        pending = _Pending(svc=svc, container_id=cid, started_ts=time.monotonic(), old=old, stopped_old=stopped)
+        try:
+            self.docker.start(cid)
+        except BaseException:
+            self._undo([pending])
+            raise
+        return pending
+
+    def _remove_orphans(self, existing: dict[str, list[ContainerInfo]]) -> None:
+        for name, containers in sorted(existing.items()):
+            if self.stack.service(name) is not None:
+                continue
+            for c in containers:
+                self._change("remove", c.name, f"service {name} is no longer in the plan")
+                self.result.removed.append(name)
+                if not self.dry_run:
+                    self.docker.remove(c.id)
+
+    # ---- health -----------------------------------------------------------------------------
+    def _wait_healthy(self, pending: list[_Pending]) -> None:
+        start = time.monotonic()
+        waiting = {p.svc.name: p for p in pending}
+        timeout_override = self.stack.settings.health_timeout_s
+        self.progress(f"waiting for {', '.join(sorted(waiting))} to become healthy")
+        while waiting:
+            for name, p in sorted(waiting.items()):
+                state, health, exit_code = self.docker.health(p.container_id)
+                if state == "running" and health in ("healthy", None):
+                    waiting.pop(name)
+                    continue
+                limit = timeout_override or p.svc.health.wait_timeout_s
+                failed = None
+                if state in ("exited", "dead", "missing"):
+                    failed = f"its container {state}" + (f" with code {exit_code}" if exit_code is not None else "")
+                elif time.monotonic() - p.started_ts > limit:
+                    failed = f"it did not become healthy within {limit:g}s (health: {health or 'none'})"
+                if failed:
+                    self.result.waiting_s += time.monotonic() - start
+                    lines = self.docker.log_tail(p.container_id, LOG_LINES_ON_FAILURE)
+                    tail = "\n".join(f"    {line}" for line in lines) or "    (no output)"
+                    raise RuntimeFailure(
+                        f"service {name} failed: {failed}. Last log lines:\n{tail}",
+                        where=f"service {name}",
+                        fix=f"fix the cause above and re-run; the previous release keeps running")
+            if waiting:
+                time.sleep(0.25)
+        self.result.waiting_s += time.monotonic() - start
+
+    def _undo(self, pending: list[_Pending]) -> None:
+        """Remove what this apply created and restart the old containers it stopped."""
+        for p in pending:
+            if p.new:
+                self.docker.remove(p.container_id, force=True)
+            for cid in p.stopped_old:
+                try:
+                    self.docker.start(cid)
+                except RuntimeFailure:
+                    pass
+        for vol in self._created_volumes:
+            self.docker.remove_volume(vol)
+        if self._created_network:
+            self.docker.remove_network(self.stack.network)

@@ -1,0 +1,186 @@
+"""Ensure every image a stack needs is present: build local ones, check the others.
+
+Local images (demo engine, gateway, apps, demo trainer) are a directory under ``images/``
+copied to ``/app`` on top of the Python runtime base (:mod:`appliance.runtime.pyrt`), run as
+``python3 /app/main.py``. Each carries the hash of its directory and base
+(``appliance.content-hash``): an image is rebuilt only when that hash changed, so re-running
+``init`` costs a few stat/read calls, not a build. Engine images from the catalog are never
+built here: they must already be present (or be loaded from a bundle, or pulled where a
+registry is reachable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.errors import RuntimeFailure
+from appliance.paths import images_dir
+from appliance.runtime import labels as L
+from appliance.runtime import pyrt
+from appliance.runtime.models import Change
+
+# Local image repository -> images/ subdirectory (apps: appliance/app-<name> -> apps/<name>).
+LOCAL_BUILDS = {
+    "appliance/demo-engine": "demo/engine",
+    "appliance/gateway": "gateway",
+    "appliance/demo-trainer": "demo/trainer",
+}
+_SKIP_NAMES = {"__pycache__", ".pytest_cache", "tests", ".git", "Dockerfile"}
+
+_SERVICE_DOCKERFILE = """\
+FROM {base}
+COPY . /app/
+WORKDIR /app
+ENTRYPOINT ["python3", "/app/main.py"]
+"""
+
+
+def normalize_build(build: str | None) -> str | None:
+    """A catalog ``build`` value ("images/demo/engine" or "demo/engine") as an images/ subdirectory."""
+    if not build:
+        return None
+    build = build.strip().strip("/")
+    return build[len("images/"):] if build.startswith("images/") else build
+
+
+def catalog_builds(catalog) -> dict[str, str]:
+    """image reference -> images/ subdirectory, for every locally built image the catalog names."""
+    out: dict[str, str] = {}
+    if catalog is None:
+        return out
+    for engine in catalog.engines.values():
+        if engine.build:
+            for img in engine.images:
+                out[img.image] = normalize_build(engine.build)
+    for app in catalog.apps.values():
+        if app.build:
+            out[app.image] = normalize_build(app.build)
+    gw = catalog.platform.gateway
+    if gw.build:
+        out[gw.image] = normalize_build(gw.build)
+    for recipe in catalog.training.values():
+        if recipe.build:
+            out[recipe.image] = normalize_build(recipe.build)
+    return out
+
+
+def build_dir_for(image: str, catalog=None) -> str | None:
+    """The images/ subdirectory a local image is built from, or None for external images."""
+    hit = catalog_builds(catalog).get(image) if catalog is not None else None
+    if hit:
+        return hit
+    repo = image.rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image
+    if repo in LOCAL_BUILDS:
+        return LOCAL_BUILDS[repo]
+    if repo.startswith("appliance/app-"):
+        return f"apps/{repo[len('appliance/app-'):]}"
+    return None
+
+
+def _files(directory: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_NAMES)
+        for name in sorted(files):
+            if name in _SKIP_NAMES or name.endswith((".pyc", ".pyo")):
+                continue
+            out.append(Path(root) / name)
+    return out
+
+
+def content_hash(build: str, base_tag: str) -> str:
+    """Hash of the build directory's files (paths and bytes) and the base image tag."""
+    directory = images_dir() / build
+    if not (directory / "main.py").is_file():
+        raise RuntimeFailure(f"{directory}/main.py is missing", where=f"images/{build}",
+                             fix="reinstall appliance (the image sources ship with it)")
+    h = hashlib.sha256(f"svc/1 {base_tag}\n".encode())
+    for path in _files(directory):
+        h.update(str(path.relative_to(directory)).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def _service_context(build: str, base_tag: str) -> io.BytesIO:
+    directory = images_dir() / build
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = _SERVICE_DOCKERFILE.format(base=base_tag).encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for path in _files(directory):
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(directory)))
+            info.uid = info.gid = 0
+            info.mode = 0o644
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+    buf.seek(0)
+    return buf
+
+
+class ImageEnsurer:
+    """Plans and performs the image work of one ``init`` (dry-run safe)."""
+
+    def __init__(self, docker, *, dry_run: bool = False, progress=None):
+        self.docker = docker
+        self.dry_run = dry_run
+        self.progress = progress or (lambda msg: None)
+        self.changes: list[Change] = []
+        self._base_tag: str | None = None
+        self.build_s = 0.0
+
+    def base_tag(self) -> str:
+        """The pyrt tag for this host; built when absent."""
+        if self._base_tag:
+            return self._base_tag
+        tag = pyrt.image_tag()
+        if self.docker.image_labels(tag) is None:
+            self.changes.append(Change(action="build-image", target=tag,
+                                       detail=f"Python {pyrt.python_version()} runtime from the host interpreter"))
+            if not self.dry_run:
+                start = time.monotonic()
+                self.progress(f"building {tag} (the host's Python as a scratch image)")
+                with tempfile.TemporaryFile() as fh:
+                    pyrt.write_context(fh)
+                    fh.seek(0)
+                    self.docker.build_image(fh, tag, {L.MANAGED: "true", "appliance.image": "pyrt",
+                                                      "appliance.python": pyrt.python_version()})
+                self.build_s += time.monotonic() - start
+        self._base_tag = tag
+        return tag
+
+    def ensure(self, image: str, build: str | None) -> str | None:
+        """Make ``image`` present (built from images/``build`` when given); returns its content hash."""
+        if build is None:
+            self._ensure_external(image)
+            return None
+        base = self.base_tag()
+        want = content_hash(build, base)
+        have = self.docker.image_labels(image)
+        if have is not None and have.get(L.CONTENT_HASH) == want:
+            return want
+        why = "absent" if have is None else "its sources changed"
+        self.changes.append(Change(action="build-image", target=image, detail=f"from images/{build} ({why})"))
+        if not self.dry_run:
+            start = time.monotonic()
+            self.progress(f"building {image} from images/{build}")
+            self.docker.build_image(_service_context(build, base), image,
+                                    {L.MANAGED: "true", L.CONTENT_HASH: want, "appliance.base": base,
+                                     "appliance.image": build})
+            self.build_s += time.monotonic() - start
+        return want
+
+    def _ensure_external(self, image: str) -> None:
+        if self.docker.image_labels(image) is not None:
+            return
+        raise RuntimeFailure(
+            f"image {image} is not on this node and no registry is configured",
+            where=f"image {image}",
+            fix="load it from an offline bundle (appliance init --bundle FILE) or `docker load` it first")

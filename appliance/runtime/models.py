@@ -1,0 +1,200 @@
+"""Pydantic models of the running stack: what the runtime builds, records and reports.
+
+A :class:`StackSpec` is the complete, resolved description of every container of one
+instance (inference services from the plan, the gateway, the sample apps, the training
+service). It is derived deterministically from (plan, catalog, inventory, settings), stored
+with each release, and compared service by service -- by :meth:`ServiceSpec.spec_hash` --
+to decide what to replace. Secrets never appear in it (apps get their API key from a file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from appliance.planner.models import DeviceRef, Plan
+
+STACK_FORMAT = "appliance-stack/1"
+
+
+class Settings(BaseModel):
+    """Site settings that shape the stack but not the plan (recorded with each release)."""
+
+    bind_ip: str = Field(default="127.0.0.1", description="host address the gateway and apps publish on")
+    gateway_port: int = Field(default=8080, description="host port of the gateway (OpenAI-compatible API)")
+    app_port_base: int = Field(default=8081, description="host port of the first app; apps get consecutive ports")
+    health_timeout_s: float | None = Field(default=None, description="override of every service's health-wait timeout")
+
+
+class Bind(BaseModel):
+    source: str = Field(description="host path, or a volume name when volume=True")
+    target: str
+    read_only: bool = True
+    volume: bool = False
+
+
+class HealthSpec(BaseModel):
+    path: str = "/health"
+    port: int
+    interval_s: float = 5.0
+    timeout_s: float = 3.0
+    start_period_s: float = 600.0
+    retries: int = 3
+    wait_timeout_s: float = Field(default=600.0, description="how long init waits for healthy")
+
+
+class ServiceSpec(BaseModel):
+    name: str
+    kind: Literal["inference", "gateway", "app", "training"]
+    image: str
+    build: str | None = Field(default=None, description="images/ subdirectory the image is built from locally")
+    content_hash: str | None = Field(default=None, description="hash of the build directory (local images)")
+    command: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    port: int = Field(description="port the service listens on inside the container")
+    host_port: int | None = None
+    host_ip: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    binds: list[Bind] = Field(default_factory=list)
+    tmpfs: dict[str, str] = Field(default_factory=dict)
+    devices: list[str] = Field(default_factory=list)
+    device_requests: list[dict] = Field(default_factory=list)
+    device_refs: list[DeviceRef] = Field(default_factory=list)
+    group_add: list[str] = Field(default_factory=list)
+    runtime: str | None = None
+    cap_add: list[str] = Field(default_factory=list)
+    ipc_mode: str | None = None
+    hardened: bool = Field(default=False, description="read-only root fs, all capabilities dropped")
+    health: HealthSpec
+    depends_on: list[str] = Field(default_factory=list)
+    memory_limit_mib: int | None = None
+    cpus: float | None = None
+    shm_size_mib: int | None = None
+    served_models: list[str] = Field(default_factory=list)
+    demo: bool = False
+
+    def spec_hash(self) -> str:
+        data = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def endpoint(self) -> str | None:
+        if self.host_port is None:
+            return None
+        host = self.host_ip if self.host_ip not in (None, "0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.host_port}"
+
+    def internal_url(self) -> str:
+        return f"http://{self.name}:{self.port}"
+
+
+class StackSpec(BaseModel):
+    format: str = STACK_FORMAT
+    instance: str
+    network: str
+    settings: Settings = Field(default_factory=Settings)
+    plan_hash: str | None = None
+    services: list[ServiceSpec] = Field(default_factory=list)
+    routes: dict = Field(default_factory=dict, description="the gateway's routes.json content")
+    apps: list[str] = Field(default_factory=list)
+
+    def service(self, name: str) -> ServiceSpec | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    def start_order(self) -> list[list[str]]:
+        """Services grouped in dependency levels (each level only depends on earlier ones)."""
+        remaining = {s.name: set(d for d in s.depends_on if self.service(d)) for s in self.services}
+        levels: list[list[str]] = []
+        done: set[str] = set()
+        while remaining:
+            level = sorted(n for n, deps in remaining.items() if deps <= done)
+            if not level:  # a cycle: start the rest together rather than never
+                level = sorted(remaining)
+            levels.append(level)
+            done.update(level)
+            for n in level:
+                remaining.pop(n)
+        return levels
+
+    def stack_hash(self) -> str:
+        data = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Change(BaseModel):
+    """One change the runtime makes (or, with --dry-run, would make)."""
+
+    action: Literal["build-image", "create-network", "create-volume", "create", "replace", "start",
+                    "remove", "keep", "write-config"]
+    target: str
+    detail: str = ""
+
+
+class ServiceState(BaseModel):
+    """A service as it is now (from one Docker list call plus the recorded release)."""
+
+    name: str
+    kind: str | None = None
+    state: str = Field(description="running, exited, created, restarting, missing, ...")
+    health: str | None = None
+    container_id: str | None = None
+    container_name: str | None = None
+    image: str | None = None
+    release: int | None = None
+    spec_hash: str | None = None
+    desired_hash: str | None = None
+    up_to_date: bool = True
+    endpoint: str | None = None
+    status_text: str | None = None
+    created_ts: float | None = None
+    served_models: list[str] = Field(default_factory=list)
+    degraded: str | None = Field(default=None, description="why the agent marked it degraded")
+
+
+class Release(BaseModel):
+    id: int
+    created_ts: float
+    status: str
+    source: str
+    version: str | None = None
+    plan_hash: str | None = None
+    stack_hash: str | None = None
+    plan: Plan | None = None
+    stack: StackSpec | None = None
+    note: str | None = None
+
+
+class PhaseTiming(BaseModel):
+    name: str
+    seconds: float
+    waiting_s: float = 0.0
+    detail: str = ""
+
+
+class ApplyResult(BaseModel):
+    """What applying a stack did (or would do)."""
+
+    changes: list[Change] = Field(default_factory=list)
+    created: list[str] = Field(default_factory=list)
+    replaced: list[str] = Field(default_factory=list)
+    kept: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    waiting_s: float = 0.0
+
+
+class InitResult(BaseModel):
+    ok: bool = True
+    dry_run: bool = False
+    instance: str
+    release: int | None = None
+    previous_release: int | None = None
+    plan: Plan
+    stack: StackSpec
+    changes: list[Change] = Field(default_factory=list)
+    phases: list[PhaseTiming] = Field(default_factory=list)
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    preflight: list[dict] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    next_steps: list[str] = Field(default_factory=list)

@@ -1,0 +1,365 @@
+"""The runtime's library API: apply a plan, list services, start/stop, up/down, logs.
+
+Other packages (status, gateway keys, bundles, training) use these functions rather than
+Docker or the release tables directly:
+
+* :func:`current_release` -- the active release (plan + stack) of an instance;
+* :func:`list_services` -- every service with its container state (one Docker list call);
+* :func:`apply_plan` / :func:`apply_stack` -- compose, ensure images, converge blue/green behind
+  health gates, record the release (``pending`` -> ``active``, or ``failed`` with nothing changed);
+* :func:`stop_services` / :func:`start_services` -- hold services down (the agent leaves them
+  alone) and bring them back;
+* :func:`up`, :func:`down`, :func:`service_logs`.
+
+Every mutating call holds the instance lock (``<data_dir>/runtime-<instance>.lock``) so an
+``init`` and the agent never converge at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from appliance.errors import RuntimeFailure, UsageError
+from appliance.planner.models import Plan
+from appliance.runtime import labels as L
+from appliance.runtime import releases
+from appliance.runtime.models import (
+    ApplyResult, Change, Release, ServiceState, Settings, StackSpec,
+)
+from appliance.state.store import StateStore
+
+Progress = Callable[[str], None]
+
+
+@contextmanager
+def instance_lock(instance: str, *, wait: bool = True) -> Iterator[bool]:
+    """An exclusive file lock per instance; yields False (without waiting) when busy and wait=False."""
+    from appliance.paths import data_dir
+
+    path = data_dir() / f"runtime-{instance}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _docker(docker=None):
+    from appliance.runtime.docker_adapter import Docker
+
+    return docker or Docker()
+
+
+def current_release(store: StateStore | None = None, instance: str | None = None) -> Release | None:
+    """The active release of ``instance`` (None before the first successful init)."""
+    store = releases.open_store(store)
+    return releases.current(store, instance or L.instance())
+
+
+def list_services(docker=None, store: StateStore | None = None, instance: str | None = None,
+                  release: Release | None = None) -> list[ServiceState]:
+    """Every service of the current release plus any other stack container, with its state.
+
+    One Docker list call (labels carry service, kind, release, hash, models, endpoint);
+    services the release wants but Docker does not have are reported as ``missing``.
+    """
+    from appliance.runtime.converge import stack_containers
+
+    inst = instance or L.instance()
+    store = releases.open_store(store)
+    release = release or releases.current(store, inst)
+    notes = releases.service_notes(store, inst)
+    containers = stack_containers(_docker(docker), inst)
+    wanted = {s.name: s for s in (release.stack.services if release and release.stack else [])}
+    out: list[ServiceState] = []
+    for name in list(wanted) + sorted(n for n in containers if n not in wanted):
+        svc = wanted.get(name)
+        cs = containers.get(name, [])
+        want = svc.spec_hash() if svc else None
+        # the container the stack means: the up-to-date one, else the newest
+        c = next((c for c in reversed(cs) if c.labels.get(L.SPEC_HASH) == want), cs[-1] if cs else None)
+        note = notes.get(name, {})
+        if c is None:
+            out.append(ServiceState(name=name, kind=svc.kind if svc else None, state="missing",
+                                    desired_hash=want, up_to_date=False, image=svc.image if svc else None,
+                                    endpoint=svc.endpoint() if svc else None,
+                                    served_models=svc.served_models if svc else [],
+                                    degraded=note.get("degraded") or note.get("held")))
+            continue
+        labels = c.labels
+        out.append(ServiceState(
+            name=name, kind=labels.get(L.KIND), state=c.state, health=c.health, container_id=c.id,
+            container_name=c.name, image=c.image, release=int(labels.get(L.RELEASE, 0) or 0),
+            spec_hash=labels.get(L.SPEC_HASH), desired_hash=want,
+            up_to_date=want is not None and labels.get(L.SPEC_HASH) == want,
+            endpoint=labels.get("appliance.endpoint") or None, status_text=c.status, created_ts=c.created_ts,
+            served_models=[m for m in labels.get(L.MODELS, "").split(",") if m],
+            degraded=note.get("degraded") or note.get("held")))
+    return out
+
+
+def ensure_images(stack: StackSpec, docker, *, dry_run: bool = False, progress: Progress | None = None,
+                  ensurer=None) -> tuple[StackSpec, list[Change], float]:
+    """Build/check every image; returns the stack with content hashes filled in."""
+    from appliance.runtime.images import ImageEnsurer
+
+    ens = ensurer or ImageEnsurer(docker, dry_run=dry_run, progress=progress)
+    services = []
+    for svc in stack.services:
+        if docker is None:  # dry run without Docker: say what would be checked
+            services.append(svc)
+            continue
+        h = ens.ensure(svc.image, svc.build)
+        services.append(svc.model_copy(update={"content_hash": h}))
+    return stack.model_copy(update={"services": services}), ens.changes, ens.build_s
+
+
+def ensure_app_keys(stack: StackSpec, store: StateStore, root: Path | None = None) -> list[Change]:
+    """Give every app its own key, scoped to the models it uses, in a 0600 file it mounts.
+
+    The key is written only to ``<data_dir>/apps/<app>/api-key`` (never to the state, env or
+    labels). An existing file whose key is still valid is kept, so re-running init changes
+    nothing; otherwise a new key replaces the app's previous one.
+    """
+    from appliance.gateway import keys as K
+    from appliance.runtime.compose import app_key_path
+    from appliance.runtime.converge import write_file_if_changed
+
+    changes: list[Change] = []
+    for name in stack.apps:
+        svc = stack.service(name)
+        path = app_key_path(name, root)
+        try:
+            existing = path.read_text().strip()
+        except OSError:
+            existing = ""
+        info = K.verify_key(existing, store=store) if existing else None
+        if info is not None and sorted(info.models) == sorted(svc.served_models):
+            continue
+        key_name = f"app-{stack.instance}-{name}"
+        if any(k.name == key_name for k in K.list_keys(store=store).keys):
+            K.revoke_key(key_name, store=store)
+        created = K.create_key(key_name, models=list(svc.served_models), owner=f"app:{name}", store=store)
+        write_file_if_changed(path, created.key + "\n", mode=0o600)
+        changes.append(Change(action="write-config", target=str(path),
+                              detail=f"API key {key_name} for app {name} ({', '.join(svc.served_models)})"))
+    if stack.service("gateway") is not None:
+        K.export_keys_file(store=store)
+    return changes
+
+
+def apply_stack(stack: StackSpec, plan: Plan, *, docker=None, store: StateStore | None = None,
+                source: str = "init", version: str | None = None, dry_run: bool = False,
+                progress: Progress | None = None, timings: dict | None = None) -> tuple[int | None, ApplyResult]:
+    """Converge the instance to ``stack`` and record it as a new release (returns its id).
+
+    On failure the release is marked ``failed``, the changes are undone (the previous release
+    keeps running) and :class:`RuntimeFailure` is raised.
+    """
+    from appliance.paths import data_dir
+    from appliance.runtime.compose import gateway_dir
+    from appliance.runtime.converge import Converger
+
+    timings = timings if timings is not None else {}
+    inst = stack.instance
+    if not dry_run:
+        docker = _docker(docker)
+    t0 = time.monotonic()
+    stack, image_changes, build_s = ensure_images(stack, docker, dry_run=dry_run, progress=progress)
+    timings["images"] = time.monotonic() - t0
+    timings["images_build_s"] = build_s
+    if dry_run:
+        conv = Converger(docker, stack, dry_run=True, gateway_dir=gateway_dir())
+        result = conv.apply()
+        from appliance.runtime.compose import app_key_path
+        keys = [Change(action="write-config", target=str(app_key_path(a)), detail=f"API key for app {a}")
+                for a in stack.apps if not app_key_path(a).exists()]
+        result.changes = image_changes + keys + result.changes
+        return None, result
+    store = releases.open_store(store)
+    with instance_lock(inst):
+        key_changes = ensure_app_keys(stack, store, data_dir())
+        cur = releases.current(store, inst)
+        same = cur is not None and cur.stack_hash == stack.stack_hash() and source == "init"
+        # the same stack again: converge under the current release, record no new one
+        release_id = cur.id if same else releases.begin(store, inst, plan, stack, source=source, version=version)
+        conv = Converger(docker, stack, release=release_id, progress=progress, gateway_dir=gateway_dir())
+        t1 = time.monotonic()
+        try:
+            result = conv.apply()
+        except BaseException as exc:
+            if not same:
+                releases.fail(store, release_id, getattr(exc, "message", str(exc)))
+            store.add_event("release", f"release {release_id} failed: {getattr(exc, 'message', exc)}"[:500],
+                            data={"instance": inst, "release": release_id})
+            timings["start"] = time.monotonic() - t1 - conv.result.waiting_s
+            timings["health"] = conv.result.waiting_s
+            raise
+        timings["health"] = result.waiting_s
+        timings["start"] = time.monotonic() - t1 - result.waiting_s
+        if not same:
+            releases.commit(store, inst, release_id)
+        releases.set_desired(store, inst, "up")
+        for name in result.created + result.replaced:
+            store.add_event("service", f"{name} {'replaced' if name in result.replaced else 'created'} "
+                            f"in release {release_id}", service=name, data={"release": release_id})
+    result.changes = image_changes + key_changes + result.changes
+    return release_id, result
+
+
+def apply_plan(plan: Plan, *, catalog: Any = None, inventory=None, settings: Settings | None = None,
+               source: str = "init", version: str | None = None, dry_run: bool = False,
+               docker=None, store: StateStore | None = None, progress: Progress | None = None,
+               warnings: list[str] | None = None, timings: dict | None = None):
+    """compose(plan) + :func:`apply_stack`. Returns (release id, ApplyResult, StackSpec)."""
+    from appliance.runtime.compose import compose
+
+    stack = compose(plan, catalog=catalog, inventory=inventory, settings=settings, warnings=warnings)
+    release_id, result = apply_stack(stack, plan, docker=docker, store=store, source=source, version=version,
+                                     dry_run=dry_run, progress=progress, timings=timings)
+    return release_id, result, stack
+
+
+def stop_services(names: list[str], *, reason: str = "stopped by request", docker=None,
+                  store: StateStore | None = None, instance: str | None = None) -> list[str]:
+    """Stop the named services and hold them down: the agent will not restart them."""
+    inst = instance or L.instance()
+    store = releases.open_store(store)
+    docker = _docker(docker)
+    release = releases.current(store, inst)
+    known = {s.name for s in release.stack.services} if release and release.stack else set()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"no service named {', '.join(unknown)}", where="services",
+                         fix=f"choose from: {', '.join(sorted(known)) or '(no release installed)'}")
+    from appliance.runtime.converge import stack_containers
+
+    with instance_lock(inst):
+        containers = stack_containers(docker, inst)
+        for name in names:
+            releases.note_service(store, inst, name, held=reason)
+            for c in containers.get(name, []):
+                if c.state in ("running", "restarting"):
+                    docker.stop(c.id)
+            store.add_event("service", f"{name} stopped and held: {reason}", service=name)
+    return names
+
+
+def start_services(names: list[str], *, docker=None, store: StateStore | None = None,
+                   instance: str | None = None, progress: Progress | None = None) -> ApplyResult:
+    """Release the hold on the named services and converge them (health-gated)."""
+    inst = instance or L.instance()
+    store = releases.open_store(store)
+    release = releases.current(store, inst)
+    if release is None or release.stack is None:
+        raise UsageError("no release is installed", where="services", fix="run `appliance init` first")
+    sub = release.stack.model_copy(update={"services": [s for s in release.stack.services if s.name in names]})
+    with instance_lock(inst):
+        for name in names:
+            releases.note_service(store, inst, name, held=None)
+        result = _converge_subset(_docker(docker), sub, release, progress)
+        for name in names:
+            store.add_event("service", f"{name} started again", service=name)
+    return result
+
+
+def _converge_subset(docker, sub: StackSpec, release: Release, progress) -> ApplyResult:
+    from appliance.runtime.converge import Converger
+
+    conv = Converger(docker, sub, release=release.id, progress=progress, gateway_dir=None)
+    conv.remove_orphans = False
+    return conv.apply()
+
+
+def up(*, docker=None, store: StateStore | None = None, instance: str | None = None,
+       progress: Progress | None = None) -> ApplyResult:
+    """Start the recorded release again (recreating missing containers), health-gated."""
+    inst = instance or L.instance()
+    store = releases.open_store(store)
+    release = releases.current(store, inst)
+    if release is None or release.stack is None:
+        raise UsageError("nothing is installed for this instance", where=f"instance {inst}",
+                         fix="run `appliance init --demo --yes` (or `appliance init --yes`)")
+    docker = _docker(docker)
+    with instance_lock(inst):
+        releases.set_desired(store, inst, "up")
+        for name in [s.name for s in release.stack.services]:
+            releases.note_service(store, inst, name, held=None)
+        from appliance.runtime.compose import gateway_dir
+        from appliance.runtime.converge import Converger
+
+        result = Converger(docker, release.stack, release=release.id, progress=progress,
+                           gateway_dir=gateway_dir()).apply()
+        store.add_event("stack", f"stack up (release {release.id})", data={"instance": inst})
+    return result
+
+
+def down(*, purge: bool = False, docker=None, store: StateStore | None = None,
+         instance: str | None = None) -> dict:
+    """Stop every service (``purge``: remove every container, network and volume of the instance)."""
+    inst = instance or L.instance()
+    store = releases.open_store(store)
+    docker = _docker(docker)
+    summary: dict[str, list[str]] = {"stopped": [], "removed_containers": [], "removed_networks": [],
+                                     "removed_volumes": []}
+    with instance_lock(inst):
+        releases.set_desired(store, inst, "down")
+        containers = docker.list_containers(L.instance_filter(inst))
+        for c in containers:
+            if purge:
+                docker.remove(c.id, force=True)
+                summary["removed_containers"].append(c.name)
+            elif c.state in ("running", "restarting", "paused"):
+                docker.stop(c.id)
+                summary["stopped"].append(c.name)
+        if purge:
+            for net in docker.list_networks(L.instance_filter(inst)):
+                docker.remove_network(net["id"])
+                summary["removed_networks"].append(net["name"])
+            for vol in docker.list_volumes(L.instance_filter(inst)):
+                docker.remove_volume(vol["name"])
+                summary["removed_volumes"].append(vol["name"])
+            releases.clear_instance(store, inst)
+        store.add_event("stack", f"stack down{' --purge' if purge else ''}",
+                        data={"instance": inst, **{k: len(v) for k, v in summary.items()}})
+    return summary
+
+
+def find_container(service: str, *, docker=None, instance: str | None = None) -> str:
+    """The id of ``service``'s container (the running one if several)."""
+    inst = instance or L.instance()
+    docker = _docker(docker)
+    rows = [c for c in docker.list_containers(L.instance_filter(inst) + [f"{L.SERVICE}={service}"])]
+    if not rows:
+        names = sorted({c.service for c in docker.list_containers(L.instance_filter(inst)) if c.service})
+        raise UsageError(f"no service named {service!r} in instance {inst}", where="logs",
+                         fix=f"choose from: {', '.join(names)}" if names else "run `appliance init` first")
+    running = [c for c in rows if c.state == "running"]
+    return (running or rows)[-1].id
+
+
+def service_logs(service: str, *, tail: int | str = 100, follow: bool = False, docker=None,
+                 instance: str | None = None):
+    """The service's log output: bytes, or an iterator of chunks when following."""
+    docker = _docker(docker)
+    cid = find_container(service, docker=docker, instance=instance)
+    return docker.logs(cid, tail=tail, follow=follow)
+
+
+def require_running_release(store: StateStore | None = None, instance: str | None = None) -> Release:
+    release = current_release(store, instance)
+    if release is None:
+        raise RuntimeFailure("no release is installed", where=f"instance {instance or L.instance()}",
+                             fix="run `appliance init`")
+    return release
