@@ -1,16 +1,37 @@
-"""Cambricon accelerators (backend ``neuware``).
+"""Cambricon MLU accelerators (backend ``neuware``).
 
-Identity only so far: PCI ids, backend, kernel modules and tools. Product table,
-driver/runtime state, tool parsing and container access are filled in by this module.
-See ``../shared/reference/chips.md`` for the facts.
+Layer a: PCI vendor ``cabc``, class 0x1200 (processing accelerator). ``pci.ids`` knows only
+MLU270-S4 ``0270`` and MLU370-S4 ``0370``. Public MLU370 boards (S4, X4, X8) all use device
+``0370`` as far as we know; an MLU370-X8 is two chips, each its own PCI function with 24 GB,
+so the table holds the per-function memory (24 GiB) and names the family ("MLU370"); cnmon
+then names the board. MLU290/MLU590 ids are not public (chips.md §8): such devices are still
+claimed by class and named from cnmon.
+
+Layer b: kernel module ``cambricon_drv`` (PCI driver name ``cambricon-pci-drv``), its
+``/sys/module/cambricon_drv/version`` when the module declares one, ``/proc/driver/cambricon``
+(``mlus/<bdf>/`` per bound device), nodes ``/dev/cambricon_ctl``, ``/dev/cambricon_devN``,
+``/dev/cambricon_ipcmN``, ``/dev/cambricon_gdr``; the Neuware (CNToolkit) version from
+``/usr/local/neuware/version.txt`` (``Neuware Version 3.9.0``, the file Cambricon's docs and
+operator read), else the install directory link ``/usr/local/neuware -> neuware-<ver>``.
+
+Layer c: ``cnmon`` default listing (v5 layout: ``Card VF Name Firmware | Bus-Id | Util
+Ecc-Error`` / ``Fan Temp Pwr:Usage/Cap | Memory-Usage | SR-IOV Compute-Mode``; the v4 layout
+has ``Inited`` instead of ``Bus-Id`` and is matched by card order).
 """
 
 from __future__ import annotations
 
+from appliance.inventory.hostview import HostView
+from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from chip_drivers import smi_table as st
+from chip_drivers import vendor_files as vf
+from chip_drivers.tool_devices import merge_tool_devices
 from chip_drivers.base import (
-    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL, CLASS_VGA,  # noqa: F401
-    ChipDriver, Product,
+    CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
+    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product,
 )
+
+NEUWARE_HOME = "/usr/local/neuware"
 
 
 class CambriconDriver(ChipDriver):
@@ -22,4 +43,140 @@ class CambriconDriver(ChipDriver):
     kernel_modules = ('cambricon_drv', 'cambricon')
     tools = ('cnmon',)
     provision_role = "cambricon"
-    products: dict[str, Product] = {}
+    snapshot_commands = (("cnmon",), ("cnmon", "version"))
+    snapshot_paths = (f"{NEUWARE_HOME}/version.txt", "/proc/driver/cambricon", "/sys/module/cambricon_drv")
+    products: dict[str, Product] = {
+        # pci.ids: "MLU270-S4". 16 GB DDR4 (public spec).
+        "0270": Product("MLU270-S4", 16384, "mlu270", "mlu270"),
+        # pci.ids: "MLU370-S4"; the whole MLU370 family (S4/X4: one 24 GB chip; X8: two 24 GB
+        # chips, one PCI function each) — per-function memory. cnmon names the exact board.
+        "0370": Product("MLU370", 24576, "mlu370", "mlu370"),
+    }
+
+    # ---- layer b -------------------------------------------------------------------------
+    def driver_state(self, host: HostView) -> DriverState:
+        state = super().driver_state(host)
+        if not state.driver_loaded and host.is_dir("/proc/driver/cambricon"):
+            state.driver_loaded = True
+            state.modules.append("cambricon_drv")
+        if state.driver_version:
+            state.driver_version = state.driver_version.lstrip("v")
+        state.dev_nodes = present_nodes(host)
+        found = vf.first_version(vf.version_from_file(host, f"{NEUWARE_HOME}/version.txt"),
+                                 vf.version_from_link(host, NEUWARE_HOME, "neuware"))
+        if found:
+            state.runtime = Runtime(name="neuware", version=found[0], source=found[1])
+        self._state = state
+        return state
+
+    def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
+        super().apply_driver_state(accs, state)
+        for acc in accs:
+            acc.dev_nodes = device_nodes(acc.index, state.dev_nodes)
+
+    # ---- layer c -------------------------------------------------------------------------
+    def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
+               steps: list[ProbeStep]) -> list[Accelerator]:
+        res = self.run_tool(host, ["cnmon"], steps, name="cnmon")
+        if res.not_found:
+            return accs
+        if not res.ok:
+            raise ProbeFailure(f"cnmon: {res.describe_failure()}")
+        try:
+            parsed = parse_cnmon(res.stdout)
+        except ProbeFailure:
+            steps[-1].result = "error"
+            raise
+        state = getattr(self, "_state", None)
+        out = merge_tool_devices(self, accs, parsed["devices"], tool="cnmon", usage=usage,
+                                 driver_version=parsed["driver_version"], state=state,
+                                 by_order=parsed["by_order"])
+        nodes = state.dev_nodes if state is not None else present_nodes(host)
+        for acc in out:  # cnmon's card number is the driver's /dev numbering
+            acc.dev_nodes = device_nodes(acc.index, nodes)
+        steps[-1].detail = f"{len(parsed['devices'])} device(s)"
+        return out
+
+    # ---- containers ----------------------------------------------------------------------
+    def container_access(self, accs: list[Accelerator]) -> ContainerAccess:
+        """Plain ``--device`` access (no Cambricon container runtime is assumed).
+
+        Each MLU's ``/dev/cambricon_devN`` and ``/dev/cambricon_ipcmN`` plus the shared
+        ``/dev/cambricon_ctl``, at the same paths inside; ``MLU_VISIBLE_DEVICES`` lists the
+        container's own ordinals (0..n-1: the runtime numbers the MLUs it can open);
+        ``NEUWARE_HOME`` points at the toolkit inside the image. The nodes seen on the host
+        are used when known, else the conventional names for the index.
+        """
+        access = ContainerAccess()
+        for acc in sorted(accs, key=lambda a: a.index):
+            nodes = acc.dev_nodes or device_nodes(acc.index, None)
+            for node in nodes:
+                spec = f"{node}:{node}:rwm"
+                if spec not in access.devices:
+                    access.devices.append(spec)
+        access.devices.sort(key=lambda s: (not s.startswith("/dev/cambricon_ctl:"), s))
+        access.env = {"MLU_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(accs))),
+                      "NEUWARE_HOME": NEUWARE_HOME}
+        return access
+
+
+def present_nodes(host: HostView) -> list[str]:
+    """The Cambricon /dev nodes on the host: control, GPUDirect, per-MLU dev and ipcm nodes."""
+    return (vf.existing(host, ["/dev/cambricon_ctl", "/dev/cambricon_gdr"])
+            + list(vf.numbered_dev_nodes(host, r"cambricon_dev(\d+)").values())
+            + list(vf.numbered_dev_nodes(host, r"cambricon_ipcm(\d+)").values()))
+
+
+def device_nodes(index: int, present: list[str] | None) -> list[str]:
+    """MLU ``index``'s nodes; only those present on the host when ``present`` is known."""
+    wanted = [f"/dev/cambricon_dev{index}", f"/dev/cambricon_ipcm{index}", "/dev/cambricon_ctl"]
+    return wanted if present is None else [p for p in wanted if p in present]
+
+
+def parse_cnmon(text: str) -> dict:
+    """Parse ``cnmon``'s default listing.
+
+    Returns ``{"driver_version", "cnmon_version", "devices": [...], "by_order"}`` where each
+    device is ``{"index", "name", "bus_id", "memory_total_mib", "memory_used_mib",
+    "utilization_pct", "temperature_c", "power_w", "power_limit_w", "firmware"}``.
+    Raises :class:`ProbeFailure` when the text is not a cnmon listing.
+    """
+    if "CNMON" not in text.upper() or "|" not in text:
+        raise ProbeFailure(f"cnmon output not recognised (no CNMON banner): {st.first_line(text)!r}")
+    table = st.parse_box_table(text)
+    header = " ".join(" ".join(row) for row in table.header)
+    if not table.header or "Card" not in header:
+        raise ProbeFailure(f"cnmon output not recognised (no device table header): {st.first_line(text)!r}")
+    devices = []
+    for block in table.blocks:
+        first = block[0]
+        tokens = first[0].split() if first else []
+        if not tokens or not tokens[0].isdigit():
+            raise ProbeFailure(f"cnmon output not recognised: unexpected row {'|'.join(first)!r}")
+        # "0     /   MLU370-X8    v1.1.6": card, VF ('/' = physical function), name, firmware
+        rest = tokens[1:]
+        if rest and (rest[0] == "/" or rest[0].isdigit()):
+            rest = rest[1:]
+        firmware = rest[-1] if len(rest) >= 2 and rest[-1].lower().startswith("v") else None
+        name = " ".join(rest[:-1] if firmware else rest)
+        all_cells = [c for row in block for c in row]
+        second = block[1] if len(block) > 1 else []
+        mem = st.find_mem_pair(*all_cells)
+        if not name or mem is None:
+            raise ProbeFailure(f"cnmon output not recognised: device row without name or memory "
+                               f"({'|'.join(first)!r})")
+        power = st.find_power(second[0] if second else "")
+        devices.append({
+            "index": int(tokens[0]), "name": name, "firmware": firmware,
+            "bus_id": st.find_bdf(*first[1:]),
+            "memory_used_mib": mem[0], "memory_total_mib": mem[1],
+            "utilization_pct": st.find_number(st.PCT_RE, first[2] if len(first) > 2 else ""),
+            "temperature_c": st.find_number(st.TEMP_RE, second[0] if second else ""),
+            "power_w": power[0], "power_limit_w": power[1],
+        })
+    return {
+        "driver_version": st.header_value(text, "Driver"),
+        "cnmon_version": st.header_value(text, "CNMON"),
+        "devices": devices,
+        "by_order": bool(devices) and all(d["bus_id"] is None for d in devices),
+    }

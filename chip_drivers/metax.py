@@ -1,16 +1,39 @@
-"""MetaX accelerators (backend ``maca``).
+"""MetaX GPUs (backend ``maca``).
 
-Identity only so far: PCI ids, backend, kernel modules and tools. Product table,
-driver/runtime state, tool parsing and container access are filled in by this module.
-See ``../shared/reference/chips.md`` for the facts.
+Layer a: PCI vendor ``9999``. ``pci.ids`` has one entry, ``0a01`` "C500"; the ids of C550,
+N260 and later boards are not public (chips.md §8), so such devices are claimed by class
+(3D/display/processing accelerator) and named by ``mx-smi``. All of C500/C550/N260 carry
+64 GB HBM2e (mx-smi prints 65536 MiB).
+
+Layer b: kernel module ``metax`` (a DRM driver: ``lsmod`` shows it beside ``ttm``/``drm``),
+``/sys/module/metax/version`` when declared; ``/dev/mxcd`` (+ ``/dev/mxnd``, ``/dev/mxgd`` on
+some releases); each GPU's own ``/dev/dri/cardN`` and ``renderDN`` read from its PCI
+function's sysfs ``drm/`` directory; the MACA version from ``/opt/maca/Version.txt`` (the
+file MetaX's build scripts read, e.g. ``Version:3.1.0.14``), else an install link
+``/opt/maca -> maca-<ver>``, else mx-smi's ``MACA Version`` line.
+
+Layer c: ``mx-smi`` default listing (``MX-SMI 2.x  Kernel Mode Driver Version: …`` banner,
+``GPU NAME [Persistence-M] | Bus-id | GPU-Util`` / ``Temp Pwr:Usage/Cap [Perf] |
+Memory-Usage`` blocks).
 """
 
 from __future__ import annotations
 
+from appliance.inventory.hostview import HostView
+from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from appliance.inventory.pci import PciDevice
+from chip_drivers import smi_table as st
+from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL, CLASS_VGA,  # noqa: F401
-    ChipDriver, Product,
+    CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
+    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product,
 )
+from chip_drivers.tool_devices import merge_tool_devices
+
+MACA_HOME = "/opt/maca"
+MXDRIVER_HOME = "/opt/mxdriver"
+CONTROL_NODES = ("/dev/mxcd", "/dev/mxnd", "/dev/mxgd")
+_PERSISTENCE = {"on", "off", "n/a", "enabled", "disabled"}
 
 
 class MetaxDriver(ChipDriver):
@@ -22,4 +45,136 @@ class MetaxDriver(ChipDriver):
     kernel_modules = ('metax',)
     tools = ('mx-smi',)
     provision_role = "metax"
-    products: dict[str, Product] = {}
+    snapshot_commands = (("mx-smi",),)
+    snapshot_paths = (f"{MACA_HOME}/Version.txt", "/sys/module/metax")
+    products: dict[str, Product] = {
+        # pci.ids "C500" (the only MetaX entry). 64 GB HBM2e (public spec; mx-smi shows 65536 MiB).
+        "0a01": Product("MetaX C500", 65536, "xcore1000", "c500"),
+    }
+
+    # ---- layer a -------------------------------------------------------------------------
+    def from_pci(self, dev: PciDevice, index: int, host: HostView) -> Accelerator:
+        acc = super().from_pci(dev, index, host)
+        acc.dev_nodes = vf.drm_nodes(host, dev.bdf)
+        return acc
+
+    # ---- layer b -------------------------------------------------------------------------
+    def driver_state(self, host: HostView) -> DriverState:
+        state = super().driver_state(host)
+        state.dev_nodes = vf.existing(host, CONTROL_NODES)
+        found = vf.first_version(vf.version_from_file(host, f"{MACA_HOME}/Version.txt"),
+                                 vf.version_from_link(host, MACA_HOME, "maca"))
+        if found:
+            state.runtime = Runtime(name="maca", version=found[0], source=found[1])
+        self._state = state
+        return state
+
+    def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
+        super().apply_driver_state(accs, state)
+        for acc in accs:
+            acc.dev_nodes = [n for n in acc.dev_nodes if n.startswith("/dev/dri/")] + list(state.dev_nodes)
+
+    # ---- layer c -------------------------------------------------------------------------
+    def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
+               steps: list[ProbeStep]) -> list[Accelerator]:
+        res = self.run_tool(host, ["mx-smi"], steps, name="mx-smi")
+        if res.not_found:
+            return accs
+        if not res.ok:
+            raise ProbeFailure(f"mx-smi: {res.describe_failure()}")
+        try:
+            parsed = parse_mx_smi(res.stdout)
+        except ProbeFailure:
+            steps[-1].result = "error"
+            raise
+        state = getattr(self, "_state", None)
+        out = merge_tool_devices(self, accs, parsed["devices"], tool="mx-smi", usage=usage,
+                                 driver_version=parsed["driver_version"], state=state)
+        if parsed["maca_version"]:
+            for acc in out:
+                if acc.runtime is None:
+                    acc.runtime = Runtime(name="maca", version=parsed["maca_version"], source="mx-smi")
+        for acc in out:
+            if not acc.dev_nodes and state is not None:
+                acc.dev_nodes = list(state.dev_nodes)
+        steps[-1].detail = f"{len(parsed['devices'])} device(s)"
+        return out
+
+    # ---- containers ----------------------------------------------------------------------
+    def container_access(self, accs: list[Accelerator]) -> ContainerAccess:
+        """Plain device access, the way MetaX documents ``docker run``.
+
+        ``/dev/mxcd`` plus each GPU's own DRM nodes (the whole ``/dev/dri`` only when a
+        device's nodes are unknown), group ``video``, the host's ``/opt/mxdriver`` and
+        ``/opt/maca`` read-only (driver userland and management library), and
+        ``CUDA_VISIBLE_DEVICES`` as container ordinals (MACA is CUDA-compatible and numbers
+        the GPUs it can open).
+        """
+        access = ContainerAccess(group_add=["video"])
+        devices: list[str] = []
+        for acc in sorted(accs, key=lambda a: a.index):
+            nodes = [n for n in acc.dev_nodes if n.startswith("/dev/dri/")] or ["/dev/dri"]
+            nodes += [n for n in acc.dev_nodes if n in CONTROL_NODES] or ["/dev/mxcd"]
+            for node in nodes:
+                if node not in devices:
+                    devices.append(node)
+        if "/dev/dri" in devices:
+            devices = [d for d in devices if not d.startswith("/dev/dri/")]
+        devices.sort(key=lambda d: (d not in CONTROL_NODES, d))
+        access.devices = [f"{d}:{d}:rwm" for d in devices]
+        access.volumes = {MXDRIVER_HOME: MXDRIVER_HOME, MACA_HOME: MACA_HOME}
+        access.env = {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(accs)))}
+        return access
+
+
+def parse_mx_smi(text: str) -> dict:
+    """Parse ``mx-smi``'s default listing.
+
+    Returns ``{"driver_version", "maca_version", "smi_version", "attached", "devices"}``;
+    each device is ``{"index", "name", "bus_id", "memory_total_mib", "memory_used_mib",
+    "utilization_pct", "temperature_c", "power_w", "power_limit_w"}``. ``maca_version`` is
+    None when mx-smi prints ``unknown`` (inside a pod). Raises :class:`ProbeFailure` when the
+    text is not an mx-smi listing.
+    """
+    if "MX-SMI" not in text.upper() and "MetaX System Management" not in text:
+        raise ProbeFailure(f"mx-smi output not recognised (no MX-SMI banner): {st.first_line(text)!r}")
+    table = st.parse_box_table(text)
+    header = " ".join(" ".join(row) for row in table.header)
+    if not table.header or "GPU" not in header:
+        raise ProbeFailure(f"mx-smi output not recognised (no device table header): {st.first_line(text)!r}")
+    has_persistence = "Persistence" in header
+    devices = []
+    for block in table.blocks:
+        first = block[0]
+        tokens = first[0].split() if first else []
+        if not tokens or not tokens[0].isdigit():
+            raise ProbeFailure(f"mx-smi output not recognised: unexpected row {'|'.join(first)!r}")
+        name_tokens = tokens[1:]
+        if has_persistence and name_tokens and name_tokens[-1].lower() in _PERSISTENCE:
+            name_tokens = name_tokens[:-1]
+        cells = [c for row in block for c in row]
+        second = block[1] if len(block) > 1 else []
+        mem = st.find_mem_pair(*cells)
+        if not name_tokens or mem is None:
+            raise ProbeFailure(f"mx-smi output not recognised: device row without name or memory "
+                               f"({'|'.join(first)!r})")
+        power = st.find_power(second[0] if second else "")
+        devices.append({
+            "index": int(tokens[0]), "name": " ".join(name_tokens), "bus_id": st.find_bdf(*first[1:]),
+            "memory_used_mib": mem[0], "memory_total_mib": mem[1],
+            "utilization_pct": st.find_number(st.PCT_RE, first[2] if len(first) > 2 else ""),
+            "temperature_c": st.find_number(st.TEMP_RE, second[0] if second else ""),
+            "power_w": power[0], "power_limit_w": power[1],
+        })
+    attached = None
+    for line in text.splitlines():
+        if line.strip().startswith("Attached GPUs"):
+            value = line.partition(":")[2].strip()
+            attached = int(value) if value.isdigit() else None
+    return {
+        "driver_version": st.header_value(text, "Kernel Mode Driver Version"),
+        "maca_version": st.header_value(text, "MACA Version"),
+        "smi_version": st.header_value(text, "MX-SMI"),
+        "attached": attached,
+        "devices": devices,
+    }
