@@ -30,9 +30,15 @@ def detect(as_json: bool, snapshot: str | None, no_usage: bool, root: str | None
     Exit 0 even when a vendor probe fails (its error is in probes[] and a warning on
     stderr); exit 2 when --snapshot is missing or malformed.
     """
+    host = None
+    if not snapshot:
+        from appliance.inventory.hostview import DOCKER_VERSION_ARGV, LiveHost
+
+        host = LiveHost(root)
+        host.prefetch(list(DOCKER_VERSION_ARGV))  # overlaps with the imports below
     from appliance.inventory.detect import detect as run_detect
 
-    inv = run_detect(snapshot=snapshot, usage=not no_usage, root=root if not snapshot else None)
+    inv = run_detect(host, snapshot=snapshot, usage=not no_usage)
     for w in inv.warnings:
         warn(w)
     emit(inv, as_json, _render)

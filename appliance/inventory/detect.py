@@ -109,7 +109,7 @@ def driver_deadline_s(driver) -> float:
     cap = tool_timeout_cap()
     if cap is not None:
         timeout = min(timeout, cap)
-    return 3 * timeout + 5.0
+    return 3 * timeout + min(5.0, timeout)
 
 
 class _DriverRun(threading.Thread):
@@ -166,26 +166,46 @@ def detect(host: HostView | None = None, *, usage: bool = True, snapshot: str | 
 
     ``drivers`` replaces the registry (tests of the orchestrator itself).
     """
-    from chip_drivers import all_drivers
+    import chip_drivers
 
     if host is None:
         host = host_for(snapshot, root)
     node_run = _NodeRun(host, usage)
     node_run.start()
     pci = scan_pci(host)
-    runs = [_DriverRun(d, host, pci, usage) for d in (all_drivers() if drivers is None else drivers)]
-    for run in runs:
-        run.start()
+    warnings: list[str] = []
+    # vendor id -> a started run, or a finished "no PCI functions" probe
+    plan: list[tuple[str, _DriverRun | Probe]] = []
+    if drivers is None:
+        wanted = chip_drivers.drivers_for_pci({d.vendor for d in pci} if pci else None)
+        for vendor in chip_drivers.VENDOR_IDS:
+            if vendor not in wanted:
+                ids = "/".join(chip_drivers.PCI_VENDORS[vendor])
+                plan.append((vendor, Probe(driver=vendor, result="none", steps=[ProbeStep(
+                    name="pci-sysfs", result="none", detail=f"no PCI functions with vendor id {ids}")])))
+                continue
+            try:
+                plan.append((vendor, _DriverRun(chip_drivers.driver_class(vendor)(), host, pci, usage)))
+            except Exception as exc:  # noqa: BLE001 - a broken driver module hides no other vendor
+                plan.append((vendor, Probe(driver=vendor, result="error", error=f"driver failed to load: {exc}",
+                                           steps=[ProbeStep(name="load", result="error", detail=str(exc))])))
+    else:
+        plan = [(d.vendor, _DriverRun(d, host, pci, usage)) for d in drivers]
+    for _, item in plan:
+        if isinstance(item, _DriverRun):
+            item.start()
     accelerators: list[Accelerator] = []
     probes: list[Probe] = []
-    warnings: list[str] = []
-    for run in runs:
-        run.join(max(0.0, driver_deadline_s(run.driver) - (time.monotonic() - run.start_t)))
-        accs, probe = run.outcome()
-        accelerators.extend(accs)
+    for vendor, item in plan:
+        if isinstance(item, _DriverRun):
+            item.join(max(0.0, driver_deadline_s(item.driver) - (time.monotonic() - item.start_t)))
+            accs, probe = item.outcome()
+            accelerators.extend(accs)
+        else:
+            probe = item
         probes.append(probe)
         if probe.error:
-            warnings.append(f"{run.driver.vendor} probe: {probe.error}")
+            warnings.append(f"{vendor} probe: {probe.error}")
     node_run.join(30.0)
     node = node_run.node
     if node is None:

@@ -93,6 +93,9 @@ class HostView:
 
 
 HOST_ROOT_ENV = "APPLIANCE_HOST_ROOT"
+# node facts ask the container engine this (here so the CLI can prefetch it without
+# importing the inventory models)
+DOCKER_VERSION_ARGV = ("docker", "version", "--format", "{{.Server.Version}}")
 TOOL_TIMEOUT_ENV = "APPLIANCE_TOOL_TIMEOUT_S"
 
 
@@ -118,12 +121,36 @@ class LiveHost(HostView):
             root = os.environ.get(HOST_ROOT_ENV) or "/"
         self.root = Path(root)
         self.native = self.root.resolve() == Path("/")
+        self._prefetched: dict[tuple[str, ...], tuple] = {}
 
     def run(self, argv: list[str], timeout_s: float = 10.0) -> CommandResult:
+        pending = self._prefetched.pop(tuple(argv), None) if self._prefetched else None
+        if pending is not None:
+            thread, box = pending
+            thread.join()
+            if box:
+                return box[0]
+        return self._run_now(argv, timeout_s)
+
+    def _run_now(self, argv: list[str], timeout_s: float) -> CommandResult:
         cap = tool_timeout_cap()
         if cap is not None:
             timeout_s = min(timeout_s, cap)
         return _run(argv, timeout_s=timeout_s)
+
+    def prefetch(self, argv: list[str], timeout_s: float = 5.0) -> None:
+        """Start ``argv`` now in a thread; the first ``run`` with the same argv gets its result.
+
+        ``appliance detect`` uses this to let ``docker version`` run while Python is still
+        importing the inventory code (the two overlap on a second core).
+        """
+        import threading
+
+        box: list[CommandResult] = []
+        thread = threading.Thread(target=lambda: box.append(self._run_now(list(argv), timeout_s)),
+                                  name="prefetch", daemon=True)
+        self._prefetched[tuple(argv)] = (thread, box)
+        thread.start()
 
     def has_tool(self, name: str) -> bool:
         return _which(name) is not None

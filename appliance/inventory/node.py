@@ -17,12 +17,11 @@ from __future__ import annotations
 import os
 import re
 
-from appliance.inventory.hostview import HostView
+from appliance.inventory.hostview import DOCKER_VERSION_ARGV, HostView
 from appliance.inventory.models import ContainerEngine, DiskInfo, Node
 from chip_drivers.cpu import cpu_facts, lscpu_facts, online_cpu_count
 
 KNOWN_ARCHES = ("x86_64", "aarch64", "arm64", "riscv64", "loongarch64", "ppc64le", "s390x", "sw_64")
-DOCKER_VERSION_ARGV = ["docker", "version", "--format", "{{.Server.Version}}"]
 # filesystems worth reporting as disks (a box stores images and model files on them)
 DISK_FSTYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "reiserfs",
                           "nfs", "nfs4", "cifs", "ceph", "lustre", "gpfs", "overlay", "vfat", "exfat"})
