@@ -35,6 +35,9 @@ _GMI_DEVICE_RE = re.compile(
     r"^\s*(\d+)\s+(\S.*?)\s*\|\s*([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*\|"
     r"\s*(?:(\d+(?:\.\d+)?)%|N/A)?\s*(\d+)\s*MiB\s*\(\s*(\d+)\s*MiB\s*\)")
 
+# any "<id>  <name> | ... | ..." line: a device row, which must then parse completely
+_GMI_ROW_RE = re.compile(r"^\s*\d+\s+\S[^|]*\|[^|]*\|")
+
 
 class MthreadsDriver(ChipDriver):
     vendor = "mthreads"
@@ -160,6 +163,8 @@ def parse_mthreads_gmi(text: str) -> dict:
     for i, line in enumerate(lines):
         m = _GMI_DEVICE_RE.match(line)
         if not m:
+            if _GMI_ROW_RE.match(line):
+                raise ProbeFailure(f"mthreads-gmi output not recognised: unexpected device row {line.strip()!r}")
             continue
         follow = lines[i + 1] if i + 1 < len(lines) else ""
         follow_cells = follow.split("|")
