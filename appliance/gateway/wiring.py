@@ -75,7 +75,8 @@ def app_secrets_dir(app: str) -> Path:
 
 
 def ensure_app_key(app: str, models: list[str], *, store: StateStore | None = None,
-                   secrets_dir: Path | None = None, owner_uid: int | None = None) -> AppKey:
+                   secrets_dir: Path | None = None, owner_uid: int | None = None,
+                   export_dir: Path | None = None) -> AppKey:
     """Make sure app ``app`` has a working key scoped to ``models``; create it at most once.
 
     The key is kept only in ``<secrets_dir>/api_key`` (mode 0600, owned by ``owner_uid``
@@ -100,8 +101,9 @@ def ensure_app_key(app: str, models: list[str], *, store: StateStore | None = No
     with store.transaction():
         active = store.query("SELECT 1 FROM api_keys WHERE name=? AND revoked_at IS NULL", (name,))
         if active:
-            K.revoke_key(name, store=store)
-        created = K.create_key(name, models=scope, rpm=APPS[app].rpm, owner=f"app:{app}", store=store)
+            K.revoke_key(name, store=store, export_dir=export_dir)
+        created = K.create_key(name, models=scope, rpm=APPS[app].rpm, owner=f"app:{app}", store=store,
+                               export_dir=export_dir)
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         tmp = directory / f".{APP_KEY_FILENAME}.{os.getpid()}.tmp"

@@ -96,3 +96,24 @@ def eventually(check, timeout_s: float = 8.0, interval_s: float = 0.1):
         if time.monotonic() - start > timeout_s:
             return value, time.monotonic() - start
         time.sleep(interval_s)
+
+
+def chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_dom(url: str, tmp_dir: Path, budget_ms: int = 15000, timeout_s: float = 90.0) -> str:
+    """The DOM of ``url`` after a real headless Chromium ran its scripts.
+
+    ``--virtual-time-budget`` lets the page's timers and fetches finish (virtual time
+    pauses while network requests are pending) before ``--dump-dom`` prints the DOM.
+    """
+    argv = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--no-first-run", "--disable-extensions", f"--user-data-dir={tmp_dir}",
+            f"--virtual-time-budget={budget_ms}", "--dump-dom", url]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    if res.returncode != 0 or "<html" not in res.stdout:
+        raise AssertionError(f"chromium failed (rc={res.returncode}): {res.stderr[-800:]}")
+    return res.stdout

@@ -1,0 +1,237 @@
+"""The sample apps as real processes: demo engines -> gateway -> apps, each app with its own key."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from gwtest import (DEMO_ENGINE, GATEWAY_MAIN, REPO, Proc, browser_dom, call, chromium, eventually, free_port,
+                    wait_http)
+
+from appliance.gateway import keys as K
+from appliance.gateway import wiring as W
+from appliance.state.store import StateStore
+
+APPS_DIR = REPO / "images" / "apps"
+VACATION = """# Vacation policy
+
+Every employee receives 27 paid vacation days per calendar year. Unused vacation days can be
+carried over until the 31st of March of the following year.
+
+Vacation requests are approved by the team lead in the HR portal at least two weeks ahead.
+"""
+EXPENSES = """# Travel expenses
+
+Train tickets in second class and economy flights are reimbursed. Hotel costs up to 150 euros per
+night are covered. Submit receipts within 60 days through the expense tool.
+"""
+
+
+class Stack:
+    """Two demo engines (chat + embedding), the gateway and the three apps, as processes."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.procs: list[Proc] = []
+        self.store = StateStore(root / "state.db")
+        self.gw_dir = root / "gateway"
+        self.gw_dir.mkdir(parents=True)
+
+    def start(self, argv, env, name) -> Proc:
+        p = Proc(argv, env, self.root / f"{name}.log")
+        self.procs.append(p)
+        return p
+
+    def up(self) -> "Stack":
+        engines = {}
+        for model, role in (("demo-chat", "chat"), ("demo-embed", "embedding")):
+            port = free_port()
+            self.start([sys.executable, str(DEMO_ENGINE)],
+                       {"PORT": str(port), "SERVED_MODEL_NAME": model, "MODEL_ROLE": role}, model)
+            engines[model] = f"http://127.0.0.1:{port}"
+        (self.gw_dir / "routes.json").write_text(json.dumps({"models": engines}))
+        K.export_keys_file(store=self.store, directory=self.gw_dir)
+        port = free_port()
+        self.gateway_url = f"http://127.0.0.1:{port}"
+        self.gateway = self.start([sys.executable, str(GATEWAY_MAIN)],
+                                  {"PORT": str(port), "GATEWAY_CONFIG_DIR": str(self.gw_dir)}, "gateway")
+        self.apps, self.keys = {}, {}
+        for app, d in W.APPS.items():
+            models = ["demo-chat"] + (["demo-embed"] if "embedding" in d.roles else [])
+            ak = W.ensure_app_key(app, models, store=self.store, secrets_dir=self.root / app / "secrets",
+                                  export_dir=self.gw_dir)
+            self.keys[app] = ak
+            env = W.app_env(app, gateway_url=self.gateway_url, public_gateway_url=self.gateway_url,
+                            chat_model="demo-chat", embedding_model="demo-embed")
+            port = free_port()
+            env.update(PORT=str(port), APP_API_KEY_FILE=ak.key_file, APP_DATA_DIR=str(self.root / app / "data"))
+            self.start([sys.executable, str(APPS_DIR / app / "main.py")], env, app)
+            self.apps[app] = f"http://127.0.0.1:{port}"
+        for url in [*engines.values(), self.gateway_url]:
+            wait_http(url + ("/healthz" if url == self.gateway_url else "/health"))
+        for url in self.apps.values():
+            wait_http(url + "/healthz")
+        return self
+
+    def down(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.store.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("apps-stack")).up()
+    yield s
+    s.down()
+
+
+def gateway_lines(stack) -> list[dict]:
+    return [json.loads(line) for line in stack.gateway.output().splitlines() if line.startswith("{")]
+
+
+def test_appkit_copies_are_identical():
+    copies = sorted(APPS_DIR.glob("*/appkit.py"))
+    assert len(copies) == 3
+    for other in copies[1:]:
+        assert filecmp.cmp(copies[0], other, shallow=False), f"{other} differs from {copies[0]}"
+
+
+def test_customer_service_grounds_in_faq_and_uses_its_key(stack):
+    status, _, body = call(stack.apps["customer-service"] + "/api/chat",
+                           body={"messages": [{"role": "user", "content": "Can I return a product I bought?"}]})
+    assert status == 200, body
+    assert body["model"] == "demo-chat" and "Can I return a product" in body["answer"]
+    assert body["grounding"][0]["q"] == "Can I return a product?"
+    status, _, page = call(stack.apps["customer-service"] + "/")
+    assert status == 200 and b"Customer-service chat" in page
+    lines = gateway_lines(stack)
+    assert any(r.get("key") == "app-customer-service" and r.get("path") == "/v1/chat/completions"
+               and r.get("status") == 200 for r in lines)
+
+
+def test_knowledge_base_retrieves_and_cites_the_right_document(stack):
+    kb = stack.apps["knowledge-base"]
+    for name, text in (("vacation-policy.md", VACATION), ("travel-expenses.md", EXPENSES)):
+        status, _, body = call(kb + "/api/documents", body={"name": name, "text": text})
+        assert status == 201 and body["chunks"] >= 1 and body["embed_model"] == "demo-embed", body
+    status, _, body = call(kb + "/api/ask", body={"question": "How many paid vacation days does an employee get?"})
+    assert status == 200, body
+    top = body["citations"][0]
+    assert top["document"] == "vacation-policy.md" and "27 paid vacation days" in top["text"]
+    assert body["embed_model"] == "demo-embed" and body["model"] == "demo-chat"
+    assert "27 paid vacation days" in body["answer"]  # the demo engine quotes the prompt it was given
+    status, _, body = call(kb + "/api/ask", body={"question": "Are hotel costs per night reimbursed?"})
+    assert body["citations"][0]["document"] == "travel-expenses.md"
+    # both calls went through the gateway with the app's key: embeddings and chat
+    lines = [r for r in gateway_lines(stack) if r.get("key") == "app-knowledge-base" and r.get("status") == 200]
+    assert {r["path"] for r in lines} >= {"/v1/embeddings", "/v1/chat/completions"}
+    # the vectors live in SQLite in the app's data directory
+    assert (stack.root / "knowledge-base" / "data" / "kb.sqlite").stat().st_size > 0
+
+
+def test_knowledge_base_replace_delete_and_raw_upload(stack):
+    kb = stack.apps["knowledge-base"]
+    status, _, body = call(kb + "/api/documents?name=notes.txt", body=None, method="POST",
+                           headers={"Content-Type": "text/plain"})
+    assert status == 400  # empty body
+    import urllib.request
+
+    req = urllib.request.Request(kb + "/api/documents?name=notes.txt", data=b"The parking garage opens at 6am.",
+                                 headers={"Content-Type": "text/plain"}, method="POST")
+    doc = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    again = call(kb + "/api/documents", body={"name": "notes.txt", "text": "The parking garage opens at 7am."})[2]
+    docs = call(kb + "/api/documents")[2]["documents"]
+    assert [d["name"] for d in docs].count("notes.txt") == 1 and again["id"] != doc["id"]
+    body = call(kb + "/api/ask", body={"question": "When does the parking garage open?"})[2]
+    assert body["citations"][0]["document"] == "notes.txt" and "7am" in body["citations"][0]["text"]
+    status, _, _ = call(kb + f"/api/documents/{again['id']}", method="DELETE")
+    assert status == 200
+    assert "notes.txt" not in [d["name"] for d in call(kb + "/api/documents")[2]["documents"]]
+    assert call(kb + "/api/ask", body={})[0] == 400
+
+
+def test_code_assistant_profiles_and_ask(stack):
+    ca = stack.apps["code-assistant"]
+    status, _, info = call(ca + "/api/info")
+    assert status == 200 and info["models"] == ["demo-chat"] and info["gateway"] == stack.gateway_url + "/v1"
+    status, hdrs, yaml_text = call(ca + "/profile/continue.yaml")
+    import yaml
+
+    doc = yaml.safe_load(yaml_text)
+    model = doc["models"][0]
+    assert model["provider"] == "openai" and model["apiBase"] == stack.gateway_url + "/v1"
+    assert model["model"] == "demo-chat" and "autocomplete" in model["roles"]
+    assert "apk_" not in yaml_text.decode()  # a profile never carries a key
+    status, _, cj = call(ca + "/profile/continue.json")
+    assert cj["models"][0]["apiBase"] == stack.gateway_url + "/v1"
+    assert b"OPENAI_BASE_URL=" + stack.gateway_url.encode() + b"/v1" in call(ca + "/profile/openai.env")[2]
+    status, _, body = call(ca + "/api/ask", body={"prompt": "reverse a list", "code": "xs = [1, 2]",
+                                                  "language": "python"})
+    assert status == 200 and "reverse a list" in body["answer"]
+    # the profile works as given (with a real key in place of the placeholder)
+    dev = K.create_key("dev", models=["demo-chat"], store=stack.store, export_dir=stack.gw_dir).key
+    assert eventually(lambda: call(model["apiBase"] + "/models", key=dev)[0] == 200)[0]
+
+
+def test_app_key_rotation_and_revocation_reach_the_app(stack):
+    cs = stack.apps["customer-service"]
+    ask = {"question": "What are your opening hours?"}
+    K.revoke_key("app-customer-service", store=stack.store, export_dir=stack.gw_dir)
+    assert eventually(lambda: call(cs + "/api/chat", body=ask)[0] == 401)[0]
+    status, _, body = call(cs + "/api/chat", body=ask)
+    assert status == 401 and "gateway" in body["error"]
+    ak = W.ensure_app_key("customer-service", ["demo-chat"], store=stack.store,
+                          secrets_dir=Path(stack.keys["customer-service"].secrets_dir), export_dir=stack.gw_dir)
+    assert ak.created
+    assert eventually(lambda: call(cs + "/api/chat", body=ask)[0] == 200)[0]  # no app restart
+
+
+def test_app_units_chunking():
+    spec = importlib.util.spec_from_file_location("kb_main", APPS_DIR / "knowledge-base" / "main.py")
+    kb = importlib.util.module_from_spec(spec)
+    old = os.environ.get("APP_DATA_DIR")
+    spec.loader.exec_module(kb)
+    if old is not None:
+        os.environ["APP_DATA_DIR"] = old
+    text = "\n\n".join(f"Paragraph {i}. " + "word " * 60 + "end." for i in range(10))
+    chunks = kb.chunk(text, 800)
+    assert all(len(c) <= 1100 for c in chunks) and len(chunks) >= 4
+    assert all(f"Paragraph {i}." in "".join(chunks) for i in range(10))
+    long = "A" * 3000
+    assert [len(c) for c in kb.chunk(long, 800)] == [800, 800, 800, 600]
+    assert "alert" not in kb.to_text("x.html", "<p>Hello</p><script>alert(1)</script><p>World</p>")
+    v = kb.normalise([3.0, 4.0])
+    assert abs(v[0] - 0.6) < 1e-6 and abs(v[1] - 0.8) < 1e-6
+
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="chromium is not installed (.ci/run installs it)")
+
+
+@needs_chromium
+def test_pages_in_a_real_browser_reach_the_gateway(stack, tmp_path):
+    from urllib.parse import quote
+
+    before = len(gateway_lines(stack))
+    dom = browser_dom(stack.apps["customer-service"] + "/?q=" + quote("How do I reset my password?"),
+                      tmp_path / "b1")
+    assert 'data-status="answered"' in dom and "How do I reset my password" in dom
+    assert "Based on FAQ: How do I reset my password?" in dom
+
+    call(stack.apps["knowledge-base"] + "/api/documents", body={"name": "vacation-policy.md", "text": VACATION})
+    dom = browser_dom(stack.apps["knowledge-base"] + "/?q=" + quote("How many vacation days do I get?"),
+                      tmp_path / "b2")
+    assert 'data-status="answered"' in dom
+    assert 'class="cite" data-document="vacation-policy.md"' in dom and "27 paid vacation days" in dom
+
+    dom = browser_dom(stack.apps["code-assistant"] + "/?q=" + quote("write hello world in Go"), tmp_path / "b3")
+    assert 'data-loaded="1">demo-chat<' in dom and "apiBase" in dom
+    assert 'data-status="answered"' in dom and "write hello world in Go" in dom
+
+    keys = {r.get("key") for r in gateway_lines(stack)[before:] if r.get("status") == 200}
+    assert {"app-customer-service", "app-knowledge-base", "app-code-assistant"} <= keys
