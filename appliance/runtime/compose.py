@@ -26,9 +26,6 @@ from appliance.runtime.models import Bind, HealthSpec, ServiceSpec, Settings, St
 GATEWAY = "gateway"
 GATEWAY_IMAGE = "appliance/gateway:0.1.0"
 GATEWAY_PORT = 8080
-GATEWAY_CONFIG_MOUNT = "/etc/appliance/gateway"
-APP_KEY_MOUNT = "/run/appliance/api-key"
-APP_PORT = 8000
 LOCAL_HEALTH_INTERVAL_S = 5.0   # pyrt services start in well under a second
 LOCAL_START_PERIOD_S = 30.0
 LOCAL_WAIT_TIMEOUT_S = 60.0
@@ -51,8 +48,9 @@ def gateway_dir(root: Path | None = None) -> Path:
     return (root or data_dir()) / "gateway"
 
 
-def app_key_path(app: str, root: Path | None = None) -> Path:
-    return (root or data_dir()) / "apps" / app / "api-key"
+def app_secrets_dir(app: str, root: Path | None = None) -> Path:
+    """Host directory holding the app's key file (bound read-only at /run/appliance)."""
+    return (root or data_dir()) / "apps" / app / "secrets"
 
 
 # ---- devices ----------------------------------------------------------------------------------
@@ -165,12 +163,18 @@ def routes_for(services: list[ServiceSpec]) -> dict:
 
 
 def _models_for(roles: list[str], services: list[ServiceSpec]) -> dict[str, str]:
-    """role -> the first served model of that role (e.g. chat -> demo-chat)."""
+    """role -> the first served model of that role (e.g. chat -> demo-chat).
+
+    ``completion`` falls back to the chat model: every OpenAI-compatible chat engine here
+    also serves /v1/completions.
+    """
     out = {}
     for role in roles:
-        for svc in services:
-            if svc.kind == "inference" and svc.env.get("MODEL_ROLE") == role and svc.served_models:
-                out[role] = svc.served_models[0]
+        for want in ([role, "chat"] if role == "completion" else [role]):
+            hit = next((svc.served_models[0] for svc in services if svc.kind == "inference"
+                        and svc.env.get("MODEL_ROLE") == want and svc.served_models), None)
+            if hit:
+                out[role] = hit
                 break
     return out
 
@@ -196,23 +200,27 @@ def compose(plan: Plan, *, catalog: Any = None, inventory: Inventory | None = No
     services = [inference_service(ps, inventory, catalog) for ps in plan.services]
     inference_names = [s.name for s in services]
     app_names: list[str] = []
+    from appliance.gateway import wiring as W
+
     gw = catalog.platform.gateway if catalog is not None else None
     gw_image = gw.image if gw else GATEWAY_IMAGE
     gw_build = normalize_build(gw.build) if gw and gw.build else build_dir_for(gw_image)
     if gw_build and not _buildable(gw_build):
         warnings.append(f"the gateway is left out: images/{gw_build}/main.py is missing")
     else:
-        gw_port = gw.port if gw else GATEWAY_PORT
-        services.append(_local_service(
+        gw_port = gw.port if gw else W.GATEWAY_PORT
+        gateway = _local_service(
             GATEWAY, "gateway", gw_image, gw_build, gw_port, settings.gateway_port, settings,
-            env={"GATEWAY_CONFIG_DIR": GATEWAY_CONFIG_MOUNT},
-            binds=[Bind(source=str(gateway_dir(root)), target=GATEWAY_CONFIG_MOUNT, read_only=False)],
-            depends_on=inference_names, served_models=[m for s in services for m in s.served_models],
-            demo=demo))
+            env=W.gateway_env(gw_port),
+            binds=[Bind(source=str(gateway_dir(root)), target=W.GATEWAY_CONFIG_TARGET, read_only=False)],
+            depends_on=inference_names, health_path=W.GATEWAY_HEALTH_PATH, demo=demo)
+        services.append(gateway)
         gateway_url = f"http://{GATEWAY}:{gw_port}/v1"
+        public_url = f"{gateway.endpoint()}/v1"
         apps = sorted((catalog.apps if catalog is not None else {}).items())
         for i, (name, app) in enumerate(apps):
-            build = normalize_build(app.build) if app.build else build_dir_for(app.image)
+            wired = W.APPS.get(name)
+            build = normalize_build(app.build) if app.build else (wired.build if wired else build_dir_for(app.image))
             if build and not _buildable(build):
                 warnings.append(f"app {name} is left out: images/{build}/main.py is missing")
                 continue
@@ -222,15 +230,29 @@ def compose(plan: Plan, *, catalog: Any = None, inventory: Inventory | None = No
             if missing:
                 warnings.append(f"app {name} is left out: the plan serves no {'/'.join(missing)} model")
                 continue
-            env = {"GATEWAY_URL": gateway_url, "APPLIANCE_API_KEY_FILE": APP_KEY_MOUNT, "APP_NAME": name,
-                   "DATA_DIR": "/data", **{f"{r.upper()}_MODEL": m for r, m in sorted(models.items())},
-                   **{k: str(v) for k, v in app.env.items()}}
-            binds = [Bind(source=str(app_key_path(name, root)), target=APP_KEY_MOUNT, read_only=True),
-                     Bind(source=L.volume_name(inst, f"{name}-data"), target="/data",
-                          read_only=False, volume=True)]
+            port = wired.port if wired else app.port
+            health_path = wired.health_path if wired else app.health
+            if wired:
+                env = W.app_env(name, gateway_url=gateway_url, public_gateway_url=public_url,
+                                chat_model=models.get("chat"), embedding_model=models.get("embedding"),
+                                completion_model=models.get("completion"))
+                secrets = Bind(source=str(app_secrets_dir(name, root)), target=W.APP_SECRETS_TARGET)
+                needs_data = wired.needs_data_volume
+            else:
+                env = {"GATEWAY_URL": gateway_url, "GATEWAY_PUBLIC_URL": public_url,
+                       "APP_API_KEY_FILE": f"{W.APP_SECRETS_TARGET}/{W.APP_KEY_FILENAME}",
+                       **{f"{r.upper()}_MODEL": m for r, m in sorted(models.items())}}
+                secrets = Bind(source=str(app_secrets_dir(name, root)), target=W.APP_SECRETS_TARGET)
+                needs_data = True
+            env.update({k: str(v) for k, v in app.env.items()})
+            binds = [secrets]
+            if needs_data:
+                binds.append(Bind(source=L.volume_name(inst, f"{name}-data"), target=W.APP_DATA_TARGET,
+                                  read_only=False, volume=True))
             services.append(_local_service(
-                name, "app", app.image, build, app.port, settings.app_port_base + i, settings, env=env,
-                binds=binds, depends_on=[GATEWAY], health_path=app.health,
+                name, "app", app.image, build, port,
+                app.port if settings.app_port_base is None else settings.app_port_base + i, settings, env=env,
+                binds=binds, depends_on=[GATEWAY], health_path=health_path,
                 served_models=sorted(set(models.values())), demo=demo))
             app_names.append(name)
     services += _extra_services(plan, settings, inst)

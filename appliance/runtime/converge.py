@@ -30,9 +30,18 @@ STACK_KINDS = ("inference", "gateway", "app", "training")
 LOG_LINES_ON_FAILURE = 20
 
 
+class ServiceUnhealthy(RuntimeFailure):
+    """A new container did not become healthy; carries its last log lines for the CLI."""
+
+    def __init__(self, message: str, *, service: str, log_lines: list[str], **kw):
+        super().__init__(message, **kw)
+        self.service = service
+        self.log_lines = log_lines
+
+
 def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> ContainerCreate:
     """The Docker settings of ``svc``'s container (labels carry what status needs)."""
-    h = svc.spec_hash()
+    h = stack.hash_of(svc.name) or svc.spec_hash()
     labels = {**L.base_labels(stack.instance), L.SERVICE: svc.name, L.KIND: svc.kind,
               L.RELEASE: str(release or 0), L.PLAN_HASH: stack.plan_hash or "", L.SPEC_HASH: h,
               L.MODELS: ",".join(svc.served_models)}
@@ -177,11 +186,11 @@ class Converger:
             for old in p.old:
                 self.progress(f"removing the old {p.svc.name} container {old.name}")
                 self.docker.remove(old.id, force=True)
-                self._change("remove", old.name, f"replaced by {p.svc.spec_hash()[:8]}")
+                self._change("remove", old.name, f"replaced by {self.stack.hash_of(p.svc.name)[:8]}")
         return self.result
 
     def _apply_service(self, svc: ServiceSpec, containers: list[ContainerInfo]) -> _Pending | None:
-        want = svc.spec_hash()
+        want = self.stack.hash_of(svc.name)
         current = [c for c in containers if c.labels.get(L.SPEC_HASH) == want]
         old = [c for c in containers if c.labels.get(L.SPEC_HASH) != want]
         if current:
@@ -265,11 +274,11 @@ class Converger:
                 if failed:
                     self.result.waiting_s += time.monotonic() - start
                     lines = self.docker.log_tail(p.container_id, LOG_LINES_ON_FAILURE)
-                    tail = "\n".join(f"    {line}" for line in lines) or "    (no output)"
-                    raise RuntimeFailure(
-                        f"service {name} failed: {failed}. Last log lines:\n{tail}",
-                        where=f"service {name}",
-                        fix=f"fix the cause above and re-run; the previous release keeps running")
+                    raise ServiceUnhealthy(
+                        f"{failed}; its last {len(lines)} log line(s) are shown above; "
+                        f"every change of this run was undone",
+                        service=name, log_lines=lines, where=f"service {name}",
+                        fix=f"fix the cause (appliance init --dry-run shows the settings) and re-run")
             if waiting:
                 time.sleep(0.25)
         self.result.waiting_s += time.monotonic() - start

@@ -16,7 +16,7 @@ import importlib.util
 import time
 from typing import Any, Callable
 
-from appliance.errors import PreflightFailed, RuntimeFailure
+from appliance.errors import RuntimeFailure
 from appliance.runtime import labels as L
 from appliance.runtime.models import InitResult, PhaseTiming, Settings
 
@@ -33,45 +33,46 @@ def _optional(module: str, attr: str):
     return getattr(importlib.import_module(module), attr, None)
 
 
-def _preflight(inventory, plan, *, demo: bool, force: bool, warnings: list[str]) -> list[dict]:
+def _preflight(inventory, *, demo: bool, force: bool, warnings: list[str]) -> list[dict]:
+    """The provisioning package's preflight rules: fail stops init (unless force), warn is shown."""
     run_preflight = _optional("appliance.provision.preflight", "run_preflight")
     if run_preflight is None:
         warnings.append("preflight checks are not installed; skipped")
         return []
     try:
-        report = run_preflight(inventory=inventory, plan=plan, demo=demo)
+        report = run_preflight(inventory=inventory, demo=demo)
     except TypeError:
-        report = run_preflight(inventory)
-    checks = [c.model_dump(mode="json") if hasattr(c, "model_dump") else dict(c)
-              for c in getattr(report, "checks", report if isinstance(report, list) else [])]
-    failed = [c for c in checks if c.get("status") in ("fail", "failed", "error")]
-    for c in checks:
-        if c.get("status") in ("warn", "warning"):
-            warnings.append(f"preflight {c.get('name', '?')}: {c.get('message', '')}")
+        report = run_preflight(inventory=inventory)
+    rules = [r.model_dump(mode="json") for r in getattr(report, "rules", [])]
+    for r in rules:
+        if r.get("status") == "warn":
+            warnings.append(f"preflight {r.get('id')}: {r.get('message', '')}")
+    failed = [r for r in rules if r.get("status") == "fail"]
     if failed and not force:
-        first = failed[0]
-        raise PreflightFailed(f"{len(failed)} preflight check(s) failed; first: {first.get('name')}: "
-                              f"{first.get('message', '')}", where="preflight",
-                              fix=first.get("fix") or "fix the host, or re-run with --force to go on anyway")
-    for c in failed:
-        warnings.append(f"preflight {c.get('name', '?')} failed (ignored: --force): {c.get('message', '')}")
-    return checks
+        report.raise_for_failure()
+    for r in failed:
+        warnings.append(f"preflight {r.get('id')} failed (going on: --force): {r.get('message', '')}")
+    return rules
 
 
-def _provision(inventory, plan, *, demo: bool, dry_run: bool, warnings: list[str]) -> str:
+def _provision(inventory, plan, *, demo: bool, dry_run: bool, warnings: list[str], progress) -> str:
+    """Run the site playbook for this node (check mode with --dry-run); skipped for --demo."""
     if demo:
         return "skipped: the demo stack needs no host changes"
-    provision = _optional("appliance.provision.runner", "provision_for_plan")
+    provision = _optional("appliance.provision.site", "provision")
     if provision is None:
         warnings.append("provisioning is not installed; skipped (run `appliance provision` yourself)")
         return "not installed"
-    result = provision(inventory=inventory, plan=plan, check=dry_run)
-    return str(getattr(result, "summary", "") or "done")
+    report = provision(inventory=inventory, plan=plan, check=dry_run)
+    if hasattr(report, "raise_for_failure"):
+        report.raise_for_failure()
+    return "check mode" if dry_run else "done"
 
 
 def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool = False, force: bool = False,
          profile: str = "default", snapshot: str | None = None, bundle: str | None = None,
-         settings: Settings | None = None, progress: Progress | None = None, docker=None) -> InitResult:
+         settings: Settings | None = None, progress: Progress | None = None, docker=None,
+         create_only: bool = False) -> InitResult:
     """Install (or converge) the whole stack. Raises an ApplianceError on failure."""
     from appliance.catalog import load_catalog
     from appliance.inventory.detect import detect
@@ -79,6 +80,11 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
     from appliance.runtime import stack as S
     from appliance.runtime.compose import compose
 
+    from appliance.errors import UsageError
+
+    if snapshot and not (dry_run or create_only):
+        raise UsageError("--snapshot plans for another node, whose devices this machine does not have",
+                         where="--snapshot", fix="add --dry-run (print the changes) or --create-only")
     say = progress or (lambda msg: None)
     phases: list[PhaseTiming] = []
     warnings: list[str] = []
@@ -96,7 +102,7 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
 
     t = time.monotonic()
     say("running preflight checks")
-    checks = _preflight(inventory, None, demo=demo, force=force, warnings=warnings)
+    checks = _preflight(inventory, demo=demo, force=force, warnings=warnings)
     phase("preflight", t, detail=f"{len(checks)} check(s)")
 
     t = time.monotonic()
@@ -106,7 +112,10 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
     phase("plan", t, detail=f"{len(plan.services)} inference service(s)")
 
     t = time.monotonic()
-    detail = _provision(inventory, plan, demo=demo, dry_run=dry_run, warnings=warnings)
+    if snapshot or create_only:
+        detail = "skipped: planning for a snapshot / creating only"
+    else:
+        detail = _provision(inventory, plan, demo=demo, dry_run=dry_run, warnings=warnings, progress=say)
     phase("provision", t, detail=detail)
 
     if bundle:
@@ -133,6 +142,18 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
     previous = S.current_release(store, inst) if store is not None else None
     timings: dict[str, float] = {}
     stack = compose(plan, catalog=catalog, inventory=inventory, settings=settings, warnings=warnings)
+    if create_only:
+        from appliance.runtime.models import Change
+
+        t = time.monotonic()
+        ids = S.create_stack(stack, docker=docker, progress=say)
+        phase("create", t, detail="created, not started")
+        return InitResult(ok=True, dry_run=False, instance=inst, plan=plan, stack=stack, phases=phases,
+                          changes=[Change(action="create", target=n, detail=f"container {cid[:12]} (not started)")
+                                   for n, cid in ids.items()],
+                          preflight=checks, warnings=warnings,
+                          next_steps=["inspect them: docker inspect <container>",
+                                      "remove them: appliance down --purge --yes"])
     try:
         release_id, result = S.apply_stack(stack, plan, docker=docker, store=store, source="init",
                                            dry_run=dry_run, progress=say, timings=timings)

@@ -25,7 +25,8 @@ class Settings(BaseModel):
 
     bind_ip: str = Field(default="127.0.0.1", description="host address the gateway and apps publish on")
     gateway_port: int = Field(default=8080, description="host port of the gateway (OpenAI-compatible API)")
-    app_port_base: int = Field(default=8081, description="host port of the first app; apps get consecutive ports")
+    app_port_base: int | None = Field(default=None, description="host port of the first app (apps in name order "
+                                      "get consecutive ports); default: each app's catalog port")
     health_timeout_s: float | None = Field(default=None, description="override of every service's health-wait timeout")
 
 
@@ -77,7 +78,8 @@ class ServiceSpec(BaseModel):
     demo: bool = False
 
     def spec_hash(self) -> str:
-        data = self.model_dump(mode="json")
+        """Fingerprint of the container definition (start order is not part of it)."""
+        data = self.model_dump(mode="json", exclude={"depends_on"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def endpoint(self) -> str | None:
@@ -99,9 +101,24 @@ class StackSpec(BaseModel):
     services: list[ServiceSpec] = Field(default_factory=list)
     routes: dict = Field(default_factory=dict, description="the gateway's routes.json content")
     apps: list[str] = Field(default_factory=list)
+    hashes: dict[str, str] = Field(default_factory=dict, description="service -> spec hash, as applied")
 
     def service(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def hash_of(self, name: str) -> str | None:
+        """The spec hash the containers of ``name`` were labelled with when this stack was applied.
+
+        Recorded rather than recomputed, so a newer appliance version that hashes differently
+        never mistakes a running container for a stale one.
+        """
+        if name in self.hashes:
+            return self.hashes[name]
+        svc = self.service(name)
+        return svc.spec_hash() if svc else None
+
+    def with_hashes(self) -> "StackSpec":
+        return self.model_copy(update={"hashes": {s.name: s.spec_hash() for s in self.services}})
 
     def start_order(self) -> list[list[str]]:
         """Services grouped in dependency levels (each level only depends on earlier ones)."""

@@ -86,7 +86,7 @@ def list_services(docker=None, store: StateStore | None = None, instance: str | 
     for name in list(wanted) + sorted(n for n in containers if n not in wanted):
         svc = wanted.get(name)
         cs = containers.get(name, [])
-        want = svc.spec_hash() if svc else None
+        want = release.stack.hash_of(name) if svc else None
         # the container the stack means: the up-to-date one, else the newest
         c = next((c for c in reversed(cs) if c.labels.get(L.SPEC_HASH) == want), cs[-1] if cs else None)
         note = notes.get(name, {})
@@ -126,34 +126,26 @@ def ensure_images(stack: StackSpec, docker, *, dry_run: bool = False, progress: 
 
 
 def ensure_app_keys(stack: StackSpec, store: StateStore, root: Path | None = None) -> list[Change]:
-    """Give every app its own key, scoped to the models it uses, in a 0600 file it mounts.
+    """Give every app its own key, scoped to the models it uses (see appliance.gateway.wiring).
 
-    The key is written only to ``<data_dir>/apps/<app>/api-key`` (never to the state, env or
-    labels). An existing file whose key is still valid is kept, so re-running init changes
-    nothing; otherwise a new key replaces the app's previous one.
+    The key lives only in a 0600 file under ``<data_dir>/apps/<app>/secrets`` that the app
+    mounts read-only -- never in the state, the environment or a label. A still-valid key is
+    kept, so re-running init changes nothing. Also (re)exports the gateway's keys.json.
     """
     from appliance.gateway import keys as K
-    from appliance.runtime.compose import app_key_path
-    from appliance.runtime.converge import write_file_if_changed
+    from appliance.gateway import wiring as W
+    from appliance.runtime.compose import app_secrets_dir
 
     changes: list[Change] = []
     for name in stack.apps:
         svc = stack.service(name)
-        path = app_key_path(name, root)
-        try:
-            existing = path.read_text().strip()
-        except OSError:
-            existing = ""
-        info = K.verify_key(existing, store=store) if existing else None
-        if info is not None and sorted(info.models) == sorted(svc.served_models):
-            continue
-        key_name = f"app-{stack.instance}-{name}"
-        if any(k.name == key_name for k in K.list_keys(store=store).keys):
-            K.revoke_key(key_name, store=store)
-        created = K.create_key(key_name, models=list(svc.served_models), owner=f"app:{name}", store=store)
-        write_file_if_changed(path, created.key + "\n", mode=0o600)
-        changes.append(Change(action="write-config", target=str(path),
-                              detail=f"API key {key_name} for app {name} ({', '.join(svc.served_models)})"))
+        if name in W.APPS:
+            res = W.ensure_app_key(name, list(svc.served_models), store=store,
+                                   secrets_dir=app_secrets_dir(name, root))
+            if res.created:
+                changes.append(Change(action="write-config", target=res.key_file,
+                                      detail=f"API key {res.key_name} for app {name} "
+                                             f"({', '.join(svc.served_models)})"))
     if stack.service("gateway") is not None:
         K.export_keys_file(store=store)
     return changes
@@ -177,14 +169,16 @@ def apply_stack(stack: StackSpec, plan: Plan, *, docker=None, store: StateStore 
         docker = _docker(docker)
     t0 = time.monotonic()
     stack, image_changes, build_s = ensure_images(stack, docker, dry_run=dry_run, progress=progress)
+    stack = stack.with_hashes()
     timings["images"] = time.monotonic() - t0
     timings["images_build_s"] = build_s
     if dry_run:
         conv = Converger(docker, stack, dry_run=True, gateway_dir=gateway_dir())
         result = conv.apply()
-        from appliance.runtime.compose import app_key_path
-        keys = [Change(action="write-config", target=str(app_key_path(a)), detail=f"API key for app {a}")
-                for a in stack.apps if not app_key_path(a).exists()]
+        from appliance.runtime.compose import app_secrets_dir
+        keys = [Change(action="write-config", target=str(app_secrets_dir(a) / "api_key"),
+                       detail=f"API key for app {a}")
+                for a in stack.apps if not (app_secrets_dir(a) / "api_key").exists()]
         result.changes = image_changes + keys + result.changes
         return None, result
     store = releases.open_store(store)
@@ -363,3 +357,31 @@ def require_running_release(store: StateStore | None = None, instance: str | Non
         raise RuntimeFailure("no release is installed", where=f"instance {instance or L.instance()}",
                              fix="run `appliance init`")
     return release
+
+
+def create_stack(stack: StackSpec, *, docker=None, progress: Progress | None = None) -> dict[str, str]:
+    """Create (never start) every container of ``stack``; returns service -> container id.
+
+    For checking device wiring where the devices do not exist (a plan from a node snapshot):
+    Docker validates device nodes and driver mounts only at start, so the created
+    containers' inspect data show exactly what a real node would run. Local images are
+    built; external (engine) images must already be present. No release is recorded.
+    """
+    from appliance.runtime.converge import container_spec
+
+    docker = _docker(docker)
+    stack, _, _ = ensure_images(stack, docker, progress=progress)
+    stack = stack.with_hashes()
+    inst = stack.instance
+    docker.ensure_network(stack.network, {**L.base_labels(inst), L.SERVICE: "network"})
+    for vol in sorted({b.source for s in stack.services for b in s.binds if b.volume}):
+        docker.ensure_volume(vol, {**L.base_labels(inst), L.SERVICE: "volume"})
+    out = {}
+    for level in stack.start_order():
+        for name in level:
+            spec = container_spec(stack.service(name), stack, None)
+            leftover = docker.inspect_container(spec.name)
+            if leftover is not None:
+                docker.remove(leftover["Id"])
+            out[name] = docker.create_container(spec)
+    return out

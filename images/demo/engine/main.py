@@ -9,9 +9,10 @@ hashed bag-of-words vectors, so retrieval in the knowledge-base app genuinely wo
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (``stream: true`` gives
 server-sent events), POST /v1/completions, POST /v1/embeddings.
-Configuration (env): PORT (8000), SERVED_MODEL_NAME (comma-separated names it answers to),
-MODEL_ROLE (chat | embedding | completion), EMBEDDING_DIM (256), DEMO_FAIL_HEALTH=1 (never
-healthy: used to test health gating), DEMO_START_DELAY_S (seconds before it listens).
+Configuration: command-line ``--host --port --served-model-name --role`` (what the catalog's
+start args pass), else env PORT (8000), SERVED_MODEL_NAME (comma-separated names it answers
+to), MODEL_ROLE (chat | embedding | completion); EMBEDDING_DIM (256); DEMO_FAIL_HEALTH=1 (never
+healthy: used to test health gating); DEMO_START_DELAY_S (seconds before it listens).
 """
 
 from __future__ import annotations
@@ -219,12 +220,24 @@ class Handler(BaseHTTPRequestHandler):
                          "usage": {"prompt_tokens": pt, "total_tokens": pt}})
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    global MODELS, ROLE
+    import argparse
+
+    parser = argparse.ArgumentParser(description="appliance DEMO engine (not a language model)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--served-model-name", default=None)
+    parser.add_argument("--role", default=None)
+    args = parser.parse_args(argv)
+    if args.served_model_name:
+        MODELS = [m.strip() for m in args.served_model_name.split(",") if m.strip()]
+    ROLE = args.role or ROLE
     delay = float(os.environ.get("DEMO_START_DELAY_S", "0") or 0)
     if delay:
         time.sleep(delay)
-    port = int(os.environ.get("PORT", "8000"))
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    port = args.port
+    server = ThreadingHTTPServer((args.host, port), Handler)
     server.daemon_threads = True
     sys.stderr.write(f"{ENGINE} {VERSION} (DEMO, not a language model) serving {', '.join(MODELS)} "
                      f"as {ROLE} on port {port}\n")
@@ -238,4 +251,4 @@ if __name__ == "__main__":
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    main()
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""The node agent (``appliance agent``): reconcile loop, hardware re-detection, metrics."""

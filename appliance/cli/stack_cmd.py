@@ -1,0 +1,208 @@
+"""``appliance init``, ``up``, ``down`` and ``logs``: the stack's lifecycle.
+
+Thin: options -> one library call (:mod:`appliance.runtime.install`,
+:mod:`appliance.runtime.stack`) -> render. Progress lines go to stderr so ``--json`` stays
+clean on stdout. A service that never becomes healthy prints its last log lines to stderr,
+then the usual one-line error (exit 1).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from appliance.cli.output import console, emit, warn
+
+
+def _confirm(question: str, yes: bool) -> None:
+    from appliance.errors import UsageError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs confirmation", where="--yes",
+                         fix="re-run with --yes (no terminal to ask on)")
+    if not click.confirm(question, default=False):
+        raise click.exceptions.Abort()
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return lambda msg: None
+    return lambda msg: click.echo(f"… {msg}", err=True)
+
+
+def _show_unhealthy(exc) -> None:
+    lines = getattr(exc, "log_lines", None)
+    if lines is None:
+        return
+    click.echo(f"last log lines of {exc.service}:", err=True)
+    for line in lines or ["(no output)"]:
+        click.echo(f"    {line}", err=True)
+
+
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return out or None
+
+
+@click.command("init")
+@click.option("--models", multiple=True, metavar="ID[,ID...]", help="Models to serve (default: the catalog's choice).")
+@click.option("--bundle", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Install from an offline bundle (images, catalog).")
+@click.option("--demo", is_flag=True, help="The built-in CPU demo stack (no accelerator, registry or weights).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and every change, change nothing.")
+@click.option("--force", is_flag=True, help="Go on even when a preflight check fails.")
+@click.option("--profile", default="default", show_default=True, help="Planner profile.")
+@click.option("--snapshot", type=click.Path(exists=True, file_okay=False), default=None, hidden=True,
+              help="Plan for a node snapshot instead of this machine (dry runs, tests).")
+@click.option("--bind", "bind_ip", default="127.0.0.1", show_default=True, envvar="APPLIANCE_BIND",
+              help="Host address the gateway and apps listen on (0.0.0.0: every interface).")
+@click.option("--gateway-port", type=int, default=8080, show_default=True, envvar="APPLIANCE_GATEWAY_PORT",
+              help="Host port of the gateway.")
+@click.option("--app-port-base", type=int, default=None, envvar="APPLIANCE_APP_PORT_BASE",
+              help="Host port of the first app, the others follow (default: the catalog's ports).")
+@click.option("--health-timeout", type=float, default=None, metavar="SECONDS",
+              help="How long to wait for each new service to become healthy (default: per service).")
+@click.option("--create-only", is_flag=True,
+              help="Create the containers without starting them (check device wiring, e.g. with --snapshot).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, gateway_port, app_port_base,
+         health_timeout, create_only, as_json, quiet) -> None:
+    """Install and start the whole stack: detect, preflight, plan, provision, images,
+    start in dependency order, wait for health, record the release.
+
+    Safe to re-run: unchanged services are left alone; changed ones are replaced one by
+    one (new container healthy first). Exit 0 ok, 1 a service failed (the previous
+    release keeps running), 2 bad input, 3 preflight failed or no model fits.
+    """
+    from appliance.runtime.converge import ServiceUnhealthy
+    from appliance.runtime.install import init as run_init
+    from appliance.runtime.models import Settings
+
+    if not dry_run and not yes:
+        _confirm("Install/update the appliance stack on this machine?", yes)
+    settings = Settings(bind_ip=bind_ip, gateway_port=gateway_port, app_port_base=app_port_base,
+                        health_timeout_s=health_timeout)
+    try:
+        result = run_init(models=_split(models), demo=demo, dry_run=dry_run, force=force, profile=profile,
+                          snapshot=snapshot, bundle=bundle, settings=settings, progress=_progress(quiet),
+                          create_only=create_only)
+    except ServiceUnhealthy as exc:
+        _show_unhealthy(exc)
+        raise
+    for w in result.warnings:
+        warn(w)
+    emit(result, as_json, _render_init)
+
+
+def _render_init(r) -> None:
+    from rich.table import Table
+
+    con = console()
+    title = ("DRY RUN: nothing was changed" if r.dry_run else f"release {r.release} is active" if r.release
+             else "containers created, not started (no release recorded)")
+    plan = Table(title=f"plan ({r.plan.profile}, {r.plan.plan_hash or ''})", title_justify="left")
+    for col in ("service", "model", "engine", "image", "devices"):
+        plan.add_column(col)
+    for s in r.plan.services:
+        devs = ", ".join(f"{d.vendor}:{d.index}" for d in s.devices) or "cpu"
+        plan.add_row(s.name, s.served_model_name + (" (DEMO)" if s.demo else ""), s.engine, s.image, devs)
+    con.print(plan)
+    changes = Table(title="changes" if not r.dry_run else "changes it would make", title_justify="left")
+    for col in ("action", "target", "detail"):
+        changes.add_column(col)
+    for c in r.changes:
+        if c.action != "keep":
+            changes.add_row(c.action, c.target, c.detail)
+    kept = [c.target for c in r.changes if c.action == "keep"]
+    if changes.row_count:
+        con.print(changes)
+    if kept:
+        con.print(f"unchanged: {', '.join(kept)}")
+    if not r.dry_run and r.phases:
+        con.print("time: " + ", ".join(f"{p.name} {p.seconds:.2f}s" for p in r.phases))
+    con.print(f"[bold]{title}[/bold] (instance {r.instance})")
+    if any(s.demo for s in r.stack.services):
+        con.print("[yellow]DEMO stack: the demo engine returns templated answers, not a language model[/yellow]")
+    for name, url in r.endpoints.items():
+        con.print(f"  {name:<18} {url}")
+    if r.next_steps and not r.dry_run:
+        con.print("next:")
+        for step in r.next_steps:
+            con.print(f"  {step}", soft_wrap=True)
+
+
+@click.command("up")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def up(as_json: bool, quiet: bool) -> None:
+    """Start the recorded stack again (recreating missing containers, health-gated)."""
+    from appliance.runtime.converge import ServiceUnhealthy
+    from appliance.runtime.stack import up as run_up
+
+    try:
+        result = run_up(progress=_progress(quiet))
+    except ServiceUnhealthy as exc:
+        _show_unhealthy(exc)
+        raise
+
+    def render(res) -> None:
+        started = [c.target for c in res.changes if c.action in ("start", "create", "replace")]
+        kept = [c.target for c in res.changes if c.action == "keep"]
+        click.echo(f"started: {', '.join(started) or 'nothing'}; already running: {', '.join(kept) or 'nothing'}")
+
+    emit(result, as_json, render)
+
+
+@click.command("down")
+@click.option("--purge", is_flag=True, help="Remove every container, network and volume of this instance.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed for --purge without a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def down(purge: bool, yes: bool, as_json: bool) -> None:
+    """Stop the stack (the agent will not restart it; `appliance up` does).
+
+    With --purge, remove everything this instance created in Docker (containers, network,
+    volumes -- app data included); images, keys and the state's history stay.
+    """
+    from appliance.runtime.stack import down as run_down
+
+    if purge:
+        _confirm("Remove every container, network and volume of this appliance instance (app data too)?", yes)
+    summary = run_down(purge=purge)
+
+    def render(s) -> None:
+        if purge:
+            click.echo(f"removed {len(s['removed_containers'])} container(s), {len(s['removed_networks'])} "
+                       f"network(s), {len(s['removed_volumes'])} volume(s)")
+        else:
+            click.echo(f"stopped {len(s['stopped'])} container(s); start again with `appliance up`")
+
+    emit(summary, as_json, render)
+
+
+@click.command("logs")
+@click.argument("service")
+@click.option("--tail", "-n", default="100", show_default=True, help="Lines to show ('all' for everything).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+def logs(service: str, tail: str, follow: bool) -> None:
+    """Show a service's logs (e.g. `appliance logs gateway`)."""
+    from appliance.errors import UsageError
+    from appliance.runtime.stack import service_logs
+
+    if tail != "all" and not tail.isdigit():
+        raise UsageError(f"--tail must be a number or 'all', got {tail!r}", where="--tail", fix="e.g. --tail 200")
+    out = service_logs(service, tail=int(tail) if tail.isdigit() else "all", follow=follow)
+    stream = click.get_binary_stream("stdout")
+    if isinstance(out, (bytes, bytearray)):
+        stream.write(out)
+        return
+    try:
+        for chunk in out:
+            stream.write(chunk)
+            stream.flush()
+    except KeyboardInterrupt:
+        pass
