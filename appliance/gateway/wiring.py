@@ -145,10 +145,11 @@ def endpoints(gateway_url: str | None, app_urls: dict[str, str | None]) -> dict:
 
 
 def endpoints_from_stack(stack) -> dict:
-    """Endpoints from a runtime ``StackSpec`` (services of kind gateway/app with host ports)."""
-    gateway = next((s.endpoint() for s in stack.services if s.kind == "gateway"), None)
-    apps = {s.name.removeprefix("app-"): s.endpoint() for s in stack.services if s.kind == "app"}
-    return endpoints(gateway, apps)
+    """Endpoints from a runtime ``StackSpec``: the gateway's OpenAI base URL (``.../v1``, what
+    clients paste) and each app's page URL, from the services' published host ports."""
+    gateway = next((s.endpoint() for s in stack.services if s.kind == "gateway" and s.endpoint()), None)
+    apps = {s.name: s.endpoint() + "/" for s in stack.services if s.kind == "app" and s.endpoint()}
+    return endpoints(gateway + "/v1" if gateway else None, apps)
 
 
 def gateway_reachable(url: str, timeout_s: float = 2.0) -> bool:

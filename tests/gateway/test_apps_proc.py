@@ -57,7 +57,7 @@ class Stack:
         (self.gw_dir / "routes.json").write_text(json.dumps({"models": engines}))
         K.export_keys_file(store=self.store, directory=self.gw_dir)
         port = free_port()
-        self.gateway_url = f"http://127.0.0.1:{port}"
+        self.gateway_url = f"http://127.0.0.1:{port}"  # apps get it with /v1, as the runtime passes it
         self.gateway = self.start([sys.executable, str(GATEWAY_MAIN)],
                                   {"PORT": str(port), "GATEWAY_CONFIG_DIR": str(self.gw_dir)}, "gateway")
         self.apps, self.keys = {}, {}
@@ -66,7 +66,7 @@ class Stack:
             ak = W.ensure_app_key(app, models, store=self.store, secrets_dir=self.root / app / "secrets",
                                   export_dir=self.gw_dir)
             self.keys[app] = ak
-            env = W.app_env(app, gateway_url=self.gateway_url, public_gateway_url=self.gateway_url,
+            env = W.app_env(app, gateway_url=self.gateway_url + "/v1", public_gateway_url=self.gateway_url + "/v1",
                             chat_model="demo-chat", embedding_model="demo-embed")
             port = free_port()
             env.update(PORT=str(port), APP_API_KEY_FILE=ak.key_file, APP_DATA_DIR=str(self.root / app / "data"))

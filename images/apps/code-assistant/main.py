@@ -8,8 +8,8 @@ chat model coding questions through the gateway with the app's own key.
 The profiles never contain a key: each developer creates one with
 ``appliance keys create --name <dev> --models <model>`` and pastes it in.
 
-Environment (besides appkit's): GATEWAY_PUBLIC_URL (the URL IDEs reach the gateway at;
-default http://127.0.0.1:8080), CHAT_MODEL, COMPLETION_MODEL (autocomplete; default the
+Environment (besides appkit's): GATEWAY_PUBLIC_URL (the URL IDEs reach the gateway at,
+with or without /v1; default http://127.0.0.1:8080), CHAT_MODEL, COMPLETION_MODEL (autocomplete; default the
 chat model).
 
 API: GET /api/info -> {"gateway", "models", "chat_model", "autocomplete_model"};
@@ -25,7 +25,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from appkit import Gateway, HTTPError, serve  # noqa: E402
+from appkit import Gateway, HTTPError, base_url, serve  # noqa: E402
 
 GW = Gateway()
 KEY_PLACEHOLDER = "<your key: appliance keys create --name YOUR-NAME --models {model}>"
@@ -35,7 +35,7 @@ _NON_CHAT = ("embed", "rerank", "bge", "e5-")
 
 
 def public_url() -> str:
-    return os.environ.get("GATEWAY_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
+    return base_url(os.environ.get("GATEWAY_PUBLIC_URL", "http://127.0.0.1:8080"))
 
 
 def chosen_models() -> tuple[str, str, list[str]]:

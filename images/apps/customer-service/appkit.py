@@ -34,6 +34,12 @@ def log(record: dict) -> None:
         sys.stdout.flush()
 
 
+def base_url(url: str) -> str:
+    """``http://host:port`` from a gateway URL given with or without the ``/v1`` suffix."""
+    url = url.strip().rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
 class GatewayError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -45,7 +51,7 @@ class Gateway:
     """Calls the appliance gateway with this app's own key."""
 
     def __init__(self) -> None:
-        self.url = os.environ.get("GATEWAY_URL", "http://gateway:8080").rstrip("/")
+        self.url = base_url(os.environ.get("GATEWAY_URL", "http://gateway:8080"))
         self.key_file = os.environ.get("APP_API_KEY_FILE", "/run/appliance/api_key")
         self._key = os.environ.get("APP_API_KEY", "")
         self._key_sig = None
