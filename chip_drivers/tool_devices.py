@@ -19,7 +19,8 @@ def merge_tool_devices(driver, accs: list[Accelerator], devices: list[dict], *, 
 
     - match: same normalized PCI address; or list position when the tool prints no bus ids;
     - the tool's ``index``, ``name``, ``memory_total_mib``, ``uuid`` and ``driver_version`` win,
-      each recorded in ``acc.sources`` as ``tool``; a listed device is ``health="ok"``;
+      each recorded in ``acc.sources`` as ``tool``; a listed device is ``health="ok"``; a device
+      the product table does not know gets its ``variant`` from the tool's product word;
     - a tool device without a PCI function becomes a new accelerator (layer b state applied);
     - a PCI function the tool does not list keeps its data, becomes ``warning`` with a hint,
       and gets the next free index;
@@ -51,6 +52,10 @@ def merge_tool_devices(driver, accs: list[Accelerator], devices: list[dict], *, 
         acc.sources["index"] = tool
         acc.model = dev["name"]
         acc.sources["model"] = tool
+        if acc.variant is None and dev["name"].split():
+            # a product the table does not know: the tool's product word ("MetaX C550" -> "c550")
+            acc.variant = dev["name"].split()[-1].lower()
+            acc.sources["variant"] = tool
         if dev.get("memory_total_mib"):
             acc.memory_mib = int(dev["memory_total_mib"])
             acc.sources["memory_mib"] = tool

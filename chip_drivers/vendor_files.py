@@ -94,6 +94,6 @@ def drm_nodes(host: HostView, bdf: str) -> list[str]:
     This is the exact per-device mapping the kernel publishes, so a container gets only the
     DRM nodes of its own devices (never the BMC's ``card0``).
     """
-    nodes = [f"/dev/dri/{name}" for name in host.listdir(f"/sys/bus/pci/devices/{bdf}/drm")
-             if _DRM_NODE_RE.match(name)]
-    return sorted(nodes, key=lambda p: (not p.rsplit("/", 1)[-1].startswith("card"), p))
+    names = [name for name in host.listdir(f"/sys/bus/pci/devices/{bdf}/drm") if _DRM_NODE_RE.match(name)]
+    names.sort(key=lambda n: (not n.startswith("card"), int(n.lstrip("cardenD"))))
+    return [f"/dev/dri/{name}" for name in names]

@@ -94,6 +94,8 @@ def test_per_device_fields():
     assert mt[0].pci_class == "030000"  # a VGA-class GPU is accepted for Moore Threads
 
     ilu = detect(snapshot=NODES / "iluvatar-bi-v150-2").accelerators
+    assert ilu[0].arch is None and ilu[0].variant == "bi-v150" and ilu[0].sources["variant"] == "ixsmi"
+    assert metax[0].variant == "c500" and "variant" not in metax[0].sources  # from the product table
     assert ilu[1].dev_nodes == ["/dev/iluvatar1", "/dev/itrctl", "/dev/itrlink"]
     assert ilu[1].usage.power_w == 104.0 and ilu[0].usage.power_w is None
 
