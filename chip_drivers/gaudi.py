@@ -1,16 +1,58 @@
-"""Intel Gaudi accelerators (backend ``gaudi``).
+"""Intel Gaudi accelerators (backend ``gaudi``, software stack SynapseAI).
 
-Identity only so far: PCI ids, backend, kernel modules and tools. Product table,
-driver/runtime state, tool parsing and container access are filled in by this module.
-See ``../shared/reference/chips.md`` for the facts.
+Layer a: PCI ``1da3`` (Habana Labs) functions of class ``1200``, except the Goya/Greco
+inference cards (``0001``/``0030``), which the Gaudi software stack does not drive. Each
+device's ``/dev/accel/accelN`` comes from ``/sys/bus/pci/devices/<bdf>/accel/``, and its module
+id (the OAM slot, stable across reboots unlike indices) from the ``module_id`` attribute.
+
+Layer b: ``habanalabs`` module and ``/sys/module/habanalabs/version``, ``/dev/accel/accel*``
+and ``accel_controlD*`` (older drivers: ``/dev/hlN``, ``hl_controlDN``).
+
+Layer c: ``hl-smi`` (nvidia-smi-like table: name, bus id, memory, usage; banner gives the
+driver and hl-smi = SynapseAI version) and ``hl-smi -Q index,module_id,bus_id -f csv,noheader``
+(module ids; the CSV parser also takes the documented ``-f csv`` form with a header).
 """
 
 from __future__ import annotations
 
+import re
+
+from appliance.inventory.hostview import HostView
+from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from appliance.inventory.pci import PciDevice, normalize_bdf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL, CLASS_VGA,  # noqa: F401
-    ChipDriver, Product,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
 )
+from chip_drivers.vendor_tools import (
+    ToolDevice,
+    merge_listing,
+    parse_csv_query,
+    parse_smi_box,
+    run_tool,
+    set_step_detail,
+)
+
+QUERY_FIELDS = ("index", "module_id", "bus_id")
+QUERY_ARGV = ("hl-smi", "-Q", ",".join(QUERY_FIELDS), "-f", "csv,noheader")
+_NOT_GAUDI = {"0001", "0030"}   # Goya, Greco
+
+
+def synapse_version(hl_smi_version: str | None) -> str | None:
+    """``hl-1.15.1-fw-49.0.0.0`` -> ``1.15.1`` (hl-smi ships with the SynapseAI release)."""
+    if not hl_smi_version:
+        return None
+    m = re.search(r"(\d+\.\d+\.\d+)", hl_smi_version)
+    return m.group(1) if m else None
+
+
+def parse_hl_smi(text: str):
+    """``hl-smi`` default listing (see :func:`chip_drivers.vendor_tools.parse_smi_box`)."""
+    return parse_smi_box(text, "AIP", "hl-smi")
 
 
 class GaudiDriver(ChipDriver):
@@ -22,4 +64,111 @@ class GaudiDriver(ChipDriver):
     kernel_modules = ('habanalabs',)
     tools = ('hl-smi',)
     provision_role = "gaudi"
-    products: dict[str, Product] = {}
+    snapshot_commands = (("hl-smi",), QUERY_ARGV)
+    snapshot_paths = ("/sys/module/habanalabs/version",)
+    products: dict[str, Product] = {
+        "1000": Product("Intel Gaudi (HL-205)", 32768, "gaudi", "gaudi"),
+        "1010": Product("Intel Gaudi (HL-205, secured)", 32768, "gaudi", "gaudi"),
+        "1020": Product("Intel Gaudi2 (HL-225)", 98304, "gaudi2", "gaudi2"),
+        "1060": Product("Intel Gaudi3 (HL-325L)", 131072, "gaudi3", "gaudi3"),
+        "1063": Product("Intel Gaudi3 PCIe (HL-338)", 131072, "gaudi3", "gaudi3"),
+    }
+
+    # ---- layer a ---------------------------------------------------------------------
+    def claims(self, dev: PciDevice) -> bool:
+        return super().claims(dev) and dev.device not in _NOT_GAUDI
+
+    def from_pci(self, dev: PciDevice, index: int, host: HostView) -> Accelerator:
+        acc = super().from_pci(dev, index, host)
+        base = f"/sys/bus/pci/devices/{dev.bdf}"
+        accel = [n for n in host.listdir(f"{base}/accel") if re.fullmatch(r"accel\d+", n)]
+        if accel:
+            minor = int(accel[0][5:])
+            acc.dev_nodes = [f"/dev/accel/accel{minor}", f"/dev/accel/accel_controlD{minor}"]
+            acc.sources["dev_nodes"] = "pci-sysfs accel"
+            for path in (f"{base}/module_id", f"{base}/accel/{accel[0]}/module_id"):
+                value = host.read_value(path)
+                if value and value.isdigit():
+                    acc.physical_id = int(value)
+                    acc.sources["physical_id"] = f"{path} (module id)"
+                    break
+        return acc
+
+    # ---- layer b ---------------------------------------------------------------------
+    def driver_state(self, host: HostView) -> DriverState:
+        state = super().driver_state(host)
+        nodes = [f"/dev/accel/{n}" for n in host.listdir("/dev/accel") if n.startswith("accel")]
+        nodes += [f"/dev/{n}" for n in host.listdir("/dev") if re.fullmatch(r"hl(_controlD)?\d+", n)]
+        state.dev_nodes = nodes
+        return state
+
+    # ---- layer c ---------------------------------------------------------------------
+    def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
+               steps: list[ProbeStep]) -> list[Accelerator]:
+        res = run_tool(host, ["hl-smi"], timeout_s=self.tool_timeout_s, steps=steps)
+        if res is None:
+            return accs
+        listing = parse_hl_smi(res.stdout)
+        set_step_detail(steps, f"{len(listing.devices)} device(s)")
+        driver_version = listing.versions.get("Driver Version")
+        runtime_version = synapse_version(listing.versions.get("HL-SMI Version"))
+        res_q = run_tool(host, list(QUERY_ARGV), timeout_s=self.tool_timeout_s, steps=steps, required=False)
+        if res_q is not None:
+            try:
+                rows = parse_csv_query(res_q.stdout, QUERY_FIELDS, "hl-smi -Q")
+            except ProbeFailure as exc:
+                steps[-1].result, steps[-1].detail = "error", str(exc)
+                rows = []
+            by_bus = {normalize_bdf(r["bus_id"]): r for r in rows if r.get("bus_id")}
+            for td in listing.devices:
+                row = by_bus.get(td.bus_id or "")
+                if row and row["module_id"].isdigit():
+                    td.physical_id = int(row["module_id"])
+
+        def make_acc(td: ToolDevice, index: int) -> Accelerator:
+            return Accelerator(vendor=self.vendor, model=f"Intel Gaudi {td.name or ''}".strip(), index=index,
+                               backend=self.backend, sources={"model": "hl-smi"})
+
+        def apply(acc: Accelerator, td: ToolDevice) -> None:
+            if td.name and acc.sources.get("model") != "product-table":
+                acc.model = f"Intel Gaudi {td.name}"
+                acc.sources["model"] = "hl-smi"
+            if td.memory_mib:
+                acc.memory_mib = td.memory_mib
+                acc.sources["memory_mib"] = "hl-smi"
+            if td.physical_id is not None:
+                acc.physical_id = td.physical_id
+                acc.sources["physical_id"] = "hl-smi -Q module_id"
+            if driver_version and not acc.driver_version:
+                acc.driver_version = driver_version
+                acc.sources["driver_version"] = "hl-smi"
+            if runtime_version:
+                acc.runtime = Runtime(name="gaudi", version=runtime_version, source="hl-smi (HL-SMI Version)")
+            if not acc.dev_nodes and td.index is not None:
+                acc.dev_nodes = [f"/dev/accel/accel{td.index}", f"/dev/accel/accel_controlD{td.index}"]
+                acc.sources["dev_nodes"] = "hl-smi index"
+            acc.health = "ok"
+
+        merged, notes = merge_listing(host, accs, listing.devices, vendor_ids=self.pci_vendor_ids,
+                                      tool="hl-smi", usage=usage, make_acc=make_acc, apply=apply)
+        if notes:
+            set_step_detail(steps, "; ".join(notes))
+        return merged
+
+    # ---- containers ------------------------------------------------------------------
+    def container_access(self, accs: list[Accelerator]) -> ContainerAccess:
+        """The habana container runtime with ``HABANA_VISIBLE_MODULES`` (module ids survive
+        reboots; indices may not) or, when a module id is unknown, ``HABANA_VISIBLE_DEVICES``;
+        the accel nodes are passed as well so the selection holds even if the runtime's
+        defaults change; ``SYS_NICE`` and host IPC as Habana's docs require."""
+        env = {"OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+        if accs and all(a.physical_id is not None for a in accs):
+            env["HABANA_VISIBLE_MODULES"] = ",".join(str(a.physical_id) for a in accs)
+        else:
+            env["HABANA_VISIBLE_DEVICES"] = ",".join(str(a.index) for a in accs)
+        devices: list[str] = []
+        for acc in accs:
+            nodes = acc.dev_nodes or [f"/dev/accel/accel{acc.index}", f"/dev/accel/accel_controlD{acc.index}"]
+            devices += [f"{n}:{n}:rwm" for n in nodes]
+        return ContainerAccess(devices=devices, env=env, runtime="habana", cap_add=["SYS_NICE"],
+                               ipc_mode="host")

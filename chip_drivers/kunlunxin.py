@@ -1,16 +1,80 @@
-"""Kunlunxin accelerators (backend ``xpu``).
+"""Kunlunxin XPUs (backend ``xpu``, runtime XRE).
 
-Identity only so far: PCI ids, backend, kernel modules and tools. Product table,
-driver/runtime state, tool parsing and container access are filled in by this module.
-See ``../shared/reference/chips.md`` for the facts.
+Layer a: PCI ``1d22`` (Baidu) functions of an accelerator class; ``3688`` is the P800
+(unverified id from a community script, see chips.md), ``3684`` the first-generation Kunlun
+card, ``3685`` a Kunlun2 virtual function. The Baidu storage device ``1380`` is not an
+accelerator class and is never reported.
+
+Layer b: ``kunlun`` module (``/sys/module/kunlun/version``), ``/dev/xpuN`` and ``/dev/xpuctrl``.
+No runtime version file is documented; XRE's version comes from the xpu-smi banner.
+
+Layer c: ``xpu-smi`` (nvidia-smi-like table) and ``xpu-smi -q`` (UUID, minor number, brand).
+WHY the brand check: Intel's XPU Manager also installs a command named ``xpu-smi``; its output
+(a help text naming "Intel(R) XPU System Management Interface", or a discovery table) is
+recognised and skipped rather than parsed as Kunlunxin devices.
 """
 
 from __future__ import annotations
 
+import re
+
+from appliance.inventory.hostview import HostView
+from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from appliance.inventory.pci import normalize_bdf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL, CLASS_VGA,  # noqa: F401
-    ChipDriver, Product,
+    CLASS_3D,
+    CLASS_DISPLAY_OTHER,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
 )
+from chip_drivers.vendor_tools import (
+    ToolDevice,
+    merge_listing,
+    parse_smi_box,
+    run_tool,
+    set_step_detail,
+)
+
+
+def is_intel_xpu_smi(text: str) -> bool:
+    """Output of Intel's XPU Manager ``xpu-smi`` (the name clash), not Kunlunxin's."""
+    return "Intel(R)" in text or ("Device Name:" in text and "Intel" in text)
+
+
+def parse_xpu_smi(text: str):
+    """Kunlunxin ``xpu-smi`` default listing (see :func:`vendor_tools.parse_smi_box`)."""
+    if is_intel_xpu_smi(text):
+        raise ProbeFailure("xpu-smi is Intel's XPU Manager, not Kunlunxin's tool")
+    listing = parse_smi_box(text, "XPU", "xpu-smi")
+    if "XPU-SMI" not in text and not listing.devices:
+        raise ProbeFailure("xpu-smi: output not recognised (no XPU-SMI banner or device rows)")
+    return listing
+
+
+def parse_xpu_smi_q(text: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """``xpu-smi -q``: top-level ``Key : value`` lines and per-device blocks ``XPU <bdf>``
+    -> ({"Driver Version": ...}, {bdf: {"Product Name": ..., "XPU UUID": ..., ...}})."""
+    top: dict[str, str] = {}
+    devices: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in text.splitlines():
+        m = re.match(r"^XPU\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*$", line)
+        if m:
+            current = devices.setdefault(normalize_bdf(m.group(1)), {})
+            continue
+        key, sep, value = line.partition(" : ")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        target = current if (current is not None and line.startswith(" ")) else top
+        target.setdefault(key, value)
+    if not devices and "Driver Version" not in top:
+        raise ProbeFailure("xpu-smi -q: output not recognised (no 'XPU <bus id>' blocks)")
+    return top, devices
 
 
 class KunlunxinDriver(ChipDriver):
@@ -22,4 +86,91 @@ class KunlunxinDriver(ChipDriver):
     kernel_modules = ('kunlun', 'xpu')
     tools = ('xpu-smi',)
     provision_role = "kunlunxin"
-    products: dict[str, Product] = {}
+    snapshot_commands = (("xpu-smi",), ("xpu-smi", "-q"))
+    snapshot_paths = ("/sys/module/kunlun/version",)
+    products: dict[str, Product] = {
+        "3688": Product("Kunlunxin P800", 98304, "KL3", "p800"),
+        "3684": Product("Kunlunxin Kunlun AI Accelerator (K100/K200)", None, "KL1", "kl1"),
+        "3685": Product("Kunlunxin Kunlun2 (VF)", None, "KL2", "kl2"),
+    }
+
+    # ---- layer b ---------------------------------------------------------------------
+    def driver_state(self, host: HostView) -> DriverState:
+        state = super().driver_state(host)
+        names = host.listdir("/dev")
+        xpus = sorted((n for n in names if re.fullmatch(r"xpu\d+", n)), key=lambda n: int(n[3:]))
+        state.dev_nodes = [f"/dev/{n}" for n in xpus + (["xpuctrl"] if "xpuctrl" in names else [])]
+        return state
+
+    # ---- layer c ---------------------------------------------------------------------
+    def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
+               steps: list[ProbeStep]) -> list[Accelerator]:
+        res = run_tool(host, ["xpu-smi"], timeout_s=self.tool_timeout_s, steps=steps)
+        if res is None:
+            return accs
+        if is_intel_xpu_smi(res.stdout):
+            steps[-1].result = "skipped"
+            steps[-1].detail = "xpu-smi here is Intel's XPU Manager (name clash), not Kunlunxin's"
+            return accs
+        listing = parse_xpu_smi(res.stdout)
+        set_step_detail(steps, f"{len(listing.devices)} XPU(s)")
+        driver_version = listing.versions.get("Driver Version")
+        rt_version = listing.versions.get("XPU-RT Version")
+        details: dict[str, dict[str, str]] = {}
+        res_q = run_tool(host, ["xpu-smi", "-q"], timeout_s=self.tool_timeout_s, steps=steps, required=False)
+        if res_q is not None:
+            try:
+                _, details = parse_xpu_smi_q(res_q.stdout)
+            except ProbeFailure as exc:
+                steps[-1].result, steps[-1].detail = "error", str(exc)
+        for td in listing.devices:
+            info = details.get(td.bus_id or "", {})
+            if info.get("XPU UUID"):
+                td.uuid = info["XPU UUID"]
+            if info.get("Minor Number", "").isdigit():
+                td.extra["minor"] = info["Minor Number"]
+
+        def make_acc(td: ToolDevice, index: int) -> Accelerator:
+            return Accelerator(vendor=self.vendor, model=f"Kunlunxin {td.name or 'XPU'}", index=index,
+                               backend=self.backend, variant="p800" if "P800" in (td.name or "") else None,
+                               sources={"model": "xpu-smi"})
+
+        def apply(acc: Accelerator, td: ToolDevice) -> None:
+            if td.name:
+                acc.model = f"Kunlunxin {td.name}"
+                acc.sources["model"] = "xpu-smi"
+            if td.memory_mib:
+                acc.memory_mib = td.memory_mib
+                acc.sources["memory_mib"] = "xpu-smi"
+            if td.uuid:
+                acc.uuid = td.uuid
+                acc.sources["uuid"] = "xpu-smi -q"
+            minor = td.extra.get("minor", str(td.index) if td.index is not None else None)
+            if minor is not None:
+                acc.dev_nodes = [f"/dev/xpu{minor}"]
+                acc.sources["dev_nodes"] = "xpu-smi -q (Minor Number)" if "minor" in td.extra else "xpu-smi index"
+            if driver_version and not acc.driver_version:
+                acc.driver_version = driver_version
+                acc.sources["driver_version"] = "xpu-smi"
+            if rt_version:
+                acc.runtime = Runtime(name="xpu", version=rt_version, source="xpu-smi (XPU-RT Version)")
+            acc.health = "ok"
+
+        merged, notes = merge_listing(host, accs, listing.devices, vendor_ids=self.pci_vendor_ids,
+                                      tool="xpu-smi", usage=usage, make_acc=make_acc, apply=apply)
+        if notes:
+            set_step_detail(steps, "; ".join(notes))
+        return merged
+
+    # ---- containers ------------------------------------------------------------------
+    def container_access(self, accs: list[Accelerator]) -> ContainerAccess:
+        """``/dev/xpuN`` per XPU plus ``/dev/xpuctrl``, ``XPU_VISIBLE_DEVICES`` with the xpu-smi
+        indices (what Paddle/FastDeploy read). No public container runtime exists; the usual
+        ``--privileged`` is deliberately not used."""
+        devices: list[str] = []
+        for acc in accs:
+            nodes = acc.dev_nodes or [f"/dev/xpu{acc.index}"]
+            devices += [f"{n}:{n}:rwm" for n in nodes]
+        devices.append("/dev/xpuctrl:/dev/xpuctrl:rwm")
+        return ContainerAccess(devices=devices,
+                               env={"XPU_VISIBLE_DEVICES": ",".join(str(a.index) for a in accs)})
