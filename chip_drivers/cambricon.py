@@ -43,8 +43,9 @@ class CambriconDriver(ChipDriver):
     kernel_modules = ('cambricon_drv', 'cambricon')
     tools = ('cnmon',)
     provision_role = "cambricon"
-    snapshot_commands = (("cnmon",), ("cnmon", "version"))
-    snapshot_paths = (f"{NEUWARE_HOME}/version.txt", "/proc/driver/cambricon", "/sys/module/cambricon_drv")
+    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
+    snapshot_commands = ()
+    snapshot_paths = ()
     products: dict[str, Product] = {
         # pci.ids: "MLU270-S4". 16 GB DDR4 (public spec).
         "0270": Product("MLU270-S4", 16384, "mlu270", "mlu270"),

@@ -45,8 +45,9 @@ class IluvatarDriver(ChipDriver):
     kernel_modules = ('iluvatar', 'bi_driver')
     tools = ('ixsmi',)
     provision_role = "iluvatar"
-    snapshot_commands = (("ixsmi",),)
-    snapshot_paths = (f"{COREX_HOME}/version.txt", COREX_HOME, "/sys/module/iluvatar", "/sys/module/bi_driver")
+    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
+    snapshot_commands = ()
+    snapshot_paths = ()
     products: dict[str, Product] = {
         # Unverified beyond one public lspci + ixsmi capture on the same MR-V100 box.
         "0002": Product("Iluvatar MR-V100", 32768, "ivcore10", "mr-v100"),

@@ -45,8 +45,9 @@ class MetaxDriver(ChipDriver):
     kernel_modules = ('metax',)
     tools = ('mx-smi',)
     provision_role = "metax"
-    snapshot_commands = (("mx-smi",),)
-    snapshot_paths = (f"{MACA_HOME}/Version.txt", "/sys/module/metax")
+    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
+    snapshot_commands = ()
+    snapshot_paths = ()
     products: dict[str, Product] = {
         # pci.ids "C500" (the only MetaX entry). 64 GB HBM2e (public spec; mx-smi shows 65536 MiB).
         "0a01": Product("MetaX C500", 65536, "xcore1000", "c500"),

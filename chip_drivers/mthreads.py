@@ -48,8 +48,9 @@ class MthreadsDriver(ChipDriver):
     kernel_modules = ('mtgpu',)
     tools = ('mthreads-gmi',)
     provision_role = "mthreads"
-    snapshot_commands = (("mthreads-gmi",),)
-    snapshot_paths = (f"{MUSA_HOME}/version.json", "/sys/module/mtgpu")
+    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
+    snapshot_commands = ()
+    snapshot_paths = ()
     products: dict[str, Product] = {
         # ids: pci.ids; memory: public specs.
         "0201": Product("MTT S80", 16384, "chunxiao", "s80"),

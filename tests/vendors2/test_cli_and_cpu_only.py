@@ -114,3 +114,27 @@ def test_hanging_cnmon_is_killed_and_mlus_still_reported(tmp_path):
     probe = next(p for p in inv["probes"] if p["driver"] == "cambricon")
     assert probe["result"] == "partial" and "timed out" in probe["error"]
     assert "warning: cambricon probe" in res.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CLI_EXPECTED))
+def test_capture_then_replay_equals_live(name, tmp_path, monkeypatch):
+    """A live host at the snapshot's root with the vendor tool on PATH, captured with
+    `appliance snapshot`'s capture(), replays to the same accelerators as the live run."""
+    from appliance.inventory.hostview import LiveHost
+    from appliance.inventory.snapshot import capture
+
+    tool = VENDOR_SNAPSHOTS[name][1][0]
+    index = json.loads((NODES / name / "tool-output/index.json").read_text())
+    listing = NODES / name / "tool-output" / next(c["file"] for c in index["commands"] if c["argv"] == [tool])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / tool).write_text(f"#!/bin/sh\ncat '{listing}'\n")
+    (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    root = NODES / name / "root"
+    live = detect(LiveHost(root), usage=False)
+    capture(tmp_path / "captured", root=root)
+    replay = detect(snapshot=tmp_path / "captured", usage=False)
+    assert len(live.accelerators) == CLI_EXPECTED[name][0]
+    assert all(a.sources["model"] == tool for a in live.accelerators)
+    assert [a.model_dump() for a in replay.accelerators] == [a.model_dump() for a in live.accelerators]
