@@ -31,6 +31,7 @@ Wiring (:mod:`appliance.gateway.wiring`):
   ``/run/appliance``.
 * ``app_env(app, gateway_url=, public_gateway_url=, chat_model=, embedding_model=,
   completion_model=) -> dict`` and ``gateway_env(port) -> dict``.
-* ``endpoints(gateway_url, {app: url})`` / ``endpoints_from_stack(stack)`` ->
+* ``stack_endpoints(store=None, instance=None)`` (the active release), ``endpoints(gateway_url,
+  {app: url})``, ``endpoints_from_stack(stack)`` ->
   ``{"gateway": url, "apps": {name: url}}`` for ``appliance status --json``.
 """

@@ -9,7 +9,7 @@ it, so the contract lives in one place:
   the runtime bind-mounts (as a directory, so a rotated key is seen without a restart).
   Idempotent: re-running ``init`` neither rotates the key nor changes any container.
 * :func:`app_env` -- the environment an app container gets (no secret in it).
-* :func:`endpoints` -- ``{"gateway": url, "apps": {name: url}}`` for ``status --json``.
+* :func:`stack_endpoints` -- ``{"gateway": url, "apps": {name: url}}`` for ``status --json``.
 """
 
 from __future__ import annotations
@@ -161,3 +161,16 @@ def gateway_reachable(url: str, timeout_s: float = 2.0) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+def stack_endpoints(store: StateStore | None = None, instance: str | None = None) -> dict:
+    """Endpoints of the instance's active release (``{"gateway": None, "apps": {}}`` before init).
+
+    For ``appliance status --json``: reads the recorded stack, never Docker.
+    """
+    from appliance.runtime.stack import current_release
+
+    release = current_release(store=store, instance=instance)
+    if release is None or release.stack is None:
+        return endpoints(None, {})
+    return endpoints_from_stack(release.stack)

@@ -174,6 +174,7 @@ class Handler(BaseHTTPRequestHandler):
         log(self.info)
 
     def _auth(self):
+        self.config.maybe_reload()
         now = time.time()
         rec = self.config.authenticate(self._presented_key(), now)
         self.info["key"] = rec.name
@@ -335,6 +336,7 @@ def serve() -> None:
     port = int(os.environ.get("PORT", "8080"))
     config = Config(config_dir)
     config.reload()
+    config.on_change = lambda changes: [log({"event": "reload", "what": c}) for c in changes]
     usage = Usage(os.environ.get("GATEWAY_USAGE_FILE") or os.path.join(config_dir, "usage.json"))
     Handler.config = config
     Handler.usage = usage
