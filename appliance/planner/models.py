@@ -62,11 +62,18 @@ class PlannedService(BaseModel):
     devices: list[DeviceRef] = Field(default_factory=list)
     memory_mib_per_device: int | None = None
     memory: MemoryBudget | None = None
+    entrypoint: list[str] = Field(default_factory=list, description="container entrypoint override (empty: image default)")
     command: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     port: int
     health: HealthCheck
     model_path: str | None = Field(default=None, description="host path of the weights, mounted read-only")
+    model_container_path: str | None = Field(default=None, description="where the weights appear in the container")
+    model_source: str | None = Field(default=None, description="public weights (e.g. Hugging Face repo)")
+    model_file: str | None = Field(default=None, description="file inside the source (GGUF)")
+    image_version: str | None = None
+    exclusive_devices: bool = Field(default=False, description="no other service may share its devices")
+    build: str | None = Field(default=None, description="local build context: the runtime builds the image, never pulls it")
     license_required: bool = False
     demo: bool = False
 
@@ -81,6 +88,28 @@ class Rejected(BaseModel):
     precision: str | None = None
     tensor_parallel: int | None = None
     reason: str
+    code: str = Field(default="other", description="machine-readable reason: memory, license, runtime, driver, "
+                      "variant, compute_capability, heads, precision, role, architecture, capacity, ranked_lower, ...")
+    image: str | None = None
+
+
+class PlannedApp(BaseModel):
+    """A sample app whose model roles the plan satisfies (built locally by the runtime)."""
+
+    name: str
+    image: str
+    build: str | None = None
+    port: int
+    health_path: str = "/health"
+    bindings: dict[str, str] = Field(default_factory=dict, description="role -> planned service name")
+    models: dict[str, str] = Field(default_factory=dict, description="role -> served model name")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class PlannedImage(BaseModel):
+    image: str
+    build: str | None = None
+    port: int
 
 
 class Plan(BaseModel):
@@ -89,6 +118,8 @@ class Plan(BaseModel):
     catalog_version: str | None = None
     node: dict = Field(default_factory=dict, description="summary of the inventory the plan is for")
     services: list[PlannedService] = Field(default_factory=list)
+    apps: list[PlannedApp] = Field(default_factory=list)
+    gateway: PlannedImage | None = None
     rejected: list[Rejected] = Field(default_factory=list)
     explain: list[str] = Field(default_factory=list)
     plan_hash: str | None = None

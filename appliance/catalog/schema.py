@@ -1,0 +1,374 @@
+"""The catalog's schema: engines, models, apps, training recipes, compatibility, planning knobs.
+
+Every model forbids unknown keys (``extra="forbid"``) so a typo in ``images/catalog/*.yaml``
+is an error naming the file, line and dotted path, never a silently ignored setting. The
+catalog is data, not code: adding an engine image, a model or an app is a YAML edit
+(``docs/catalog.md``). Cross references (an engine naming a precision, an app naming a
+model, ...) are checked by :mod:`appliance.catalog.loader` after these models validate.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+Backend = Literal["cuda", "rocm", "cann", "xpu", "dtk", "neuware", "maca", "musa", "corex", "gaudi", "cpu"]
+Role = Literal["chat", "embedding", "rerank", "completion"]
+CpuArch = Literal["x86_64", "aarch64"]
+RankRule = Literal[
+    "accelerator", "precision_quality", "precision_speed", "fewer_devices", "more_devices",
+    "engine_priority", "newer_image",
+]
+
+# Placeholders a start command may use; the planner fills them (docs/catalog.md lists them).
+TEMPLATE_FIELDS = frozenset({
+    "model_path", "served_model_name", "port", "tp", "context", "context_total", "concurrency",
+    "mem_fraction", "devices", "threads", "role", "precision",
+})
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_KEBAB = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_template(args: list[str]) -> list[str]:
+    for arg in args:
+        for name in _PLACEHOLDER.findall(arg):
+            if name not in TEMPLATE_FIELDS:
+                raise ValueError(f"unknown placeholder {{{name}}} (known: {', '.join(sorted(TEMPLATE_FIELDS))})")
+    return args
+
+
+class VersionRange(Strict):
+    """Inclusive version range; a missing end is unbounded."""
+
+    min: str | None = None
+    max: str | None = None
+
+
+# --------------------------------------------------------------------------- engines
+
+
+class EngineImage(Strict):
+    """One published image of an engine, with what it needs from the host."""
+
+    image: str = Field(description="public image reference with its tag")
+    version: str = Field(description="engine version inside the image")
+    runtime: VersionRange | None = Field(default=None, description="host runtime (CUDA/CANN/ROCm...) range")
+    driver_min: str | None = Field(default=None, description="minimum host driver version")
+    cpu_arch: list[CpuArch] = Field(default_factory=lambda: ["x86_64"])
+    variants: list[str] | None = Field(default=None, description="only for these chip variants (e.g. a3)")
+    exclude_architectures: list[str] = Field(default_factory=list, description="model architectures this (older) image predates")
+    source: str | None = Field(default=None, description="where this tag is documented")
+    verified: bool = Field(default=True, description="false: tag taken from a single unverified source")
+
+
+class EngineConstraints(Strict):
+    variants: list[str] | None = Field(default=None, description="chip variants served (910b, a3, 310p); none = any")
+    compute_capability: VersionRange | None = None
+    cpu_flags: list[str] = Field(default_factory=list, description="CPU features the engine needs")
+
+
+class PrecisionRequirement(Strict):
+    compute_capability: VersionRange | None = None
+    variants: list[str] | None = None
+
+
+class StartSpec(Strict):
+    entrypoint: list[str] = Field(default_factory=list, description="overrides the image entrypoint when set")
+    args: list[str]
+    role_args: dict[Role, list[str]] = Field(default_factory=dict)
+    precision_args: dict[str, list[str]] = Field(default_factory=dict)
+    trust_remote_code_args: list[str] = Field(default_factory=list, description="added for models that need it")
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("args", "entrypoint")
+    @classmethod
+    def _v_args(cls, value: list[str]) -> list[str]:
+        return _check_template(value)
+
+    @field_validator("role_args", "precision_args")
+    @classmethod
+    def _v_maps(cls, value: dict) -> dict:
+        for args in value.values():
+            _check_template(args)
+        return value
+
+
+class EngineMemory(Strict):
+    overhead_mib: int = Field(ge=0, description="per device: runtime context, activations, graphs")
+
+
+class Engine(Strict):
+    name: str
+    service: Literal["vllm", "sglang", "tensorrt-llm", "mindie", "tgi", "llama.cpp", "demo"]
+    backend: Backend
+    images: list[EngineImage] = Field(min_length=1)
+    constraints: EngineConstraints = Field(default_factory=EngineConstraints)
+    architectures: list[str] = Field(min_length=1)
+    roles: list[Role] = Field(min_length=1)
+    precisions: list[str] = Field(min_length=1)
+    precision_requirements: dict[str, PrecisionRequirement] = Field(default_factory=dict)
+    tensor_parallel: list[int] = Field(default_factory=lambda: [1])
+    exclusive_devices: bool = Field(default=False, description="cannot share a device with another service")
+    served_name: Literal["arg", "path"] = Field(default="arg", description="'path': the API serves the model under its path")
+    port: int = Field(ge=1, le=65535)
+    health: str = "/health"
+    api: Literal["openai"] = "openai"
+    start: StartSpec
+    memory: EngineMemory
+    priority: int = Field(default=50, description="tie-break between engines (higher first)")
+    models: list[str] | None = Field(default=None, description="serve only these models (demo engine)")
+    demo: bool = False
+    build: str | None = Field(default=None, description="local build context (built by the runtime, never pulled)")
+    notes: str | None = None
+
+    @field_validator("tensor_parallel")
+    @classmethod
+    def _v_tp(cls, value: list[int]) -> list[int]:
+        if not value or any(v < 1 for v in value):
+            raise ValueError("tensor_parallel must list degrees >= 1")
+        return sorted(set(value))
+
+    @field_validator("health")
+    @classmethod
+    def _v_health(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("health path must start with '/'")
+        return value
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Experts(Strict):
+    total: int = Field(ge=1)
+    active: int = Field(ge=1)
+    shared: int = 0
+
+
+class Mla(Strict):
+    """Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds one latent per token."""
+
+    kv_lora_rank: int
+    qk_rope_head_dim: int
+
+
+class ModelVariant(Strict):
+    precision: str
+    source: str | None = Field(default=None, description="public weights (Hugging Face repo)")
+    file: str | None = Field(default=None, description="file inside the repo (GGUF)")
+    engines: list[str] | None = Field(default=None, description="only these engines")
+
+
+class Model(Strict):
+    name: str
+    family: str
+    role: Role
+    architecture: str
+    license: str
+    closed: bool = False
+    params: int = Field(gt=0, description="total parameters (all experts)")
+    active_params: int | None = None
+    layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int | None = None
+    attention_heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    trust_remote_code: bool = False
+    max_context: int = Field(gt=0)
+    experts: Experts | None = None
+    mla: Mla | None = None
+    variants: list[ModelVariant] = Field(min_length=1)
+    quality: int = Field(default=50, description="rank for the default set (higher is better)")
+    default: bool = Field(default=True, description="may be chosen for the out-of-the-box set")
+    tags: list[str] = Field(default_factory=list)
+    demo: bool = False
+    config_source: str | None = Field(default=None, description="where the numbers come from")
+
+    @model_validator(mode="after")
+    def _v_heads(self) -> "Model":
+        if self.attention_heads % self.kv_heads:
+            raise ValueError(f"attention_heads {self.attention_heads} is not a multiple of kv_heads {self.kv_heads}")
+        return self
+
+    def variant(self, precision: str) -> ModelVariant | None:
+        for v in self.variants:
+            if v.precision == precision:
+                return v
+        return None
+
+
+class Precision(Strict):
+    bytes_per_param: float = Field(gt=0)
+    embedding_bytes_per_param: float = Field(default=2.0, gt=0)
+    quality: int = Field(description="higher = closer to the original weights")
+    speed: int = Field(description="higher = more tokens/s at high concurrency")
+    derived_from: str | None = Field(default=None, description="same weights, cast at load time")
+
+
+# --------------------------------------------------------------------------- apps, training, compat
+
+
+class AppRole(Strict):
+    role: Role
+    required: bool = True
+
+
+class App(Strict):
+    name: str
+    description: str
+    image: str
+    build: str | None = None
+    port: int
+    health: str = "/health"
+    roles: list[AppRole] = Field(min_length=1)
+    prefer_tags: list[str] = Field(default_factory=list, description="prefer chat models with these tags")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class PlatformImage(Strict):
+    image: str
+    build: str | None = None
+    port: int
+
+
+class Platform(Strict):
+    gateway: PlatformImage
+
+
+class TrainingMemoryRule(Strict):
+    """Per-device training memory (see appliance.planner.training for the formula)."""
+
+    weights_bytes_per_param: float = 2.0
+    state_bytes_per_trainable_param: float = 16.0
+    shard_states: bool = Field(description="ZeRO-3 style: states and weights split across devices")
+    activation_checkpointing: bool = True
+    overhead_mib: int = 2048
+
+
+class TrainingRecipe(Strict):
+    name: str
+    method: Literal["lora", "full"]
+    backend: Backend
+    framework: Literal["llama-factory", "mindspeed-llm", "demo"]
+    image: str
+    build: str | None = None
+    demo: bool = False
+    entrypoint: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    memory: TrainingMemoryRule
+    models: list[str] | None = Field(default=None, description="only these models (demo trainer)")
+    source: str | None = None
+
+
+class RuntimeForDriver(Strict):
+    driver_min: str
+    runtime: str
+
+
+class BackendCompat(Strict):
+    """What the catalog's images need from a host of this backend (read by preflight)."""
+
+    runtime_name: str
+    driver_min: str | None = None
+    runtime: VersionRange = Field(default_factory=VersionRange)
+    recommended_runtime: str | None = Field(default=None, description="what provisioning installs")
+    driver_runtime: list[RuntimeForDriver] = Field(
+        default_factory=list, description="newest runtime a driver supports (CUDA), newest first")
+    notes: str | None = None
+
+
+class Profile(Strict):
+    description: str
+    context_tokens: int = Field(gt=0)
+    concurrency: int = Field(gt=0)
+    rank: list[RankRule] = Field(min_length=1)
+    engine_priority: dict[str, int] = Field(default_factory=dict, description="per-engine priority overrides")
+
+
+class PlannerSettings(Strict):
+    device_memory_utilization: float = Field(gt=0, le=1)
+    cpu_memory_fraction: float = Field(gt=0, le=1)
+    kv_cache_bytes: int = 2
+    base_port: int = 8000
+    default_roles: list[Role] = Field(default_factory=lambda: ["chat", "embedding"])
+    cpu_fallback_roles: list[Role] = Field(default_factory=lambda: ["embedding", "rerank"])
+    cpu_default_max_params: int = Field(description="largest chat model chosen by default on a CPU-only node")
+    models_dir: str | None = Field(default=None, description="host directory of weights (default <data_dir>/models)")
+    search_budget: int = 20000
+
+
+class CatalogFile(Strict):
+    """One YAML file: any of the sections; files are merged, ids must be unique."""
+
+    schema_version: Literal[1]
+    release: str | None = None
+    planner: PlannerSettings | None = None
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    precisions: dict[str, Precision] = Field(default_factory=dict)
+    compat: dict[Backend, BackendCompat] = Field(default_factory=dict)
+    platform: Platform | None = None
+    engines: dict[str, Engine] = Field(default_factory=dict)
+    models: dict[str, Model] = Field(default_factory=dict)
+    apps: dict[str, App] = Field(default_factory=dict)
+    training: dict[str, TrainingRecipe] = Field(default_factory=dict)
+
+    @field_validator("engines", "models", "apps", "training", "profiles")
+    @classmethod
+    def _v_ids(cls, value: dict) -> dict:
+        for key in value:
+            if not _KEBAB.match(key):
+                raise ValueError(f"id {key!r} must be lower-case kebab form (a-z, 0-9, '-', '.')")
+        return value
+
+
+class Catalog(BaseModel):
+    """The merged, cross-checked catalog the planner reads."""
+
+    model_config = ConfigDict(frozen=True)
+
+    release: str
+    version: str = Field(description="release + content hash of the files")
+    files: list[str]
+    planner: PlannerSettings
+    profiles: dict[str, Profile]
+    precisions: dict[str, Precision]
+    compat: dict[str, BackendCompat]
+    platform: Platform
+    engines: dict[str, Engine]
+    models: dict[str, Model]
+    apps: dict[str, App]
+    training: dict[str, TrainingRecipe]
+
+    def compat_for(self, backend: str) -> BackendCompat | None:
+        """Driver minimum and runtime range the catalog's images need on a ``backend`` host."""
+        return self.compat.get(backend)
+
+    def model(self, model_id: str) -> Model:
+        from appliance.catalog.loader import unknown_name_error
+
+        if model_id not in self.models:
+            raise unknown_name_error("model", model_id, self.models, where="--models")
+        return self.models[model_id]
+
+    def precisions_of(self, model: Model) -> list[tuple[str, ModelVariant]]:
+        """The model's variants plus the precisions derived from them (fp16 from bf16)."""
+        out: list[tuple[str, ModelVariant]] = [(v.precision, v) for v in model.variants]
+        have = {p for p, _ in out}
+        for name, prec in sorted(self.precisions.items()):
+            if prec.derived_from and name not in have:
+                base = model.variant(prec.derived_from)
+                if base is not None:
+                    out.append((name, base))
+        return out

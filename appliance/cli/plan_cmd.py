@@ -1,0 +1,81 @@
+"""``appliance plan``: which engine image serves each model on this node, and why.
+
+Thin: detect (live or from a snapshot), call :func:`appliance.planner.plan`, render. Exit 0
+with a plan; 2 for bad input (unknown model/profile, bad snapshot or catalog); 3 when a
+requested model fits nowhere -- the explanation is on stderr and, with ``--json``, the
+partial plan (with every rejected alternative) on stdout.
+"""
+
+from __future__ import annotations
+
+import click
+
+from appliance.cli.output import console, to_json, warn
+
+
+@click.command("plan")
+@click.option("--snapshot", type=click.Path(), default=None, help="Plan for a node snapshot instead of this machine.")
+@click.option("--models", default=None, help="Comma-separated model ids (default: the out-of-the-box set).")
+@click.option("--profile", default="default", show_default=True, help="default | throughput | latency")
+@click.option("--demo", is_flag=True, help="Plan the built-in CPU demo models.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
+@click.option("--explain", is_flag=True, help="Also show every rejected alternative and why.")
+@click.option("--catalog", "catalog_dir", type=click.Path(), default=None, help="Catalog directory (default: shipped).")
+@click.option("--license", "license_files", multiple=True, type=click.Path(),
+              help="Check closed models against this license file instead of the installed ones (repeatable).")
+def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license_files) -> None:
+    """Plan engine, image, precision, devices and memory for each model; list rejected options."""
+    from appliance.catalog import load_catalog
+    from appliance.errors import NoFitError
+    from appliance.inventory.detect import detect
+    from appliance.planner import plan as make_plan
+
+    catalog = load_catalog(catalog_dir)
+    inventory = detect(snapshot=snapshot, usage=False)
+    for w in inventory.warnings:
+        warn(w)
+    wanted = [m for m in models.split(",") if m.strip()] if models else None
+    try:
+        result = make_plan(inventory, catalog, models=wanted, profile=profile, demo=demo,
+                           licenses=list(license_files) or None)
+    except NoFitError as exc:
+        partial = getattr(exc, "plan", None)
+        if partial is not None:
+            if as_json:
+                click.echo(to_json(partial), nl=False)
+            else:
+                _render(partial, explain=True)
+        raise
+    if as_json:
+        click.echo(to_json(result), nl=False)
+    else:
+        _render(result, explain=explain)
+
+
+def _render(p, explain: bool) -> None:
+    from rich.table import Table
+
+    con = console()
+    table = Table(title=f"Plan ({p.profile}, catalog {p.catalog_version})", show_lines=False)
+    for col in ("service", "model", "engine", "image", "precision", "TP", "devices", "MiB/device"):
+        table.add_column(col, overflow="fold")
+    for s in p.services:
+        devices = ", ".join(f"{d.vendor}:{d.index}" for d in s.devices) or ("host RAM" if s.backend == "cpu" else "-")
+        usable = f" of {s.memory.usable_mib:,}" if s.memory and s.memory.usable_mib else ""
+        table.add_row(s.name, s.model, s.engine, s.image, s.precision, str(s.tensor_parallel), devices,
+                      f"{s.memory_mib_per_device:,}{usable}")
+    con.print(table)
+    for a in p.apps:
+        con.print(f"app {a.name}: " + ", ".join(f"{r} -> {n}" for r, n in a.bindings.items()))
+    if explain:
+        con.print("\n[bold]Explanation[/bold]")
+        for line in p.explain:
+            con.print(f"  {line}", markup=False)
+        if p.rejected:
+            con.print("\n[bold]Rejected alternatives[/bold]")
+            for r in p.rejected:
+                what = " ".join(x for x in (r.engine, r.precision, f"tp{r.tensor_parallel}" if r.tensor_parallel else None)
+                                if x)
+                con.print(f"  {r.model} {what} [{r.code}]: {r.reason}", markup=False)
+    else:
+        con.print(f"{len(p.rejected)} alternative(s) rejected; --explain lists them with reasons.")
