@@ -40,7 +40,9 @@ def health_test(port: int, path: str) -> list[str]:
     code = ("import socket,sys\n"
             f"s=socket.create_connection(('127.0.0.1',{port}),3)\n"
             f"s.sendall(b'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n')\n"
-            "sys.exit(0 if s.recv(16)[9:12]==b'200' else 1)")
+            "d=s.recv(65536)\n"
+            "while s.recv(65536):pass\n"
+            "sys.exit(0 if d[9:12]==b'200' else 1)")
     return ["CMD", "python3", "-I", "-S", "-c", code]
 
 
@@ -116,9 +118,10 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
     env.setdefault("MODEL_ROLE", ps.role)
     binds = [Bind(source=host, target=target, read_only=True) for host, target in sorted(access.volumes.items())]
     if ps.model_path:
-        binds.append(Bind(source=ps.model_path, target=ps.model_path, read_only=True))
+        binds.append(Bind(source=ps.model_path, target=ps.model_container_path or ps.model_path, read_only=True))
     engine = catalog.engines.get(ps.engine) if catalog is not None else None
-    build = normalize_build(engine.build) if engine is not None and engine.build else build_dir_for(ps.image, catalog)
+    build = normalize_build(ps.build) or (normalize_build(engine.build) if engine is not None and engine.build
+                                          else build_dir_for(ps.image, catalog))
     local = build is not None
     hc = ps.health
     health = HealthSpec(path=hc.path, port=hc.port, retries=hc.retries, timeout_s=hc.timeout_s,
@@ -127,7 +130,7 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
                         wait_timeout_s=LOCAL_WAIT_TIMEOUT_S if local else max(hc.start_period_s, 60.0))
     return ServiceSpec(
         name=ps.name, kind="inference", image=ps.image, build=build,
-        command=list(ps.command), env=env, port=ps.port, aliases=[ps.name], binds=binds,
+        entrypoint=list(ps.entrypoint), command=list(ps.command), env=env, port=ps.port, aliases=[ps.name], binds=binds,
         tmpfs={"/tmp": "rw,size=64m"} if local else {},
         devices=list(access.devices), device_requests=list(access.device_requests),
         device_refs=list(ps.devices), group_add=list(access.group_add), runtime=access.runtime,
@@ -183,14 +186,39 @@ def _buildable(build: str | None) -> bool:
     return bool(build) and (images_dir() / build / "main.py").is_file()
 
 
+def _plan_apps(plan: Plan, catalog: Any, services: list[ServiceSpec], warnings: list[str]) -> list[dict]:
+    """The apps to run: the plan's (it bound their roles to models), else the catalog's."""
+    from appliance.runtime.images import normalize_build
+
+    if plan.apps:
+        return [{"name": a.name, "image": a.image, "build": normalize_build(a.build), "port": a.port,
+                 "health": a.health_path, "models": dict(a.models), "env": dict(a.env)} for a in plan.apps]
+    out = []
+    for name, app in sorted((catalog.apps if catalog is not None else {}).items()):
+        models = _models_for([r.role for r in app.roles], services)
+        missing = [r.role for r in app.roles if r.required and r.role not in models]
+        if missing:
+            warnings.append(f"app {name} is left out: the plan serves no {'/'.join(missing)} model")
+            continue
+        out.append({"name": name, "image": app.image, "build": normalize_build(app.build), "port": app.port,
+                    "health": app.health, "models": models, "env": dict(app.env)})
+    return out
+
+
 def compose(plan: Plan, *, catalog: Any = None, inventory: Inventory | None = None,
             settings: Settings | None = None, instance: str | None = None,
             root: Path | None = None, warnings: list[str] | None = None) -> StackSpec:
     """The complete stack for ``plan`` (deterministic: same inputs, same spec).
 
-    The gateway and apps come from the catalog (``platform.gateway``, ``apps``); one whose
-    image sources are not shipped (no ``images/<build>/main.py``) is left out with a warning.
+    The gateway and apps come from the plan (``plan.gateway``, ``plan.apps``; the catalog's
+    when the plan has none). How the gateway and each app are wired -- container port,
+    health path, key file, data volume, environment -- is the gateway package's contract
+    (:mod:`appliance.gateway.wiring`). Host ports: ``settings.gateway_port``, and each app's
+    planned port unless ``settings.app_port_base`` is set (then consecutive, in name order).
+    An image whose sources are not shipped (no ``images/<build>/main.py``) is left out with
+    a warning.
     """
+    from appliance.gateway import wiring as W
     from appliance.runtime.images import build_dir_for, normalize_build
 
     settings = settings or Settings()
@@ -200,13 +228,11 @@ def compose(plan: Plan, *, catalog: Any = None, inventory: Inventory | None = No
     services = [inference_service(ps, inventory, catalog) for ps in plan.services]
     inference_names = [s.name for s in services]
     app_names: list[str] = []
-    from appliance.gateway import wiring as W
-
-    gw = catalog.platform.gateway if catalog is not None else None
+    gw = plan.gateway or (catalog.platform.gateway if catalog is not None else None)
     gw_image = gw.image if gw else GATEWAY_IMAGE
     gw_build = normalize_build(gw.build) if gw and gw.build else build_dir_for(gw_image)
     if gw_build and not _buildable(gw_build):
-        warnings.append(f"the gateway is left out: images/{gw_build}/main.py is missing")
+        warnings.append(f"the gateway and apps are left out: images/{gw_build}/main.py is missing")
     else:
         gw_port = gw.port if gw else W.GATEWAY_PORT
         gateway = _local_service(
@@ -217,43 +243,34 @@ def compose(plan: Plan, *, catalog: Any = None, inventory: Inventory | None = No
         services.append(gateway)
         gateway_url = f"http://{GATEWAY}:{gw_port}/v1"
         public_url = f"{gateway.endpoint()}/v1"
-        apps = sorted((catalog.apps if catalog is not None else {}).items())
-        for i, (name, app) in enumerate(apps):
+        for i, app in enumerate(sorted(_plan_apps(plan, catalog, services, warnings), key=lambda a: a["name"])):
+            name = app["name"]
             wired = W.APPS.get(name)
-            build = normalize_build(app.build) if app.build else (wired.build if wired else build_dir_for(app.image))
+            build = app["build"] or (wired.build if wired else build_dir_for(app["image"]))
             if build and not _buildable(build):
                 warnings.append(f"app {name} is left out: images/{build}/main.py is missing")
                 continue
-            roles = [r.role for r in app.roles]
-            models = _models_for(roles, services)
-            missing = [r.role for r in app.roles if r.required and r.role not in models]
-            if missing:
-                warnings.append(f"app {name} is left out: the plan serves no {'/'.join(missing)} model")
-                continue
-            port = wired.port if wired else app.port
-            health_path = wired.health_path if wired else app.health
+            models = app["models"]
             if wired:
                 env = W.app_env(name, gateway_url=gateway_url, public_gateway_url=public_url,
                                 chat_model=models.get("chat"), embedding_model=models.get("embedding"),
                                 completion_model=models.get("completion"))
-                secrets = Bind(source=str(app_secrets_dir(name, root)), target=W.APP_SECRETS_TARGET)
-                needs_data = wired.needs_data_volume
+                port, health_path, needs_data = wired.port, wired.health_path, wired.needs_data_volume
             else:
-                env = {"GATEWAY_URL": gateway_url, "GATEWAY_PUBLIC_URL": public_url,
+                env = {"PORT": str(app["port"]), "GATEWAY_URL": gateway_url, "GATEWAY_PUBLIC_URL": public_url,
                        "APP_API_KEY_FILE": f"{W.APP_SECRETS_TARGET}/{W.APP_KEY_FILENAME}",
                        **{f"{r.upper()}_MODEL": m for r, m in sorted(models.items())}}
-                secrets = Bind(source=str(app_secrets_dir(name, root)), target=W.APP_SECRETS_TARGET)
-                needs_data = True
-            env.update({k: str(v) for k, v in app.env.items()})
-            binds = [secrets]
+                port, health_path, needs_data = app["port"], app["health"], True
+            env.update({k: str(v) for k, v in app["env"].items()})
+            binds = [Bind(source=str(app_secrets_dir(name, root)), target=W.APP_SECRETS_TARGET)]
             if needs_data:
                 binds.append(Bind(source=L.volume_name(inst, f"{name}-data"), target=W.APP_DATA_TARGET,
                                   read_only=False, volume=True))
+            host_port = app["port"] if settings.app_port_base is None else settings.app_port_base + i
             services.append(_local_service(
-                name, "app", app.image, build, port,
-                app.port if settings.app_port_base is None else settings.app_port_base + i, settings, env=env,
-                binds=binds, depends_on=[GATEWAY], health_path=health_path,
-                served_models=sorted(set(models.values())), demo=demo))
+                name, "app", app["image"], build, port, host_port, settings, env=env, binds=binds,
+                depends_on=[GATEWAY], health_path=health_path, served_models=sorted(set(models.values())),
+                demo=demo))
             app_names.append(name)
     services += _extra_services(plan, settings, inst)
     return StackSpec(instance=inst, network=L.network_name(inst), settings=settings,

@@ -77,6 +77,7 @@ class ContainerCreate:
     image: str
     labels: dict[str, str]
     command: list[str] | None = None
+    entrypoint: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     network: str | None = None
     aliases: list[str] = field(default_factory=list)
@@ -207,7 +208,7 @@ class Docker:
             }
         try:
             res = api.create_container(
-                image=spec.image, command=spec.command or None, name=spec.name,
+                image=spec.image, command=spec.command or None, entrypoint=spec.entrypoint or None, name=spec.name,
                 environment=spec.env or None, labels=spec.labels, host_config=host_config,
                 networking_config=networking, healthcheck=healthcheck, user=spec.user,
                 ports=[int(p.split("/")[0]) for p in spec.ports] or None, detach=True)
@@ -237,6 +238,10 @@ class Docker:
             self.client.api.remove_container(ref, force=force, v=False)
         except NotFound:
             pass
+
+    def wait(self, ref: str, timeout_s: float = 60.0) -> int:
+        """Wait for the container to exit; its exit code."""
+        return int(self.client.api.wait(ref, timeout=int(timeout_s)).get("StatusCode", -1))
 
     def logs(self, ref: str, *, tail: int | str = 100, follow: bool = False,
              timestamps: bool = False) -> Iterator[bytes] | bytes:

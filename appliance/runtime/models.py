@@ -53,6 +53,7 @@ class ServiceSpec(BaseModel):
     image: str
     build: str | None = Field(default=None, description="images/ subdirectory the image is built from locally")
     content_hash: str | None = Field(default=None, description="hash of the build directory (local images)")
+    entrypoint: list[str] = Field(default_factory=list, description="overrides the image's entrypoint when set")
     command: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     port: int = Field(description="port the service listens on inside the container")

@@ -26,6 +26,10 @@ from pathlib import Path
 
 REPOSITORY = "appliance/pyrt"
 PYTHONHOME = "/usr/local"
+LAYOUT_VERSION = 2  # bump when what goes into the image changes (gives a new tag)
+# Libraries glibc loads with dlopen (so ldd does not list them) that Python needs:
+# libgcc_s for thread exit/cancellation (without it every threaded server aborts on exit).
+DLOPENED = ("libgcc_s.so.1",)
 
 # Top-level stdlib entries the services never need (size, attack surface).
 _SKIP_TOP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages",
@@ -94,7 +98,7 @@ def fingerprint() -> str:
     without staging anything.
     """
     h = hashlib.sha256()
-    h.update(f"pyrt/1 {sys.version}\n".encode())
+    h.update(f"pyrt/{LAYOUT_VERSION} {sys.version}\n".encode())
     for path, arc in [(interpreter(), "usr/local/bin/python3")] + _stdlib_files() + _dynload_files():
         try:
             st = path.stat()
@@ -109,7 +113,8 @@ def image_tag(fp: str | None = None) -> str:
 
 
 def shared_libraries(binaries: list[Path]) -> list[str]:
-    """Every shared library ``ldd`` lists for ``binaries`` (absolute paths, as the loader wants)."""
+    """Every shared library ``ldd`` lists for ``binaries`` (absolute paths, as the loader wants),
+    plus :data:`DLOPENED` found beside libc."""
     from appliance.errors import RuntimeFailure
     from appliance.subproc import run
 
@@ -125,6 +130,12 @@ def shared_libraries(binaries: list[Path]) -> list[str]:
             m = _LDD_LINE.match(line)
             if m:
                 libs.add(m.group(1))
+    libc_dirs = sorted({os.path.dirname(p) for p in libs if os.path.basename(p).startswith("libc.so")})
+    for name in DLOPENED:
+        for d in libc_dirs:
+            if os.path.exists(os.path.join(d, name)):
+                libs.add(os.path.join(d, name))
+                break
     return sorted(libs)
 
 

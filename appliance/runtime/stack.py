@@ -115,13 +115,19 @@ def ensure_images(stack: StackSpec, docker, *, dry_run: bool = False, progress: 
     from appliance.runtime.images import ImageEnsurer
 
     ens = ensurer or ImageEnsurer(docker, dry_run=dry_run, progress=progress)
-    services = []
-    for svc in stack.services:
-        if docker is None:  # dry run without Docker: say what would be checked
-            services.append(svc)
-            continue
-        h = ens.ensure(svc.image, svc.build)
-        services.append(svc.model_copy(update={"content_hash": h}))
+    if docker is None:  # dry run without Docker: nothing to check against
+        return stack, ens.changes, 0.0
+    if any(s.build for s in stack.services):
+        ens.base_tag()
+    # each distinct image once; local builds run side by side (the engine does the work)
+    from concurrent.futures import ThreadPoolExecutor
+
+    distinct = sorted({(s.image, s.build) for s in stack.services}, key=lambda t: (t[0], t[1] or ""))
+    workers = 1 if dry_run else min(3, max(1, len(distinct)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        hashes = dict(zip(distinct, pool.map(lambda t: ens.ensure(t[0], t[1]), distinct)))
+    services = [svc.model_copy(update={"content_hash": hashes[(svc.image, svc.build)]}) for svc in stack.services]
+    ens.changes.sort(key=lambda c: (c.target != ens.base_tag(), c.target))
     return stack.model_copy(update={"services": services}), ens.changes, ens.build_s
 
 

@@ -83,7 +83,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # TCP_NODELAY: headers and body are two writes; avoid 40 ms stalls on keep-alive
 
-    def log_message(self, fmt, *args):  # one short line per request, no bodies
+    def log_message(self, fmt, *args):  # one short line per request (not health probes), no bodies
+        if self.path == "/health":
+            return
         sys.stderr.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
 
     # ---- helpers -----------------------------------------------------------------------
@@ -220,6 +222,16 @@ class Handler(BaseHTTPRequestHandler):
                          "usage": {"prompt_tokens": pt, "total_tokens": pt}})
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # a client that hangs up early (health probes, cancelled streams) is not an error
+        if isinstance(sys.exc_info()[1], (ConnectionError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def main(argv: list[str]) -> None:
     global MODELS, ROLE
     import argparse
@@ -237,8 +249,7 @@ def main(argv: list[str]) -> None:
     if delay:
         time.sleep(delay)
     port = args.port
-    server = ThreadingHTTPServer((args.host, port), Handler)
-    server.daemon_threads = True
+    server = Server((args.host, port), Handler)
     sys.stderr.write(f"{ENGINE} {VERSION} (DEMO, not a language model) serving {', '.join(MODELS)} "
                      f"as {ROLE} on port {port}\n")
     try:

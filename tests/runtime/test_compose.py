@@ -1,0 +1,114 @@
+"""Stack composition from real plans (the planner on the CPU-only, NVIDIA and Ascend snapshots).
+
+No Docker: composition is a pure function, so what would be created is checked here and
+the created containers are checked against the engine in test_snapshot_create.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.catalog import load_catalog
+from appliance.inventory.detect import detect
+from appliance.planner import plan as make_plan
+from appliance.runtime.compose import compose
+from appliance.runtime.models import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+H200 = REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu"
+ASCEND = REPO / "tests" / "fixtures" / "nodes" / "ascend-910b-8npu"
+CPU = REPO / "tests" / "fixtures" / "nodes" / "cpu-only"
+
+
+def _stack(snapshot: Path, demo: bool = False, settings: Settings | None = None, instance: str = "unit"):
+    inv = detect(snapshot=str(snapshot), usage=False)
+    cat = load_catalog()
+    plan = make_plan(inv, cat, demo=demo)
+    return plan, compose(plan, catalog=cat, inventory=inv, settings=settings, instance=instance)
+
+
+def test_demo_stack_has_engines_gateway_and_apps():
+    plan, stack = _stack(CPU, demo=True)
+    kinds = {s.name: s.kind for s in stack.services}
+    assert [s.name for s in plan.services] == [n for n, k in kinds.items() if k == "inference"]
+    assert kinds["gateway"] == "gateway"
+    assert sorted(n for n, k in kinds.items() if k == "app") == sorted(a.name for a in plan.apps)
+    assert stack.apps == sorted(a.name for a in plan.apps)
+    # routes: every served model -> its service's address on the stack network
+    for ps in plan.services:
+        assert stack.routes["models"][ps.served_model_name]["upstream"] == f"http://{ps.name}:{ps.port}"
+    # only the gateway and the apps publish host ports, on 127.0.0.1 by default
+    published = {s.name: (s.host_ip, s.host_port) for s in stack.services if s.host_port}
+    assert published["gateway"] == ("127.0.0.1", 8080)
+    assert all(s.host_port is None for s in stack.services if s.kind == "inference")
+    # our own images are hardened and built locally
+    for s in stack.services:
+        assert s.build and s.hardened and s.demo
+    # start order: engines, then the gateway, then the apps
+    order = stack.start_order()
+    assert set(order[0]) == {ps.name for ps in plan.services}
+    assert order[1] == ["gateway"]
+    assert set(order[2]) == set(stack.apps)
+
+
+def test_apps_get_key_file_gateway_and_models_not_secrets():
+    plan, stack = _stack(CPU, demo=True, settings=Settings(gateway_port=9000, app_port_base=9100))
+    kb = stack.service("knowledge-base")
+    assert kb.env["GATEWAY_URL"] == "http://gateway:8080/v1"
+    assert kb.env["GATEWAY_PUBLIC_URL"] == "http://127.0.0.1:9000/v1"
+    assert kb.env["CHAT_MODEL"] == "demo-chat" and kb.env["EMBED_MODEL"] == "demo-embed"
+    assert not any("apk_" in v for v in kb.env.values())
+    secrets = [b for b in kb.binds if b.target == "/run/appliance"]
+    assert len(secrets) == 1 and secrets[0].read_only and secrets[0].source.endswith("apps/knowledge-base/secrets")
+    data = [b for b in kb.binds if b.volume]
+    assert data and data[0].source == "appliance-unit-knowledge-base-data" and not data[0].read_only
+    ports = sorted(s.host_port for s in stack.services if s.kind == "app")
+    assert ports == [9100, 9101, 9102]
+
+
+def test_composition_is_deterministic():
+    _, a = _stack(CPU, demo=True)
+    _, b = _stack(CPU, demo=True)
+    assert a.model_dump_json() == b.model_dump_json()
+    assert a.stack_hash() == b.stack_hash()
+
+
+def test_changed_service_changes_only_its_hash():
+    plan, stack = _stack(CPU, demo=True)
+    changed = plan.model_copy(deep=True)
+    changed.services[1].env["EXTRA"] = "1"
+    cat = load_catalog()
+    other = compose(changed, catalog=cat, instance="unit")
+    before = {s.name: s.spec_hash() for s in stack.services}
+    after = {s.name: s.spec_hash() for s in other.services}
+    assert [n for n in before if before[n] != after[n]] == [plan.services[1].name]
+
+
+def test_nvidia_services_get_gpu_by_uuid_never_privileged():
+    plan, stack = _stack(H200)
+    uuid = "GPU-bd03a26d-5ee1-ab87-649f-69cee0dfcd01"  # nvidia-smi -L in the snapshot
+    for ps in plan.services:
+        svc = stack.service(ps.name)
+        assert svc.device_requests == [{"driver": "nvidia", "device_ids": [uuid], "capabilities": [["gpu"]]}]
+        assert svc.env["NVIDIA_VISIBLE_DEVICES"] == uuid
+        assert svc.devices == [] and svc.runtime is None
+        weights = [b for b in svc.binds if b.source == ps.model_path]
+        assert ps.model_path and len(weights) == 1 and weights[0].read_only
+
+
+@pytest.mark.skipif(not ASCEND.is_dir(), reason="needs tests/fixtures/nodes/ascend-910b-8npu")
+def test_ascend_services_get_davinci_nodes_and_driver_mounts():
+    plan, stack = _stack(ASCEND)
+    for ps in plan.services:
+        svc = stack.service(ps.name)
+        ids = [d.physical_id for d in ps.devices]
+        nodes = {d.split(":")[0] for d in svc.devices}
+        assert {f"/dev/davinci{i}" for i in ids} <= nodes
+        assert {"/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"} <= nodes
+        assert not any(n.startswith("/dev/davinci") and n[12:].isdigit() and int(n[12:]) not in ids for n in nodes)
+        assert svc.env["ASCEND_VISIBLE_DEVICES"] == ",".join(map(str, ids))
+        mounts = {b.source: b for b in svc.binds}
+        assert "/usr/local/Ascend/driver/lib64" in mounts and mounts["/usr/local/Ascend/driver/lib64"].read_only
+        assert svc.device_requests == []
