@@ -70,7 +70,10 @@ def list_(what: str, path: str | None, as_json: bool) -> None:
         cols = ("id", "method", "backend", "framework", "image")
         rows = [(k, r.method, r.backend, r.framework, r.image) for k, r in sorted(section.items())]
     for col in cols:
-        table.add_column(col, overflow="fold")
+        if col == "id":  # ids are what people copy: never wrapped
+            table.add_column(col, no_wrap=True, min_width=max((len(r[0]) for r in rows), default=2))
+        else:
+            table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*row)
     console().print(table)

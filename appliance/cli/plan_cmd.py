@@ -58,7 +58,7 @@ def _render(p, explain: bool) -> None:
     con = console()
     table = Table(title=f"Plan ({p.profile}, catalog {p.catalog_version})", show_lines=False)
     for col in ("service", "model", "engine", "image", "precision", "TP", "devices", "MiB/device"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("service", "model"))
     for s in p.services:
         devices = ", ".join(f"{d.vendor}:{d.index}" for d in s.devices) or ("host RAM" if s.backend == "cpu" else "-")
         usable = f" of {s.memory.usable_mib:,}" if s.memory and s.memory.usable_mib else ""

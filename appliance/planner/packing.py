@@ -81,22 +81,31 @@ class _OutOfBudget(Exception):
 
 def pack(order: list[str], candidates: dict[str, list[Candidate]], groups: dict[str, DeviceGroup],
          exclusive_engines: set[str], budget: int) -> tuple[dict[str, Placement], State]:
-    """Place models in ``order``; returns placements (missing = could not be placed) and the final state."""
+    """Place models in ``order``; returns placements (missing = could not be placed) and the final state.
+
+    Depth-first over candidates in rank order, with "leave this model out" as the last option
+    of each level: the first complete assignment wins; otherwise the assignment placing the
+    most models (the first such one found, i.e. the best ranked). A branch that cannot beat
+    the best count found so far is pruned; past ``budget`` steps the best found is kept.
+    """
     state = new_state(list(groups.values()))
     chosen: dict[str, Placement] = {}
+    best: list = [-1, {}]
     steps = [0]
 
     def dfs(i: int) -> bool:
+        if len(chosen) + (len(order) - i) <= best[0]:
+            return False
         if i == len(order):
-            return True
+            best[0], best[1] = len(chosen), dict(chosen)
+            return len(chosen) == len(order)
         mid = order[i]
         for cand in candidates.get(mid, []):
             steps[0] += 1
             if steps[0] > budget:
                 raise _OutOfBudget
             excl = cand.engine in exclusive_engines
-            group = groups[cand.group]
-            positions = fit(state, group, cand, excl)
+            positions = fit(state, groups[cand.group], cand, excl)
             if positions is None:
                 continue
             apply(state, cand.group, cand, positions, excl, mid)
@@ -105,22 +114,17 @@ def pack(order: list[str], candidates: dict[str, list[Candidate]], groups: dict[
                 return True
             undo(state, cand.group, cand, positions, excl, mid)
             del chosen[mid]
-        return False
+        return dfs(i + 1)  # leave this model out
 
     try:
-        if dfs(0):
-            return chosen, state
+        dfs(0)
     except _OutOfBudget:
         pass
-    # Not everything fits together (or the search ran long): greedy, best effort.
-    state = new_state(list(groups.values()))
-    chosen = {}
+    final = new_state(list(groups.values()))
+    placements: dict[str, Placement] = best[1]
     for mid in order:
-        for cand in candidates.get(mid, []):
-            excl = cand.engine in exclusive_engines
-            positions = fit(state, groups[cand.group], cand, excl)
-            if positions is not None:
-                apply(state, cand.group, cand, positions, excl, mid)
-                chosen[mid] = Placement(cand, positions)
-                break
-    return chosen, state
+        if mid in placements:
+            pl = placements[mid]
+            excl = pl.candidate.engine in exclusive_engines
+            apply(final, pl.candidate.group, pl.candidate, pl.positions, excl, mid)
+    return placements, final
