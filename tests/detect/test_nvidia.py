@@ -167,3 +167,81 @@ def test_container_access_by_uuid_never_privileged():
     # without UUIDs (no driver yet) the tool index is used
     nodrv = detect(snapshot=NODES / "nvidia-nodriver-2gpu")
     assert get_driver("nvidia").container_access(nodrv.accelerators).env["NVIDIA_VISIBLE_DEVICES"] == "0,1"
+
+
+class _NvmlFromCapture:
+    """A stand-in for the NVML library (hardware), answering from the real capture's nvml.json."""
+
+    class NVMLError(Exception):
+        pass
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, dump: dict):
+        self.d = dump
+
+    def nvmlSystemGetDriverVersion(self):
+        return self.d["driver"]
+
+    def nvmlSystemGetCudaDriverVersion_v2(self):
+        return self.d["cuda_driver"]
+
+    def nvmlDeviceGetCount(self):
+        return len(self.d["gpus"])
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.d["gpus"][i]
+
+    def nvmlDeviceGetPciInfo(self, g):
+        return type("Pci", (), {"busId": g["pci"].encode(), "pciDeviceId": int(g["pci_devid"], 16)})()
+
+    def nvmlDeviceGetMemoryInfo(self, g):
+        return type("Mem", (), {"total": g["mem_total"], "used": g["mem_used"]})()
+
+    def nvmlDeviceGetCudaComputeCapability(self, g):
+        return tuple(g["cc"])
+
+    def nvmlDeviceGetNumaNodeId(self, g):
+        raise self.NVMLError("Not Supported")  # as captured: NVMLError_NotSupported
+
+    def nvmlDeviceGetName(self, g):
+        return g["name"]
+
+    def nvmlDeviceGetUUID(self, g):
+        return g["uuid"]
+
+    def nvmlDeviceGetUtilizationRates(self, g):
+        return type("Util", (), {"gpu": g["util"][0], "memory": g["util"][1]})()
+
+    def nvmlDeviceGetTemperature(self, g, sensor):
+        return g["temp"]
+
+    def nvmlDeviceGetPowerUsage(self, g):
+        return g["power_mw"]
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, g):
+        return g["power_limit_mw"]
+
+
+def test_nvml_and_nvidia_smi_give_the_same_inventory():
+    """Live (NVML) and snapshot (nvidia-smi -q -x) paths agree on the real H200 capture."""
+    from chip_drivers.nvidia import _nvml_collect
+
+    dump = json.loads((H200 / "tool-output/nvml.json").read_text())
+    nvml = _nvml_collect(_NvmlFromCapture(dump), usage=True)
+    assert nvml["cuda_version"] == "13.0" and nvml["driver_version"] == "580.159.04"
+    assert nvml["gpus"][0]["memory_mib"] == 143771  # 150754820096 bytes
+    assert nvml["gpus"][0]["usage"]["power_w"] == 80.38 and nvml["gpus"][0]["usage"]["power_limit_w"] == 700.0
+    smi = parse_smi_xml((H200 / "tool-output/nvidia-smi-q.xml").read_text())
+
+    driver = get_driver("nvidia")
+    host = SnapshotHost(H200)
+    merged = []
+    for report in (nvml, smi):
+        inv = detect(host, usage=False)
+        accs = [a.model_copy(deep=True) for a in inv.accelerators]
+        merged.append(driver._merge(accs, report, usage=False))
+    fields = ("vendor", "model", "index", "pci_bdf", "pci_id", "memory_mib", "driver_version", "compute_capability",
+              "uuid", "numa_node", "health")
+    a, b = ([{f: getattr(x, f) for f in fields} | {"runtime": x.runtime.version} for x in m] for m in merged)
+    assert a == b
