@@ -30,7 +30,7 @@ Wiring (:mod:`appliance.gateway.wiring`):
   ``AppKey.secrets_dir/api_key`` (0600). Bind ``secrets_dir`` read-only at
   ``/run/appliance``.
 * ``app_env(app, gateway_url=, public_gateway_url=, chat_model=, embedding_model=,
-  completion_model=) -> dict`` and ``gateway_env(port) -> dict``.
+  completion_model=, rerank_model=) -> dict`` and ``gateway_env(port) -> dict``.
 * ``stack_endpoints(store=None, instance=None)`` (the active release), ``endpoints(gateway_url,
   {app: url})``, ``endpoints_from_stack(stack)`` ->
   ``{"gateway": url, "apps": {name: url}}`` for ``appliance status --json``.

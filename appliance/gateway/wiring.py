@@ -49,7 +49,7 @@ APPS: dict[str, AppDef] = {
     "customer-service": AppDef(name="customer-service", title="Customer-service chat",
                                build="apps/customer-service", roles=["chat"], rpm=600),
     "knowledge-base": AppDef(name="knowledge-base", title="Knowledge base (RAG)", build="apps/knowledge-base",
-                             roles=["chat", "embedding"], needs_data_volume=True, rpm=1200),
+                             roles=["chat", "embedding", "rerank"], needs_data_volume=True, rpm=1200),
     "code-assistant": AppDef(name="code-assistant", title="Code assistant", build="apps/code-assistant",
                              roles=["chat", "completion"], rpm=600),
 }
@@ -119,7 +119,8 @@ def ensure_app_key(app: str, models: list[str], *, store: StateStore | None = No
 
 
 def app_env(app: str, *, gateway_url: str, public_gateway_url: str, chat_model: str | None,
-            embedding_model: str | None = None, completion_model: str | None = None) -> dict[str, str]:
+            embedding_model: str | None = None, completion_model: str | None = None,
+            rerank_model: str | None = None) -> dict[str, str]:
     """The environment of an app container (no secret: the key comes from the mounted file)."""
     env = {"PORT": str(APPS[app].port), "GATEWAY_URL": gateway_url, "GATEWAY_PUBLIC_URL": public_gateway_url,
            "APP_API_KEY_FILE": f"{APP_SECRETS_TARGET}/{APP_KEY_FILENAME}", "APP_TITLE": APPS[app].title}
@@ -129,6 +130,8 @@ def app_env(app: str, *, gateway_url: str, public_gateway_url: str, chat_model: 
         env["EMBED_MODEL"] = embedding_model
     if completion_model and "completion" in APPS[app].roles:
         env["COMPLETION_MODEL"] = completion_model
+    if rerank_model and "rerank" in APPS[app].roles:
+        env["RERANK_MODEL"] = rerank_model
     if APPS[app].needs_data_volume:
         env["APP_DATA_DIR"] = APP_DATA_TARGET
     return env

@@ -235,3 +235,35 @@ def test_pages_in_a_real_browser_reach_the_gateway(stack, tmp_path):
 
     keys = {r.get("key") for r in gateway_lines(stack)[before:] if r.get("status") == 200}
     assert {"app-customer-service", "app-knowledge-base", "app-code-assistant"} <= keys
+
+
+def test_knowledge_base_reranks_through_the_gateway_when_configured(stack):
+    from gwtest import UPSTREAM
+
+    port = free_port()
+    stack.start([sys.executable, str(UPSTREAM), str(port), "test-rerank"], {}, "rerank-engine")
+    wait_http(f"http://127.0.0.1:{port}/health")
+    routes = json.loads((stack.gw_dir / "routes.json").read_text())
+    routes["models"]["test-rerank"] = f"http://127.0.0.1:{port}"
+    (stack.gw_dir / "routes.json").write_text(json.dumps(routes))
+    key = K.create_key("kb-rerank", store=stack.store, export_dir=stack.gw_dir).key
+    apps = {}
+    for label, rerank in (("good", "test-rerank"), ("broken", "no-such-reranker")):
+        app_port = free_port()
+        env = W.app_env("knowledge-base", gateway_url=stack.gateway_url, public_gateway_url=stack.gateway_url,
+                        chat_model="demo-chat", embedding_model="demo-embed", rerank_model=rerank)
+        assert env["RERANK_MODEL"] == rerank
+        env.update(PORT=str(app_port), APP_API_KEY=key, APP_DATA_DIR=str(stack.root / f"kb-{label}"))
+        stack.start([sys.executable, str(APPS_DIR / "knowledge-base" / "main.py")], env, f"kb-{label}")
+        apps[label] = f"http://127.0.0.1:{app_port}"
+        wait_http(apps[label] + "/healthz")
+        for name, text in (("vacation-policy.md", VACATION), ("travel-expenses.md", EXPENSES)):
+            assert call(apps[label] + "/api/documents", body={"name": name, "text": text})[0] == 201
+    question = {"question": "How many paid vacation days per calendar year?"}
+    assert eventually(lambda: call(apps["good"] + "/api/ask", body=question)[2].get("reranked") is True)[0]
+    body = call(apps["good"] + "/api/ask", body=question)[2]
+    assert body["citations"][0]["document"] == "vacation-policy.md"
+    assert any(r.get("key") == "kb-rerank" and r.get("path") == "/v1/rerank" and r.get("status") == 200
+               for r in gateway_lines(stack))
+    body = call(apps["broken"] + "/api/ask", body=question)[2]  # the reranker is missing: cosine order kept
+    assert body["reranked"] is False and body["citations"][0]["document"] == "vacation-policy.md"

@@ -12,7 +12,8 @@ ranks in milliseconds with no extension module; a vector index would be the next
 millions.
 
 Environment (besides appkit's): APP_DATA_DIR (/data), EMBED_MODEL and CHAT_MODEL (else
-picked from the models the key may use), KB_TOP_K (4), KB_CHUNK_CHARS (800).
+picked from the models the key may use), RERANK_MODEL (optional: re-order the best 20 cosine
+hits with it), KB_TOP_K (4), KB_CHUNK_CHARS (800).
 
 API: GET /api/info; GET /api/documents; POST /api/documents {"name", "text"} (or a raw text
 body with ?name=); DELETE /api/documents/<id>; POST /api/ask {"question", "k"} ->
@@ -34,7 +35,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from appkit import Gateway, HTTPError, serve  # noqa: E402
+from appkit import Gateway, GatewayError, HTTPError, log, serve  # noqa: E402
 
 GW = Gateway()
 MAX_DOC_CHARS = 5_000_000
@@ -263,14 +264,19 @@ def api_ask(req):
     k = max(1, min(int(body.get("k") or os.environ.get("KB_TOP_K", "4")), 10))
     embed_model = GW.pick("EMBED_MODEL", hints=("embed", "bge", "e5", "gte", "m3"))
     qvec = normalise(GW.embed(embed_model, [question])[0])
+    rerank_model = os.environ.get("RERANK_MODEL", "")
     conn = db()
     try:
-        hits = [(s, cid) for s, cid in INDEX.search(conn, qvec, k) if s > 0.05]
+        hits = [(s, cid) for s, cid in INDEX.search(conn, qvec, max(k * 5, 20) if rerank_model else k) if s > 0.05]
         rows = {r["id"]: r for r in conn.execute(
             f"SELECT c.id, c.idx, c.text, d.name, d.id AS doc_id FROM chunks c JOIN documents d ON d.id=c.doc_id "
             f"WHERE c.id IN ({','.join('?' * len(hits))})", [cid for _, cid in hits])} if hits else {}
     finally:
         conn.close()
+    reranked = False
+    if rerank_model and len(hits) > 1:
+        hits, reranked = rerank(rerank_model, question, [(s, c) for s, c in hits if c in rows], rows)
+    hits = hits[:k]
     citations = [{"n": n, "document": rows[cid]["name"], "document_id": rows[cid]["doc_id"],
                   "chunk": rows[cid]["idx"], "score": round(score, 4), "text": rows[cid]["text"]}
                  for n, (score, cid) in enumerate(((s, c) for s, c in hits if c in rows), start=1)]
@@ -283,7 +289,24 @@ def api_ask(req):
                                        {"role": "user", "content": f"Question: {question}\n\nSources:\n{sources}"}],
                           temperature=0.1, max_tokens=700)
     return 200, {"answer": answer, "citations": citations, "model": chat_model, "embed_model": embed_model,
-                 "usage": raw.get("usage")}, "application/json"
+                 "reranked": reranked, "usage": raw.get("usage")}, "application/json"
+
+
+def rerank(model: str, question: str, hits: list[tuple[float, int]], rows: dict) -> tuple[list, bool]:
+    """Re-order cosine candidates with a rerank model (cross-encoder) through the gateway.
+
+    Any failure keeps the cosine order: reranking improves answers but is never required.
+    """
+    try:
+        out = GW.request("/v1/rerank", {"model": model, "query": question,
+                                        "documents": [rows[cid]["text"] for _, cid in hits]})
+        results = out.get("results") or out.get("data") or []
+        order = [(float(r.get("relevance_score", r.get("score", 0.0))), int(r["index"])) for r in results]
+        order.sort(reverse=True)
+        return [(score, hits[i][1]) for score, i in order if 0 <= i < len(hits)], True
+    except (GatewayError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        log({"event": "rerank_failed", "error": str(exc)[:200]})
+        return hits, False
 
 
 if __name__ == "__main__":
