@@ -146,12 +146,13 @@ def merge_listing(host: HostView, accs: list[Accelerator], listed: list[ToolDevi
     by_bdf = {a.pci_bdf: a for a in accs if a.pci_bdf}
     used: dict[str, int] = {}
     result: list[Accelerator] = []
+    unmatchable = 0
     for td in listed:
         bdf = normalize_bdf(td.bus_id) if td.bus_id else None
         acc = by_bdf.get(bdf) if bdf else None
         if acc is None:
             if not bdf and accs:
-                notes.append(f"skipped listed device {td.index}: no bus id to match it to PCI")
+                unmatchable += 1
                 continue
             if bdf and host.exists(f"/sys/bus/pci/devices/{bdf}"):
                 vendor = (host.read_value(f"/sys/bus/pci/devices/{bdf}/vendor") or "").lower()
@@ -182,15 +183,18 @@ def merge_listing(host: HostView, accs: list[Accelerator], listed: list[ToolDevi
             acc.usage = td.usage
         result.append(acc)
     missing = [a for a in accs if a.pci_bdf not in used]
+    if unmatchable:
+        notes.append(f"{unmatchable} listed device(s) without a bus id could not be matched to PCI")
     next_index = max([a.index for a in result], default=-1) + 1
     for acc in missing:
         acc.index = next_index
         next_index += 1
-        acc.health = "warning"
-        hint = f"{tool} does not list this device: check the driver (dmesg) and the card"
-        if hint not in acc.hints:
-            acc.hints.append(hint)
-        notes.append(f"{acc.pci_bdf} not listed")
+        if not unmatchable:   # only a listing with bus ids can say a device is absent
+            acc.health = "warning"
+            hint = f"{tool} does not list this device: check the driver (dmesg) and the card"
+            if hint not in acc.hints:
+                acc.hints.append(hint)
+            notes.append(f"{acc.pci_bdf} not listed")
         result.append(acc)
     result.sort(key=lambda a: a.index)
     return result, notes
