@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from appliance.errors import UsageError
+from appliance.errors import StateError, UsageError
 from appliance.state.store import StateStore
 
 KEYS_FILE_FORMAT = "appliance-gateway-keys/1"
@@ -209,7 +209,7 @@ def create_key(name: str, *, models: list[str] | None = None, expires: str | Non
              owner, time.time()))
         store.add_event("keys", f"created API key {name!r}", service="gateway",
                         data={"name": name, "key_id": key_id, "models": scope, "owner": owner})
-    export_keys_file(store=store, directory=export_dir)
+        export_keys_file(store=store, directory=export_dir)  # inside: a failed export stores nothing
     return CreatedKey(key=key, name=name, key_id=key_id, models=scope, expires_at=expires_at,
                       rpm=rpm, tokens_per_day=tokens_per_day)
 
@@ -225,7 +225,7 @@ def revoke_key(name: str, *, store: StateStore | None = None, export_dir: Path |
         conn.execute("UPDATE api_keys SET revoked_at=? WHERE key_id=?", (time.time(), row["key_id"]))
         store.add_event("keys", f"revoked API key {name!r}", service="gateway",
                         data={"name": name, "key_id": row["key_id"]})
-    export_keys_file(store=store, directory=export_dir)
+        export_keys_file(store=store, directory=export_dir)
     return next(k for k in list_keys(store=store, include_revoked=True).keys if k.key_id == row["key_id"])
 
 
@@ -271,7 +271,11 @@ def export_keys_file(*, store: StateStore | None = None, directory: Path | None 
     """
     store = _open(store)
     directory = Path(directory) if directory else gateway_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the gateway's config directory: {exc.strerror or exc}",
+                         where=str(directory), fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
     keys = {}
     for r in store.query("SELECT * FROM api_keys WHERE revoked_at IS NULL ORDER BY key_id"):
         keys[r["key_id"]] = {"name": r["name"], "salt": r["salt"], "hash": r["key_hash"],
@@ -280,9 +284,14 @@ def export_keys_file(*, store: StateStore | None = None, directory: Path | None 
     doc = {"format": KEYS_FILE_FORMAT, "generated_at": time.time(), "keys": keys}
     path = directory / "keys.json"
     tmp = directory / f".keys.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StateError(f"cannot write the gateway's key file: {exc.strerror or exc}", where=str(path),
+                         fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
     return path
 
 

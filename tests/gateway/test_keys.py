@@ -152,3 +152,14 @@ def test_usage_file_is_read_into_list():
         "denied": 1, "last_used_at": time.time()}}}))
     u = K.list_keys().keys[0].usage
     assert (u.requests, u.prompt_tokens, u.completion_tokens, u.tokens_today, u.denied) == (3, 10, 5, 15, 1)
+
+
+def test_unwritable_gateway_dir_is_one_line_and_nothing_stored(tmp_path):
+    K.create_key("first")
+    gw = data_dir() / "gateway"
+    (gw / "keys.json").unlink()
+    gw.rmdir()
+    gw.write_text("not a directory")  # the export cannot happen
+    res = cli("keys", "create", "--name", "second")
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+    assert [k.name for k in K.list_keys().keys] == ["first"]  # rolled back
