@@ -234,7 +234,7 @@ def _pack(requested: list[str], cands, by_key: dict[str, DeviceGroup], cat: Cata
     return placements
 
 
-def _first_difference(cat: Catalog, ctx_rank: list[str], a: Candidate, b: Candidate) -> str:
+def _first_difference(ctx_rank: list[str], a: Candidate, b: Candidate) -> str:
     for rule, x, y in zip(ctx_rank, a.rank, b.rank):
         if x != y:
             return rule
@@ -274,7 +274,7 @@ def _assemble(cat: Catalog, inventory: Inventory, profile: str, groups: list[Dev
                           f"by other services")
                 code = "capacity"
             else:
-                rule = _first_difference(cat, list(prof.rank), chosen, c)
+                rule = _first_difference(list(prof.rank), chosen, c)
                 reason = f"fits, ranked below the chosen {chosen.label()} by rule '{rule}'"
                 code = "ranked_lower"
             rejected.append(Rejected(model=mid, engine=c.engine, precision=c.precision, tensor_parallel=c.tp,

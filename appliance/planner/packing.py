@@ -5,9 +5,9 @@ Each model brings its candidates, best first. A depth-first search places the mo
 assignment found gives every model its best option that still leaves room for the others.
 Devices are chosen best-fit (the fullest device that still has room, then the lowest
 index) to keep whole devices free for later, larger models. Engines marked
-``exclusive_devices`` get devices nobody else uses. The search is bounded
-(``planner.search_budget`` steps); past it, a greedy pass places what it can. All choices
-are deterministic.
+``exclusive_devices`` get devices nobody else uses. When not everything fits, the
+assignment placing the most models wins. The search is bounded (``planner.search_budget``
+steps); past it, the best assignment found so far is kept. All choices are deterministic.
 """
 
 from __future__ import annotations
