@@ -81,12 +81,12 @@ def list_(include_revoked: bool, as_json: bool) -> None:
             return
         table = Table(box=None, pad_edge=False)
         for col in ("name", "id", "status", "models", "expires", "limits", "used", "last used"):
-            table.add_column(col, no_wrap=col in ("id", "status", "expires"))
+            table.add_column(col, no_wrap=col in ("name", "id", "status", "expires"))
         for k in res.keys:
             u = k.usage
             limits = ", ".join(x for x in (f"{k.rpm}/min" if k.rpm else "",
                                            f"{k.tokens_per_day} tok/day" if k.tokens_per_day else "") if x)
-            table.add_row(k.name, k.key_id, k.status, ",".join(k.models) or "all",
+            table.add_row(k.name, k.key_id, k.status, ", ".join(k.models) or "all",
                           _day(k.expires_at), limits or "-",
                           f"{u.requests} req, {u.prompt_tokens + u.completion_tokens} tok",
                           _when(u.last_used_at) if u.last_used_at else "-")
