@@ -28,7 +28,6 @@ from chip_drivers.base import (
     CLASS_3D,
     CLASS_DISPLAY_OTHER,
     CLASS_PROCESSING_ACCEL,
-    CLASS_VGA,
     ChipDriver,
     ContainerAccess,
     DriverState,
