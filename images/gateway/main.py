@@ -293,7 +293,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         # streamed (SSE or chunked): pass each piece through as it arrives
         meter = StreamMeter()
-        head = self._head(resp.status, out_headers + [("Transfer-Encoding", "chunked"), ("X-Request-Id", self.rid)])
+        chunked = self.request_version == "HTTP/1.1"  # an HTTP/1.0 client gets a close-delimited body
+        if not chunked:
+            self.close_connection = True
+        head = self._head(resp.status, out_headers + [("X-Request-Id", self.rid)]
+                          + ([("Transfer-Encoding", "chunked")] if chunked else []))
         self.info["status"] = resp.status
         sent_head = False
         try:
@@ -302,11 +306,11 @@ class Handler(BaseHTTPRequestHandler):
                 if not data:
                     break
                 meter.feed(data)
-                chunk = b"%x\r\n%s\r\n" % (len(data), data)
+                chunk = b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
                 if not sent_head:
                     chunk, sent_head = head + chunk, True
                 self.wfile.write(chunk)
-            self.wfile.write((b"" if sent_head else head) + b"0\r\n\r\n")
+            self.wfile.write((b"" if sent_head else head) + (b"0\r\n\r\n" if chunked else b""))
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             self.close_connection = True

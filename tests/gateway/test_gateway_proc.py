@@ -209,3 +209,23 @@ def test_demo_engine_through_gateway(procs, gateway, tmp_path):
     status, _, raw = call(gw.url + "/v1/chat/completions", key=key,
                           body={"model": "demo-chat", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     assert status == 200 and raw.count(b"data: ") >= 3 and b"[DONE]" in raw
+
+
+def test_http10_client_gets_a_plain_stream(upstream, gateway):
+    import socket
+
+    u1 = upstream("m1")
+    key = K.create_key("old-client").key
+    gw = gateway({"m1": u1})
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    u = urlsplit(gw.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer " + key.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                  + b"\r\n\r\n" + body)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in head
+    assert payload.startswith(b"data: ") and payload.rstrip().endswith(b"data: [DONE]")
