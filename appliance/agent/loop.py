@@ -315,8 +315,9 @@ class Agent:
                                      data={"action": "recovered"})
 
     def _supervise_jobs(self, docker) -> None:
-        """Hook for the training package: ``appliance.training.supervise.reconcile_jobs``."""
-        name = "appliance.training.supervise"
+        """Hook for the training package: ``appliance.train.supervise.reconcile_jobs`` (job state is
+        derived from the job containers + the state each pass, so a restarted agent picks up)."""
+        name = "appliance.train.supervise"
         try:
             if importlib.util.find_spec(name) is None:
                 return

@@ -183,12 +183,31 @@ def _files(directory: Path) -> list[Path]:
     return files
 
 
+def overlay_dir() -> Path:
+    """The node's local catalog additions (``<data_dir>/catalog/*.yaml``), e.g. fine-tuned models
+    registered by ``appliance train``. Merged into the default catalog like a shipped file
+    (same schema, same checks; an id clash is an error naming the overlay file)."""
+    from appliance.paths import data_dir
+
+    return data_dir() / "catalog"
+
+
+def _overlay_files() -> list[Path]:
+    directory = overlay_dir()
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
 def load_catalog(path: str | os.PathLike | None = None, *, use_cache: bool = True) -> Catalog:
-    """Load, validate and cross-check the catalog in ``path`` (default: the shipped one)."""
+    """Load, validate and cross-check the catalog in ``path`` (default: the shipped one plus the
+    local overlay, :func:`overlay_dir`)."""
     from pydantic import ValidationError
 
     directory = Path(path) if path is not None else default_catalog_dir()
     files = _files(directory)
+    if path is None:
+        files += _overlay_files()
     stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
     if use_cache and stamp in _CACHE:
         return _CACHE[stamp]
@@ -297,6 +316,10 @@ def _cross_check(cat: Catalog, parsed: list[tuple[Path, str, CatalogFile]]) -> N
         if "chat" not in roles and "completion" not in roles:
             file, text = where[("apps", aid)]
             raise _fail(file, text, ("apps", aid, "roles"), "an app needs a chat or completion role", "add '- role: chat'")
+    for mid, model in cat.models.items():
+        if model.fine_tune is not None and model.fine_tune.base_model not in cat.models:
+            raise bad("models", mid, ("fine_tune", "base_model"), f"unknown base model '{model.fine_tune.base_model}'",
+                      model.fine_tune.base_model, cat.models)
     for rid, rec in cat.training.items():
         for i, m in enumerate(rec.models or []):
             if m not in cat.models:

@@ -167,6 +167,20 @@ class ModelVariant(Strict):
     engines: list[str] | None = Field(default=None, description="only these engines")
 
 
+class FineTune(Strict):
+    """Where a locally fine-tuned model came from. Written by ``appliance train`` into the local
+    overlay (``<data_dir>/catalog/``), never shipped: the planner serves such a model with the
+    engines of its base model (see appliance.train.register)."""
+
+    base_model: str
+    method: Literal["lora", "full"]
+    artifact: Literal["adapter", "weights"] = Field(description="adapter: LoRA adapter files; weights: full weights")
+    job: str
+    recipe: str
+    output: str = Field(description="host directory of the job's output")
+    created: str | None = None
+
+
 class Model(Strict):
     name: str
     family: str
@@ -194,6 +208,8 @@ class Model(Strict):
     tags: list[str] = Field(default_factory=list)
     demo: bool = False
     config_source: str | None = Field(default=None, description="where the numbers come from")
+    fine_tune: FineTune | None = Field(default=None, description="set for models fine-tuned on this node "
+                                       "(local overlay, appliance train)")
 
     @model_validator(mode="after")
     def _v_heads(self) -> "Model":

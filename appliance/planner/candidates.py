@@ -166,7 +166,8 @@ def enumerate_model(model_id: str, ctx: Context, cpu_allowed: bool) -> tuple[lis
     candidates: list[Candidate] = []
     for eid in sorted(cat.engines):
         eng = cat.engines[eid]
-        if eng.demo != model.demo or (eng.models is not None and model_id not in eng.models):
+        served_as = model.fine_tune.base_model if model.fine_tune else model_id  # fine-tunes: the base's engines
+        if eng.demo != model.demo or (eng.models is not None and served_as not in eng.models):
             continue
         groups = [g for g in ctx.groups if g.backend == eng.backend]
         if not groups:
