@@ -292,7 +292,9 @@ class Converger:
                 if state in ("exited", "dead", "missing"):
                     failed = f"its container {state}" + (f" with code {exit_code}" if exit_code is not None else "")
                 elif time.monotonic() - p.started_ts > limit:
-                    failed = f"it did not become healthy within {limit:g}s (health: {health or 'none'})"
+                    check = self.docker.last_health_check(p.container_id)
+                    failed = (f"it did not become healthy within {limit:g}s (health: {health or 'none'}"
+                              + (f", last check {check}" if check else ", no check has run yet") + ")")
                 if failed:
                     self.result.waiting_s += time.monotonic() - start
                     lines = self.docker.log_tail(p.container_id, LOG_LINES_ON_FAILURE)

@@ -119,11 +119,15 @@ class Docker:
 
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, client=None):
         self.client = client or connect(timeout_s)
-        self.api_calls = 1 if client is None else 0  # the ping in connect()
+        # connect() made two requests before the hook below exists: GET /version (the SDK
+        # auto-detects the API version) and GET /_ping
+        self.api_calls = 2 if client is None else 0
+        self.server_header: str | None = None  # e.g. "Docker/20.10.24 (linux)", seen on any response
         self.client.api.hooks["response"].append(self._count)
 
     def _count(self, response, *args, **kwargs):
         self.api_calls += 1
+        self.server_header = response.headers.get("Server") or self.server_header
         return response
 
     def close(self) -> None:
@@ -263,6 +267,16 @@ class Docker:
         st = info.get("State") or {}
         health = (st.get("Health") or {}).get("Status")
         return st.get("Status", "unknown"), health, st.get("ExitCode")
+
+    def last_health_check(self, ref: str) -> str | None:
+        """The output of the container's most recent health check (why it is not healthy)."""
+        info = self.inspect_container(ref) or {}
+        logs = ((info.get("State") or {}).get("Health") or {}).get("Log") or []
+        if not logs:
+            return None
+        last = logs[-1]
+        out = (last.get("Output") or "").strip().replace("\n", " | ")
+        return f"exit {last.get('ExitCode')}" + (f": {out[-300:]}" if out else "")
 
     def container_ip(self, ref: str, network: str) -> str | None:
         info = self.inspect_container(ref)

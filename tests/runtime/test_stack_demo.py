@@ -152,6 +152,14 @@ def test_rerunning_init_recreates_nothing(demo):
     assert {k: v["id"] for k, v in _containers(demo["instance"]).items()} == {k: v["id"] for k, v in before.items()}
 
 
+def test_dry_run_on_the_converged_stack_would_keep_everything(demo):
+    res = run_cli("init", "--demo", "--dry-run", "--json", "--gateway-port", str(demo["gateway"]),
+                  "--app-port-base", str(demo["apps"]), env=demo["env"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    changes = json.loads(res.stdout)["changes"]
+    assert changes and {c["action"] for c in changes} == {"keep"}
+
+
 def test_a_changed_plan_replaces_only_the_affected_service(in_demo):
     from appliance.catalog import load_catalog
     from appliance.runtime import stack as S
@@ -258,3 +266,29 @@ def test_down_purge_leaves_nothing_of_ours(demo):
         assert d.list_volumes(flt) == []
     res = run_cli("up", env=demo["env"])
     assert res.returncode == 2 and "appliance init" in res.stderr
+
+
+def test_dry_run_on_a_fresh_instance_lists_every_change_and_changes_nothing(tmp_path):
+    from appliance.runtime import labels as L
+    from appliance.runtime.docker_adapter import Docker
+
+    inst = f"t{uuid.uuid4().hex[:10]}"
+    data = tmp_path / "fresh"
+    res = run_cli("init", "--demo", "--dry-run", "--json", env={"APPLIANCE_INSTANCE": inst,
+                                                                  "APPLIANCE_DATA_DIR": str(data)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["dry_run"] is True and out["release"] is None
+    actions = {(c["action"], c["target"]) for c in out["changes"]}
+    assert ("create-network", f"appliance-{inst}-net") in actions
+    for svc in out["stack"]["services"]:
+        assert ("create", svc["name"]) in actions
+    assert any(a == "write-config" and t.endswith("routes.json") for a, t in actions)
+    assert any(a == "write-config" and t.endswith("knowledge-base/secrets/api_key") for a, t in actions)
+    assert [s["name"] for s in out["plan"]["services"]] == [s["name"] for s in out["stack"]["services"]
+                                                              if s["kind"] == "inference"]
+    with Docker() as d:
+        assert d.list_containers(L.instance_filter(inst)) == [] and d.list_networks(L.instance_filter(inst)) == []
+    assert not (data / "state.db").exists() and not (data / "gateway" / "routes.json").exists()
+    human = run_cli("init", "--demo", "--dry-run", env={"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data)})
+    assert "DRY RUN: nothing was changed" in human.stdout and "changes it would make" in human.stdout

@@ -83,9 +83,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # TCP_NODELAY: headers and body are two writes; avoid 40 ms stalls on keep-alive
 
-    def log_message(self, fmt, *args):  # one short line per request (not health probes), no bodies
-        if self.path == "/health":
+    def log_request(self, code="-", size="-"):  # successful health probes are not worth a line
+        if self.path == "/health" and str(code) == "200":
             return
+        super().log_request(code, size)
+
+    def log_message(self, fmt, *args):  # one short line per request, no bodies
         sys.stderr.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
 
     # ---- helpers -----------------------------------------------------------------------
