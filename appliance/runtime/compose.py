@@ -282,9 +282,9 @@ def _extra_services(plan: Plan, settings: Settings, inst: str) -> list[ServiceSp
     """Services other packages add to every stack (the training service).
 
     A package that wants a long-running service in the stack provides
-    ``appliance.training.stack.stack_services(plan, settings, instance) -> list[ServiceSpec]``.
+    ``appliance.train.stack.stack_services(plan, settings, instance) -> list[ServiceSpec]``.
     """
-    name = "appliance.training.stack"
+    name = "appliance.train.stack"
     try:
         if importlib.util.find_spec(name) is None:
             return []

@@ -367,15 +367,6 @@ class Docker:
                                  where=f"image {tag}", fix="re-run with --debug")
         return image_id
 
-    def load_images(self, data: IO[bytes]) -> list[str]:
-        """``docker load`` of a tar stream; returns the loaded tags/ids."""
-        loaded: list[str] = []
-        for chunk in self.client.api.load_image(data):
-            stream = chunk.get("stream", "") if isinstance(chunk, dict) else ""
-            if "Loaded image" in stream:
-                loaded.append(stream.split(":", 1)[1].strip())
-        return loaded
-
     def list_images(self, label_filters: list[str]) -> list[dict]:
         return [{"id": i["Id"], "tags": i.get("RepoTags") or [], "labels": i.get("Labels") or {},
                  "size": i.get("Size", 0)}
@@ -466,3 +457,55 @@ def tag_image(docker: Docker, image: str, ref: str) -> None:
 def docker_root_dir(docker: Docker) -> str:
     """Where the engine keeps images (for disk-space preflight)."""
     return str(docker.client.api.info().get("DockerRootDir") or "/var/lib/docker")
+
+
+# ---- image streams (bundles) --------------------------------------------------------------------
+# Module functions over a :class:`Docker`, used by the offline-bundle package: images move as
+# streams (docker save / docker load) so no image is ever held whole in memory.
+def docker_root_dir(docker: Docker) -> str:
+    """Where the engine keeps its data (for disk-space checks)."""
+    return str(docker.client.api.info().get("DockerRootDir") or "/var/lib/docker")
+
+
+def image_size_bytes(docker: Docker, ref: str) -> int:
+    return int(docker.client.api.inspect_image(ref).get("Size") or 0)
+
+
+def save_image_stream(docker: Docker, ref: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """``docker save REF`` as an iterator of byte chunks."""
+    try:
+        return docker.client.api.get_image(ref, chunk_size=chunk_size)
+    except docker._errors() as exc:
+        raise RuntimeFailure(f"cannot export {ref}: {_short(exc)}", where=f"image {ref}",
+                             fix="check that the image exists (docker image inspect)") from None
+
+
+def load_image_stream(docker: Docker, chunks) -> list[str]:
+    """``docker load`` from an iterator of byte chunks (sent chunked); returns what was loaded.
+
+    An error the engine reports in the load stream raises RuntimeFailure.
+    """
+    loaded: list[str] = []
+    try:
+        for item in docker.client.api.load_image(chunks):
+            if not isinstance(item, dict):
+                continue
+            if item.get("error") or item.get("errorDetail"):
+                detail = item.get("error") or (item.get("errorDetail") or {}).get("message", "")
+                raise RuntimeFailure(f"docker load failed: {str(detail)[:300]}", where="docker load",
+                                     fix="check the images in the bundle and the engine's disk space")
+            stream = item.get("stream", "")
+            if "Loaded image" in stream:
+                loaded.append(stream.split(":", 1)[1].strip())
+    except docker._errors() as exc:
+        raise RuntimeFailure(f"docker load failed: {_short(exc)}", where="docker load",
+                             fix="check the engine's disk space and log") from None
+    return loaded
+
+
+def tag_image(docker: Docker, image: str, ref: str) -> None:
+    """Tag ``image`` (id or ref) as ``ref`` (``repo:tag``)."""
+    repo, _, tag = ref.rpartition(":")
+    if not repo or "/" in tag:
+        repo, tag = ref, "latest"
+    docker.client.api.tag(image, repo, tag)
