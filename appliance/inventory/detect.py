@@ -161,17 +161,20 @@ class _NodeRun(threading.Thread):
 
 
 def detect(host: HostView | None = None, *, usage: bool = True, snapshot: str | Path | None = None,
-           root: str | Path | None = None, drivers: list | None = None) -> Inventory:
+           root: str | Path | None = None, drivers: list | None = None, node_facts: bool = True) -> Inventory:
     """Detect the node (live by default, from a snapshot directory, or a live host at ``root``).
 
-    ``drivers`` replaces the registry (tests of the orchestrator itself).
+    ``drivers`` replaces the registry (tests of the orchestrator itself). ``node_facts=False``
+    (``appliance status``, which reads node health itself) skips the node facts -- and with them
+    the ``docker version`` subprocess -- leaving ``inventory.node`` empty.
     """
     import chip_drivers
 
     if host is None:
         host = host_for(snapshot, root)
     node_run = _NodeRun(host, usage)
-    node_run.start()
+    if node_facts:
+        node_run.start()
     pci = scan_pci(host)
     warnings: list[str] = []
     # vendor id -> a started run, or a finished "no PCI functions" probe
@@ -206,7 +209,10 @@ def detect(host: HostView | None = None, *, usage: bool = True, snapshot: str | 
         probes.append(probe)
         if probe.error:
             warnings.append(f"{vendor} probe: {probe.error}")
-    node_run.join(30.0)
+    if node_facts:
+        node_run.join(30.0)
+    else:
+        node_run.node = Node()
     node = node_run.node
     if node is None:
         node = Node()
