@@ -50,16 +50,15 @@ class ContentStore:
                workers: int | None = None) -> int:
         """Copy ``blobs`` from the bundle into the store (hashing, atomic rename); returns bytes copied."""
         progress = progress or NullProgress()
-        todo = [b for b in blobs if not self.has(b)]
-        todo.sort(key=lambda b: -b.size)
+        todo = sorted((b for b in blobs if not self.has(b)), key=lambda b: -b.size)
         total = sum(b.size for b in todo)
+        if not todo:
+            return 0
         task = progress.task("stage", total)
-        self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(index.path, os.O_RDONLY)
         try:
             def one(blob: Blob) -> None:
-                member = index.blob_members[blob.digest]
-                self._copy_in(fd, member.offset_data, blob, task.advance)
+                self._copy_in(fd, index.blob_members[blob.digest].offset_data, blob, task.advance)
 
             with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
                 list(pool.map(one, todo))
@@ -69,38 +68,41 @@ class ContentStore:
         return total
 
     def _copy_in(self, src_fd: int, offset: int, blob: Blob, advance) -> None:
-        out_fd, tmp = tempfile.mkstemp(prefix=".in-", dir=self.root)
+        writer = self.writer(blob)
         try:
-            h = hashlib.sha256()
-            buf = bytearray(CHUNK_BYTES)
-            view = memoryview(buf)
-            pos, remaining = offset, blob.size
-            while remaining:
-                n = os.preadv(src_fd, [view[:min(CHUNK_BYTES, remaining)]], pos)
-                if n <= 0:
+            pos, end = offset, offset + blob.size
+            while pos < end:
+                chunk = os.pread(src_fd, min(CHUNK_BYTES, end - pos), pos)
+                if not chunk:
                     raise BundleError(f"unexpected end of the bundle while staging {blob.digest}",
                                       fix="copy the bundle again")
-                h.update(view[:n])
-                mv = view[:n]
-                while mv:
-                    written = os.write(out_fd, mv)
-                    mv = mv[written:]
-                pos += n
-                remaining -= n
-                advance(n)
-            if "sha256:" + h.hexdigest() != blob.digest:
-                raise BundleError(f"blob {blob.digest} changed between verification and staging",
-                                  fix="keep the bundle file unchanged during the upgrade and re-run it")
-            os.fsync(out_fd)
-            os.close(out_fd)
-            out_fd = -1
-            os.chmod(tmp, 0o444)  # read-only: release files may be hard links to it
-            os.replace(tmp, self.path(blob.digest))
+                writer.write(chunk)
+                pos += len(chunk)
+                advance(len(chunk))
+            writer.commit()
         finally:
-            if out_fd >= 0:
-                os.close(out_fd)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            writer.abort()
+
+    def writer(self, blob: Blob) -> "StoreWriter":
+        self.root.mkdir(parents=True, exist_ok=True)
+        return StoreWriter(self, blob)
+
+    def drop(self, digest: str) -> None:
+        """Remove a stored blob found corrupt (it is staged again from the next bundle that has it)."""
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            pass
+
+    def locator(self, index: BundleIndex | None):
+        """``digest -> (file, offset, size)``: from the bundle when it holds the blob, else from the store."""
+        def locate(digest: str) -> tuple[str, int, int]:
+            if index is not None and digest in index.blob_members:
+                m = index.blob_members[digest]
+                return str(index.path), m.offset_data, m.size
+            p = self.path(digest)
+            return str(p), 0, p.stat().st_size
+        return locate
 
     def materialize(self, blob_digest: str, target: Path, mode: int) -> None:
         """Place a stored blob at ``target``: a hard link (read-only, no copy) unless it must be executable."""
@@ -144,3 +146,42 @@ class ContentStore:
             except FileNotFoundError:
                 pass
         return freed
+
+
+class StoreWriter:
+    """Writes one blob into the store: a temp file, hashed as written, renamed into place only
+    when the digest matches (so a name in the store always means that content)."""
+
+    def __init__(self, store: ContentStore, blob: Blob):
+        self.blob = blob
+        self.target = store.path(blob.digest)
+        self.fd, self.tmp = tempfile.mkstemp(prefix=".in-", dir=store.root)
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(chunk)
+
+    def commit(self) -> None:
+        """Rename into place after checking size and digest. No fsync per blob: every use of a
+        stored blob hashes it again, and a corrupt one is dropped and staged anew."""
+        os.close(self.fd)
+        self.fd = -1
+        if self.size != self.blob.size or "sha256:" + self.hash.hexdigest() != self.blob.digest:
+            raise BundleError(f"blob {self.blob.digest} changed between verification and staging",
+                              fix="keep the bundle file unchanged during the upgrade and re-run it")
+        os.chmod(self.tmp, 0o444)  # read-only: release files may be hard links to it
+        os.replace(self.tmp, self.target)
+        self.tmp = None
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.tmp and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+        self.tmp = None

@@ -152,13 +152,18 @@ def _tar_header(name: str, size: int) -> bytes:
     return info.tobuf(format=tarfile.USTAR_FORMAT)
 
 
-def load_stream(images: list[Image], blob_path: Callable[[str], Path], *,
-                progress_advance=None, after_first_blob: Callable[[], None] | None = None) -> Iterator[bytes]:
-    """Yield a ``docker load``-able tar of ``images`` built from blobs found by ``blob_path``.
+def load_stream(images: list[Image], locate: Callable[[str], tuple[str, int, int]], *,
+                tee: Callable[[str], object | None] | None = None, progress_advance=None,
+                after_first_blob: Callable[[], None] | None = None,
+                on_mismatch: Callable[[str, str], None] | None = None) -> Iterator[bytes]:
+    """Yield a ``docker load``-able tar of ``images`` built from blobs.
 
-    Every blob is re-hashed on the way; a mismatch raises BundleError mid-stream, before the
-    manifest.json entry, so the engine tags nothing. ``after_first_blob`` is a hook for the
-    crash tests (fault injection while the engine is receiving data).
+    ``locate(digest)`` gives (file, offset, size) -- a range of the bundle or a content-store
+    file. ``tee(digest)`` may return a writer (``write``/``commit``/``abort``) that receives the
+    same bytes, so a layer read once from the bundle is both stored and loaded. Every blob is
+    re-hashed on the way; a mismatch raises BundleError mid-stream, before the manifest.json
+    entry, so the engine tags nothing (``on_mismatch`` lets the caller drop a bad stored copy).
+    ``after_first_blob`` is a hook for the crash tests.
     """
     seen: set[str] = set()
     order: list[str] = []
@@ -169,24 +174,41 @@ def load_stream(images: list[Image], blob_path: Callable[[str], Path], *,
                 order.append(digest)
     sent = 0
     for digest in order:
-        path = blob_path(digest)
-        size = os.path.getsize(path)
-        yield _tar_header(blob_member(digest), size)
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            while True:
-                chunk = fh.read(CHUNK_BYTES)
-                if not chunk:
-                    break
-                h.update(chunk)
-                if progress_advance:
-                    progress_advance(len(chunk))
-                yield chunk
-        if "sha256:" + h.hexdigest() != digest:
-            raise BundleError(f"blob {digest} changed on disk (sha256 mismatch) while loading images",
-                              where=str(path), fix="re-run the upgrade with an intact bundle")
+        path, offset, size = locate(digest)
+        writer = tee(digest) if tee else None
+        try:
+            yield _tar_header(blob_member(digest), size)
+            h = hashlib.sha256()
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(fd, offset, size, os.POSIX_FADV_SEQUENTIAL)
+                pos, end = offset, offset + size
+                while pos < end:
+                    chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
+                    if not chunk:
+                        raise BundleError(f"unexpected end of {path} while loading {digest}", where=str(path),
+                                          fix="re-run the upgrade with an intact bundle")
+                    h.update(chunk)
+                    if writer is not None:
+                        writer.write(chunk)
+                    pos += len(chunk)
+                    if progress_advance:
+                        progress_advance(len(chunk))
+                    yield chunk
+            finally:
+                os.close(fd)
+            if "sha256:" + h.hexdigest() != digest:
+                if on_mismatch:
+                    on_mismatch(digest, path)
+                raise BundleError(f"blob {digest} changed on disk (sha256 mismatch) while loading images",
+                                  where=str(path), fix="re-run the upgrade with an intact bundle")
+            if writer is not None:
+                writer.commit()
+                writer = None
+        finally:
+            if writer is not None:
+                writer.abort()
         pad = -size % tarfile.BLOCKSIZE
         if pad:
             yield b"\0" * pad

@@ -185,3 +185,70 @@ def _render_inspect(r) -> None:
         for g in r.files:
             t.add_row(g.kind, g.chip or "", str(g.files), _mb(g.size_bytes))
         c.print(t)
+
+
+def _say(quiet: bool):
+    if quiet:
+        return lambda msg: None
+    return lambda msg: click.echo(f"… {msg}", err=True)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    from appliance.errors import UsageError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs confirmation", where="--yes", fix="re-run with --yes (no terminal to ask on)")
+    if not click.confirm(question, default=False):
+        raise click.exceptions.Abort()
+
+
+def _render_upgrade(r) -> None:
+    if r.recovered:
+        click.echo(f"recovered first: {r.recovered.message}")
+    for s in r.steps:
+        click.echo(f"  {s.name:<10} {s.seconds:7.2f}s  {s.detail}")
+    for c in r.changes:
+        click.echo(f"  {c}")
+    for note in r.cleanup:
+        click.echo(f"  cleanup: {note}")
+    click.echo(f"{r.kind} {r.from_version or '(nothing)'} -> {r.to_version}: {r.message}")
+
+
+@click.command("upgrade")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--allow-downgrade", is_flag=True, help="apply an older (or the same) version on purpose")
+@click.option("--pubkey", type=click.Path(dir_okay=False, path_type=Path),
+              help="trust this key instead of the node's trusted keys")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, as_json: bool, quiet: bool) -> None:
+    """Apply an offline bundle: verify everything, then stage, load, provision, switch
+    blue/green and commit; any failure rolls back to the running release.
+
+    Exit 0 upgraded, 1 failed and rolled back, 2 refused (nothing changed), 3 preflight failed.
+    """
+    from appliance.bundle.apply import apply_bundle, preview
+
+    pv = preview(file, pubkey=pubkey, allow_downgrade=allow_downgrade)
+    _confirm(f"upgrade this node from {pv['from_version'] or '(nothing installed)'} to {pv['to_version']}?", yes)
+    with _progress(not (as_json or quiet)) as progress:
+        res = apply_bundle(file, allow_downgrade=allow_downgrade, pubkey=pubkey, progress=progress,
+                           say=_say(quiet or as_json))
+    emit(res, as_json, _render_upgrade)
+
+
+@click.command("rollback")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+def rollback(yes: bool, as_json: bool, quiet: bool) -> None:
+    """Return to the previous release (blue/green behind health gates, journaled)."""
+    from appliance.bundle.apply import rollback as do_rollback, rollback_target
+
+    cur, target = rollback_target()
+    _confirm(f"roll back from {cur} to {target}?", yes)
+    res = do_rollback(say=_say(quiet or as_json))
+    emit(res, as_json, _render_upgrade)

@@ -186,3 +186,95 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/bundle" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.docker)
+
+
+# ---- releases of a real (demo) stack --------------------------------------------------------------
+DEMO_BASE = "appliance/demo-engine:0.1.0"
+
+
+@pytest.fixture(scope="session")
+def release_images(docker_engine):
+    """Demo-engine images for releases 1.0.0 and 2.0.0: the runtime's demo engine plus one small
+    release layer each (so 2 differs from 1 by one layer and its config)."""
+    from appliance.runtime.images import ImageEnsurer
+
+    ImageEnsurer(docker_engine).ensure(DEMO_BASE, "demo/engine")
+    refs = {}
+    try:
+        for version in ("1.0.0", "2.0.0"):
+            ref = f"{REPO}/demo-engine:{version}"
+            ctx = _context({"release.txt": f"release {version}\n".encode() + _rand(version, 32 * 1024)},
+                           f"FROM {DEMO_BASE}\nCOPY release.txt /app/release.txt\n")
+            docker_engine.build_image(ctx, ref, {TEST_LABEL: LABEL_VALUE})
+            refs[version] = ref
+        yield refs
+    finally:
+        for ref in refs.values():
+            docker_engine.remove_image(ref)
+        remove_test_images(docker_engine)
+
+
+@pytest.fixture
+def release_kit(docker_engine, release_images):
+    """Build one more labelled release image (FROM the demo engine) and write release specs."""
+    def build_engine(version: str, files: dict[str, bytes], target: str) -> str:
+        ref = f"{REPO}/demo-engine:{version}"
+        name = next(iter(files))
+        ctx = _context(files, f"FROM {DEMO_BASE}\nCOPY {name} {target}\n")
+        docker_engine.build_image(ctx, ref, {TEST_LABEL: LABEL_VALUE})
+        return ref
+
+    return SimpleNamespace(build_engine=build_engine, write_spec=write_release_spec)
+
+
+def write_release_spec(directory: Path, version: str, image: str, upgrades_from: list[str]) -> Path:
+    """A bundle spec whose catalog is the shipped one with the demo engine served by ``image``.
+
+    The catalog requires the demo engine to keep its ``build`` (demo engines are local builds);
+    the release image is built FROM the runtime's demo engine and so carries the same content
+    hash label, which tells the runtime it is up to date: it runs the bundle's image as is
+    (the tests check the running containers' image ids against the bundle's).
+    """
+    import shutil
+
+    import yaml
+
+    from appliance.paths import images_dir
+
+    spec = write_spec(directory, version, [image], upgrades_from)
+    catalog = directory / "catalog"
+    shutil.copytree(images_dir() / "catalog", catalog)
+    engines_file = catalog / "engines.yaml"
+    data = yaml.safe_load(engines_file.read_text())
+    demo = data["engines"]["demo-engine"]
+    demo["images"] = [{**demo["images"][0], "image": image, "version": version}]
+    engines_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    raw = yaml.safe_load(spec.read_text())
+    raw["catalog"] = "catalog"
+    spec.write_text(yaml.safe_dump(raw))
+    return spec
+
+
+@pytest.fixture(scope="session")
+def release_bundles(release_images, keypair, other_keypair, tmp_path_factory):
+    """Full bundles of 1.0.0 and 2.0.0, a delta of 2.0.0 against 1.0.0, and small deltas used
+    to test the version policy: 0.9.0 (older) and 3.0.0 (upgrades only from 2.0.0)."""
+    from appliance.bundle.create import create_bundle
+
+    d = tmp_path_factory.mktemp("release-bundles")
+    key = Path(keypair.private_key)
+    one = write_release_spec(d / "s1", "1.0.0", release_images["1.0.0"], [])
+    two = write_release_spec(d / "s2", "2.0.0", release_images["2.0.0"], ["1.0.0"])
+    old = write_release_spec(d / "s09", "0.9.0", release_images["1.0.0"], [])
+    three = write_release_spec(d / "s3", "3.0.0", release_images["2.0.0"], ["2.0.0"])
+    out = SimpleNamespace(dir=d)
+    out.r1 = Path(create_bundle(one, d / "r1.bundle", key).file)
+    rep2 = create_bundle(two, d / "r2.bundle", key)
+    rep2d = create_bundle(two, d / "r2-delta.bundle", key, base=out.r1)
+    out.r2, out.r2_delta = Path(rep2.file), Path(rep2d.file)
+    out.reports = {"r2": rep2, "r2_delta": rep2d}
+    out.r09 = Path(create_bundle(old, d / "r09.bundle", key, base=out.r1).file)
+    out.r3 = Path(create_bundle(three, d / "r3.bundle", key, base=out.r1).file)
+    out.r2_untrusted = Path(create_bundle(two, d / "r2-untrusted.bundle", Path(other_keypair.private_key),
+                                          base=out.r1).file)
+    return out
