@@ -1,0 +1,149 @@
+"""`appliance status` against the REAL demo stack on the Docker engine (issue 6's Must-show).
+
+One demo stack for the module (`appliance init --demo --yes` under a unique instance, data
+directory and free ports), driven through the CLI as an admin would; everything with the
+instance label is removed afterwards. Order matters and is kept by pytest's file order:
+healthy -> one service stopped -> Docker unreachable -> `appliance up` -> healthy again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_block(count: int) -> int:
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count > 65000:
+            continue
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free port block")
+
+
+class Stack:
+    def __init__(self, root: Path):
+        self.instance = f"st{uuid.uuid4().hex[:10]}"
+        base = _free_block(4)
+        self.gateway_port = base
+        self.env = {**os.environ, "APPLIANCE_INSTANCE": self.instance, "APPLIANCE_DATA_DIR": str(root / "data"),
+                    "APPLIANCE_GATEWAY_PORT": str(base), "APPLIANCE_APP_PORT_BASE": str(base + 1)}
+        self.env.pop("DOCKER_HOST", None)
+
+    def cli(self, *args: str, env: dict | None = None, timeout_s: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, timeout=timeout_s, cwd=str(REPO))
+
+    def status_json(self, **kw) -> tuple[int, dict]:
+        res = self.cli("status", "--json", **kw)
+        return res.returncode, json.loads(res.stdout)
+
+    def container(self, service: str) -> str:
+        out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=appliance.instance={self.instance}",
+                              "--filter", f"label=appliance.service={service}"], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert len(out) == 1, out
+        return out[0]
+
+    def purge(self) -> None:
+        self.cli("down", "--purge", "--yes", timeout_s=300)
+        label = f"label=appliance.instance={self.instance}"
+        for ls, rm in ((["container", "ls", "-aq"], ["rm", "-f"]), (["volume", "ls", "-q"], ["volume", "rm", "-f"]),
+                       (["network", "ls", "-q"], ["network", "rm"])):
+            ids = subprocess.run(["docker", *ls, "--filter", label], capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", *rm, *ids], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    st = Stack(tmp_path_factory.mktemp("status-stack"))
+    try:
+        res = st.cli("init", "--demo", "--yes", "--quiet")
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+        yield st
+    finally:
+        st.purge()
+        left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=appliance.instance={st.instance}"],
+                              capture_output=True, text=True).stdout.split()
+        assert left == []
+
+
+def test_demo_stack_healthy_exit_0(stack):
+    code, r = stack.status_json()
+    assert code == 0 and (r["status"], r["healthy"], r["exit_code"]) == ("healthy", True, 0), r["problems"]
+    assert len(r["services"]) >= 6
+    assert all(s["state"] == "running" and s["health"] == "healthy" and s["ok"] for s in r["services"])
+    assert all(s["restarts"] == 0 and s["uptime_s"] is not None and s["image"] for s in r["services"])
+    assert [p for p in r["problems"] if p["severity"] == "error"] == []
+    assert r["release"]["id"] >= 1 and r["release"]["demo"] is True
+    assert r["endpoints"]["gateway"] == f"http://127.0.0.1:{stack.gateway_port}/v1"
+    assert set(r["endpoints"]["apps"]) == {"code-assistant", "customer-service", "knowledge-base"}
+    assert {m["name"] for m in r["models"]} >= {"demo-chat", "demo-embed"} and all(m["ready"] for m in r["models"])
+    assert r["node"]["docker"]["reachable"] is True and r["node"]["docker"]["version"]
+    # cheap: /version + /_ping + ONE list call; nothing inspected on a healthy stack
+    assert (r["collect"]["docker_api_calls"], r["collect"]["docker_inspects"]) == (3, 0)
+    human = stack.cli("status")
+    assert human.returncode == 0 and "HEALTHY" in human.stdout and "gateway" in human.stdout
+
+
+def test_stopped_service_degraded_exit_1_named_with_fix(stack):
+    subprocess.run(["docker", "stop", "-t", "2", stack.container("llm-demo-chat")], check=True, capture_output=True)
+    code, r = stack.status_json()
+    assert code == 1 and (r["status"], r["healthy"]) == ("degraded", False)
+    svc = next(s for s in r["services"] if s["name"] == "llm-demo-chat")
+    assert svc["state"] == "exited" and svc["ok"] is False and svc["exit_code"] is not None
+    prob = next(p for p in r["problems"] if p["subject"] == "llm-demo-chat")
+    assert prob["code"] == "service_stopped" and prob["severity"] == "error"
+    assert "appliance up" in prob["fix"] and "appliance logs llm-demo-chat" in prob["fix"]
+    assert next(m for m in r["models"] if m["name"] == "demo-chat")["ready"] is False
+    assert r["collect"]["docker_inspects"] == 1 and r["collect"]["docker_api_calls"] == 4
+    human = stack.cli("status")
+    assert human.returncode == 1
+    assert "llm-demo-chat" in human.stdout and "appliance up" in human.stdout
+    assert "degraded" in human.stdout.strip().splitlines()[-1]
+
+
+def test_docker_unreachable_one_line_exit_2(stack):
+    res = stack.cli("status", env={"DOCKER_HOST": "unix:///nonexistent"})
+    assert res.returncode == 2
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: docker: cannot reach the Docker engine at unix:///nonexistent")
+    assert "(fix: " in lines[0]
+    code, r = stack.status_json(env={"DOCKER_HOST": "unix:///nonexistent"})
+    assert code == 2 and r["status"] == "unknown" and r["healthy"] is False
+    assert r["node"]["docker"]["reachable"] is False
+    assert all(s["state"] == "unknown" for s in r["services"]) and r["release"] is not None
+
+
+def test_fix_hint_works_healthy_again(stack):
+    res = stack.cli("up", "--quiet")
+    assert res.returncode == 0, res.stderr
+    code, r = stack.status_json()
+    assert code == 0 and r["status"] == "healthy", r["problems"]
