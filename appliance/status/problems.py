@@ -60,8 +60,9 @@ def service_problems(services: list[ServiceStatus], facts: dict[str, dict], *, d
                                message=f"fails its health check{detail}",
                                fix=f"see {_logs(s.name)}; the node agent restarts it after repeated failures"))
         elif s.state == "running" and s.health == "starting":
+            again = f"restarted {s.restarts} time(s); " if s.restarts else ""
             out.append(Problem(severity="warning", code="service_starting", subject=s.name,
-                               message="is starting (not healthy yet)",
+                               message=f"{again}is starting (not healthy yet)",
                                fix=f"wait; if it stays so, see {_logs(s.name)}"))
         elif s.state == "running" and s.restarts:
             out.append(Problem(severity="warning", code="service_restarted", subject=s.name,
