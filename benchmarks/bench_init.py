@@ -1,0 +1,214 @@
+"""`appliance init --demo`: time by phase, the tool's own overhead, and the idle agent's cost.
+
+Runs against the real Docker engine with throw-away instances (unique names, data dirs and
+host ports; purged at the end), as whole processes (``appliance init --demo --yes --json``):
+
+1. **cold**: a copy of the shipped resources whose local images get names of their own, so
+   every service image is built (the shared ``appliance/*`` tags other stacks use are never
+   touched); the Python base image is timed separately (built under a throw-away tag);
+2. **warm**: a new instance with every image present (a fresh install after images were
+   built or loaded from a bundle);
+3. **converged**: ``init`` again on the warm instance (must change nothing).
+
+For each: wall time of the process, every phase (detect, preflight, plan, provision, images,
+start, health), and the tool's own overhead = wall time - time spent waiting for containers
+to become healthy. Then the node agent runs idle on the warm instance for ``--seconds``
+(default 60) and its RSS and CPU are sampled with psutil (plus the Docker daemon's CPU over
+the same minute: the price of the containers' health checks).
+
+Usage: python3 benchmarks/bench_init.py [--seconds 60] [--interval 15] [--skip-cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port_block(count: int) -> int:
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        ok = base + count < 65000
+        for p in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return base
+    raise SystemExit("no free ports")
+
+
+def run_init(env: dict, *extra: str) -> tuple[float, dict]:
+    gw = free_port_block(1)
+    apps = free_port_block(3)
+    t = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "appliance", "init", "--demo", "--yes", "--json", "--quiet",
+                          "--gateway-port", str(env.get("BENCH_GW", gw)),
+                          "--app-port-base", str(env.get("BENCH_APPS", apps)), *extra],
+                         capture_output=True, text=True, env={**os.environ, **env}, cwd=str(REPO))
+    wall = time.monotonic() - t
+    if res.returncode != 0:
+        raise SystemExit(f"init failed ({res.returncode}): {res.stderr[-2000:]}")
+    return wall, json.loads(res.stdout)
+
+
+def report(name: str, wall: float, result: dict) -> None:
+    phases = {p["name"]: p for p in result["phases"]}
+    waiting = sum(p["waiting_s"] for p in result["phases"])
+    changed = [c for c in result["changes"] if c["action"] != "keep"]
+    cells = "  ".join(f"{n} {phases[n]['seconds']:.2f}" for n in
+                      ("detect", "preflight", "plan", "provision", "images", "start", "health") if n in phases)
+    print(f"{name:<10} wall {wall:6.2f}s | {cells} | waiting for health {waiting:.2f}s | "
+          f"tool overhead {wall - waiting:.2f}s | {len(changed)} change(s)")
+
+
+def purge(inst: str) -> None:
+    from appliance.runtime import labels as L
+    from appliance.runtime.docker_adapter import Docker
+
+    with Docker() as d:
+        for c in d.list_containers(L.instance_filter(inst)):
+            d.remove(c.id, force=True)
+        for n in d.list_networks(L.instance_filter(inst)):
+            d.remove_network(n["id"])
+        for v in d.list_volumes(L.instance_filter(inst)):
+            d.remove_volume(v["name"])
+
+
+def bench_pyrt() -> None:
+    from appliance.runtime import pyrt
+    from appliance.runtime.docker_adapter import Docker
+
+    tag = f"appliance/pyrt-bench:{uuid.uuid4().hex[:8]}"
+    with Docker() as d, tempfile.TemporaryFile() as fh:
+        t = time.monotonic()
+        summary = pyrt.write_context(fh)
+        staged = time.monotonic() - t
+        fh.seek(0)
+        os.environ["APPLIANCE_BUILD_NOCACHE"] = "1"
+        try:
+            d.build_image(fh, tag, {"appliance.managed": "true"})
+        finally:
+            os.environ.pop("APPLIANCE_BUILD_NOCACHE")
+        total = time.monotonic() - t
+        size = d.client.api.inspect_image(tag)["Size"]
+        d.remove_image(tag)
+    print(f"pyrt base  {total:.2f}s to build ({staged:.2f}s writing the context: {summary['files']} files, "
+          f"{summary['bytes'] / 1e6:.0f} MB), image {size / 1e6:.0f} MB")
+
+
+def cold_resources(tmp: Path, tag: str) -> Path:
+    root = tmp / "resources"
+    shutil.copytree(REPO / "images", root / "images", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (root / "playbooks").mkdir()
+    for yaml in (root / "images" / "catalog").glob("*.yaml"):
+        text = yaml.read_text()
+        for name in ("demo-engine", "gateway", "app-customer-service", "app-knowledge-base", "app-code-assistant"):
+            text = text.replace(f"appliance/{name}:0.1.0", f"appliance/bench-{tag}-{name}:0.1.0")
+        yaml.write_text(text)
+    return root
+
+
+def idle_agent(env: dict, seconds: float, interval: float) -> None:
+    import psutil
+
+    def daemon_cpu() -> float:
+        total = 0.0
+        for p in psutil.process_iter(["name"]):
+            if p.info["name"] in ("dockerd", "containerd") or (p.info["name"] or "").startswith("containerd-shim"):
+                try:
+                    c = p.cpu_times()
+                    total += c.user + c.system
+                except psutil.Error:
+                    pass
+        return total
+
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "agent", "--interval", str(interval),
+                             "--metrics-port", str(free_port_block(1))],
+                            env={**os.environ, **env}, cwd=str(REPO), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        p = psutil.Process(proc.pid)
+        time.sleep(5)  # startup (imports, first pass) is not "idle"
+        c0, d0, t0 = p.cpu_times(), daemon_cpu(), time.monotonic()
+        rss = []
+        while time.monotonic() - t0 < seconds:
+            rss.append(p.memory_info().rss)
+            time.sleep(1)
+        c1, d1, elapsed = p.cpu_times(), daemon_cpu(), time.monotonic() - t0
+        with_health = subprocess.run(["docker", "ps", "-q", "--filter", "health=healthy"], capture_output=True,
+                                     text=True).stdout.split()
+        cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
+        print(f"agent idle {elapsed:.0f}s at --interval {interval:g}: RSS {max(rss) / 2**20:.1f} MiB max "
+              f"({min(rss) / 2**20:.1f} min), CPU {cpu_s:.2f}s = {100 * cpu_s / elapsed:.2f}% of one core; "
+              f"Docker daemons meanwhile {d1 - d0:.2f}s CPU ({100 * (d1 - d0) / elapsed:.2f}%, "
+              f"mostly health checks of the {len(with_health)} healthy containers on this engine, "
+              f"not all ours)")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="idle agent sampling time")
+    ap.add_argument("--interval", type=float, default=15.0, help="agent reconcile interval")
+    ap.add_argument("--skip-cold", action="store_true", help="skip the cold (image build) run")
+    args = ap.parse_args()
+
+    tag = uuid.uuid4().hex[:6]
+    instances: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-init-"))
+    cold_images: list[str] = []
+    try:
+        print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}")
+        if not args.skip_cold:
+            bench_pyrt()
+            inst = f"bench{tag}c"
+            instances.append(inst)
+            res_root = cold_resources(tmp, tag)
+            wall, result = run_init({"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(tmp / "cold"),
+                                     "APPLIANCE_RESOURCES": str(res_root), "APPLIANCE_BUILD_NOCACHE": "1"})
+            cold_images = sorted({s["image"] for s in result["stack"]["services"]})
+            report("cold", wall, result)
+            purge(inst)
+        inst = f"bench{tag}w"
+        instances.append(inst)
+        env = {"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(tmp / "warm"),
+               "BENCH_GW": str(free_port_block(1)), "BENCH_APPS": str(free_port_block(3))}
+        wall, result = run_init(env)
+        report("warm", wall, result)
+        wall, result = run_init(env)
+        report("converged", wall, result)
+        idle_agent(env, args.seconds, args.interval)
+    finally:
+        for inst in instances:
+            purge(inst)
+        if cold_images:
+            from appliance.runtime.docker_adapter import Docker
+
+            with Docker() as d:
+                for image in cold_images:
+                    if "/bench-" in image:
+                        d.remove_image(image)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
