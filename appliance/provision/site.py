@@ -28,7 +28,7 @@ LOCAL_HOST = "localhost"
 
 
 def chip_table() -> list[dict]:
-    """Rows for the ``appliance_chip_facts`` module, from the one chip driver registry."""
+    """Rows for the ``appliance_host_facts`` module, from the one chip driver registry."""
     from chip_drivers import DRIVERS
 
     rows = []

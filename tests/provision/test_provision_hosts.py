@@ -129,7 +129,7 @@ def test_fact_agrees_with_python_detection():
     from appliance.provision.site import chip_table, chips_of
     from provsupport import NODES
 
-    spec = importlib.util.spec_from_file_location("chip_facts", playbooks_dir() / "library/appliance_chip_facts.py")
+    spec = importlib.util.spec_from_file_location("host_facts", playbooks_dir() / "library/appliance_host_facts.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     names = sorted(p.name for p in NODES.iterdir() if (p / "root").is_dir()) + ["h200-1gpu"]

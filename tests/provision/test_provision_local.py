@@ -3,11 +3,16 @@
 One module-scoped sequence (Ansible runs are slow on a small shared machine): check mode on a
 fresh root, a first real run, then a second run through the CLI. Assertions are split into
 tests but share those three runs.
+
+The check-mode run has system-wide changes switched ON (users, groups, sysctl, systemctl):
+check mode must change nothing anyway, neither under the root nor on the machine.
 """
 
 from __future__ import annotations
 
+import grp
 import json
+import pwd
 from pathlib import Path
 
 import pytest
@@ -35,12 +40,25 @@ def runs(tmp_path_factory):
     write(root, "/etc/unrelated.conf", "keep me\n")
     with data_dir_env(base / "data"):
         before = tree_state(root)
-        check = provision(root=root, check=True)
+        accounts_before = _accounts()
+        check = provision(root=root, check=True, manage_system=True)
+        accounts_after = _accounts()
         after_check = tree_state(root)
         first = provision(root=root)
         cli = run_cli("provision", "--root", str(root), "--json")
     return {"root": root, "before": before, "check": check, "after_check": after_check,
-            "first": first, "cli": cli, "data": base / "data"}
+            "accounts": (accounts_before, accounts_after), "first": first, "cli": cli, "data": base / "data"}
+
+
+def _accounts() -> tuple[bool, bool]:
+    """Whether the appliance user and group exist on this machine."""
+    def exists(fn, name):
+        try:
+            fn(name)
+            return True
+        except KeyError:
+            return False
+    return exists(pwd.getpwnam, "appliance"), exists(grp.getgrnam, "appliance")
 
 
 def test_check_mode_reports_changes_but_changes_nothing(runs):
@@ -49,6 +67,11 @@ def test_check_mode_reports_changes_but_changes_nothing(runs):
     assert check.check is True
     assert check.changed > 0                      # it says what it would change ...
     assert runs["after_check"] == runs["before"]  # ... and the root is byte for byte the same
+    before, after = runs["accounts"]
+    assert after == before                        # ... and no user or group appeared on the machine
+    tasks = {t.task: t.status for t in check.tasks}
+    if before == (False, False):                  # the system tasks were selected (would create)
+        assert tasks["base | appliance group"] == "changed" and tasks["base | appliance user"] == "changed"
     merge = next(t for t in check.tasks if t.task.startswith("docker | merge daemon.json"))
     assert merge.status == "changed"
     assert merge.diff and '+  "live-restore": true' in merge.diff

@@ -140,3 +140,17 @@ def test_provision_and_preflight_help_do_not_import_ansible_runner():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "--check" in res.stdout and "--images-mib" in res.stdout
     assert "HEAVY []" in res.stdout
+
+
+def test_every_playbook_file_ships_in_the_wheel():
+    """pyproject's data-files globs (not recursive) must cover every file under playbooks/."""
+    import glob
+    import tomllib
+
+    from provsupport import REPO
+
+    data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = {f for target, patterns in data_files.items() if target.startswith("share/appliance/playbooks")
+               for pattern in patterns for f in glob.glob(str(REPO / pattern))}
+    files = {str(p) for p in (REPO / "playbooks").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert files and files <= shipped, sorted(files - shipped)

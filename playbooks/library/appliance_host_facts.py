@@ -1,11 +1,14 @@
 #!/usr/bin/python
-"""Ansible module: which accelerator chip roles a host needs, from PCI sysfs under a root.
+"""Ansible module: host facts the playbooks need: chip roles (PCI sysfs) and systemd, under a root.
 
 Why a module and not a shell pipeline: it runs the same on every managed host (Ansible copies
 it there, no appliance install needed), reads only files (so a node snapshot's ``root/`` works
 as a fake host), and takes its vendor/class table from the appliance's chip driver registry
 (passed in as ``table``), so the playbooks never keep a second copy of the PCI ids. This is
 the DeepOps ``gpus.fact`` / ascend-deployer ``npu_info`` idea, for every vendor at once.
+
+``systemd`` is sd_booted(): ``<root>/run/systemd/system`` exists. Without it (a container, a
+non-systemd init) the roles do not call systemctl and say what to start by hand.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
-module: appliance_chip_facts
-short_description: Accelerator chip roles present on a host (PCI sysfs scan under a root)
+module: appliance_host_facts
+short_description: Accelerator chip roles (PCI sysfs scan) and systemd presence under a root
 options:
   root: {type: str, default: /, description: filesystem root to read sys/bus/pci/devices under}
   table:
@@ -69,8 +72,10 @@ def main() -> None:
                        "table": {"type": "list", "elements": "dict", "default": []}},
         supports_check_mode=True,
     )
-    chips, counts = scan(module.params["root"], module.params["table"])
-    module.exit_json(changed=False, chips=chips, device_counts=counts)
+    root = module.params["root"]
+    chips, counts = scan(root, module.params["table"])
+    systemd = os.path.isdir(os.path.join(root, "run/systemd/system"))
+    module.exit_json(changed=False, chips=chips, device_counts=counts, systemd=systemd)
 
 
 if __name__ == "__main__":
