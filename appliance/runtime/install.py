@@ -74,6 +74,10 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
          settings: Settings | None = None, progress: Progress | None = None, docker=None,
          create_only: bool = False) -> InitResult:
     """Install (or converge) the whole stack. Raises an ApplianceError on failure."""
+    if bundle and not dry_run:  # the bundle's verified, journaled path (appliance.bundle.apply)
+        from appliance.bundle.apply import init_from_bundle
+        return init_from_bundle(bundle, models=models, demo=demo, profile=profile, snapshot=snapshot,
+                                settings=settings, progress=progress)
     from appliance.catalog import load_catalog
     from appliance.inventory.detect import detect
     from appliance.planner import plan as make_plan
@@ -86,6 +90,17 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
         raise UsageError("--snapshot plans for another node, whose devices this machine does not have",
                          where="--snapshot", fix="add --dry-run (print the changes) or --create-only")
     say = progress or (lambda msg: None)
+    if bundle:
+        # a first install from a bundle takes the same verified, journaled path as an upgrade
+        from_bundle = _optional("appliance.bundle.apply", "init_from_bundle")
+        if from_bundle is None:
+            raise RuntimeFailure("offline bundles are not supported by this installation", where="--bundle",
+                                 fix="install a build of appliance with bundle support")
+        if dry_run or create_only:
+            raise UsageError("--bundle cannot be combined with --dry-run or --create-only", where="--bundle",
+                             fix="check a bundle with `appliance bundle verify FILE` / `bundle inspect FILE`")
+        return from_bundle(bundle, models=models, demo=demo, profile=profile, snapshot=snapshot,
+                           settings=settings, progress=say)
     phases: list[PhaseTiming] = []
     warnings: list[str] = []
     inst = L.instance()
@@ -117,17 +132,6 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
     else:
         detail = _provision(inventory, plan, demo=demo, dry_run=dry_run, warnings=warnings, progress=say)
     phase("provision", t, detail=detail)
-
-    if bundle:
-        load = _optional("appliance.bundle.apply", "load_bundle_images")
-        if load is None:
-            raise RuntimeFailure("offline bundles are not supported by this installation", where="--bundle",
-                                 fix="install a build of appliance with bundle support")
-        t = time.monotonic()
-        say(f"loading images from {bundle}")
-        if not dry_run:
-            load(bundle)
-        phase("bundle", t)
 
     if docker is None:
         from appliance.errors import DockerUnavailable
