@@ -45,7 +45,7 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
     rejected: list[Rejected] = []
     if demo:
         order = {r: i for i, r in enumerate(["chat", "completion", "embedding", "rerank"])}
-        requested = sorted((m for m, spec in cat.models.items() if spec.demo),
+        requested = sorted((m for m, spec in cat.models.items() if spec.demo and spec.default),
                            key=lambda m: (order[cat.models[m].role], m))
         notes.append(f"default set (demo): {', '.join(requested)} on the demo engine")
         return requested, _pack(requested, cands, by_key, cat), rejected, notes
