@@ -73,6 +73,12 @@ class DiskCheck(BaseModel):
     ok: bool
 
 
+class ChangeRow(BaseModel):
+    action: str
+    target: str
+    detail: str = ""
+
+
 class UpgradeResult(BaseModel):
     ok: bool
     kind: str
@@ -85,7 +91,7 @@ class UpgradeResult(BaseModel):
     staged_bytes: int = 0
     reused_bytes: int = 0
     loaded_images: list[str] = Field(default_factory=list)
-    changes: list[str] = Field(default_factory=list)
+    changes: list[ChangeRow] = Field(default_factory=list)
     disk: DiskCheck | None = None
     recovered: RecoveryResult | None = None
     cleanup: list[str] = Field(default_factory=list)
@@ -317,8 +323,7 @@ def _run_steps(op: J.Op, opened: OpenedBundle, current, result: UpgradeResult, s
     release_id, applied = R.apply_stack(stack, plan, docker=docker, store=store, version=manifest.version,
                                         source=f"bundle {manifest.version}", say=switch_progress)
     result.release = release_id
-    result.changes = [f"{c.action} {c.target}" + (f" ({c.detail})" if c.detail else "")
-                      for c in applied.changes if c.action != "keep"]
+    result.changes = _changes(applied)
     steps.append(StepTiming(name="switch", seconds=round(time.monotonic() - t, 3),
                             detail=f"{len(applied.replaced)} replaced, {len(applied.created)} created, "
                                    f"{len(applied.kept)} kept"))
@@ -328,6 +333,11 @@ def _run_steps(op: J.Op, opened: OpenedBundle, current, result: UpgradeResult, s
     with store.transaction():
         J.finish(store, op, J.DONE)
         _fault("done")
+
+
+def _changes(applied) -> list[ChangeRow]:
+    return [ChangeRow(action=c.action, target=c.target, detail=c.detail or "") for c in applied.changes
+            if c.action != "keep"]
 
 
 def _image_bytes(manifest: Manifest) -> int:
@@ -460,7 +470,7 @@ def rollback(*, progress: Progress | None = None, say: Say | None = None,
             release_id, applied = R.apply_stack(target.stack, target.plan, docker=docker, store=store,
                                                 version=target.version, source=f"rollback to {target.id}", say=say)
             result.release = release_id
-            result.changes = [f"{c.action} {c.target}" for c in applied.changes if c.action != "keep"]
+            result.changes = _changes(applied)
             J.set_step(store, op, "commit", to_release=release_id)
             _fault("commit")
             J.finish(store, op, J.DONE)
@@ -557,3 +567,32 @@ def load_bundle_images(path: str | Path, *, pubkey: Path | None = None, progress
         return refs
     finally:
         docker.close()
+
+
+def init_from_bundle(bundle: str | Path, *, models: list[str] | None = None, demo: bool = False,
+                     profile: str = "default", snapshot: str | None = None, settings=None,
+                     progress: Say | None = None, pubkey: Path | None = None):
+    """``appliance init --bundle FILE``: the same verified, journaled path as an upgrade.
+
+    On a node with nothing installed this is a first install planned with the bundle's
+    catalog for the given request; on an installed node it is an upgrade (the running
+    release's request and settings are kept). Returns the runtime's InitResult.
+    """
+    from appliance.runtime import stack as S
+    from appliance.runtime.install import next_steps
+    from appliance.runtime.models import Change, InitResult, PhaseTiming
+
+    res = apply_bundle(bundle, pubkey=pubkey, say=progress, request={"models": models, "profile": profile,
+                                                                    "demo": demo},
+                       settings=settings, snapshot=snapshot)
+    release = S.current_release()
+    stack = release.stack
+    endpoints = {s.name: s.endpoint() for s in stack.services if s.endpoint()}
+    if "gateway" in endpoints:
+        endpoints["gateway"] = endpoints["gateway"] + "/v1"
+    warnings = [f"recovered first: {res.recovered.message}"] if res.recovered else []
+    return InitResult(ok=True, instance=res.instance, release=res.release, previous_release=res.previous_release,
+                      plan=release.plan, stack=stack,
+                      changes=[Change(action=c.action, target=c.target, detail=c.detail) for c in res.changes],
+                      phases=[PhaseTiming(name=s.name, seconds=s.seconds, detail=s.detail) for s in res.steps],
+                      endpoints=endpoints, warnings=warnings + res.cleanup, next_steps=next_steps(stack, endpoints))

@@ -107,6 +107,8 @@ def provision_release(release_dir: Path, inventory, plan, *, demo: bool, say: Sa
         kwargs["playbooks_dir"] = release_dir / "playbooks"
     say("provisioning the host for the new release")
     report = site.provision(**kwargs)
+    if hasattr(report, "raise_for_failure"):
+        report.raise_for_failure()
     if getattr(report, "ok", True) is False:
         raise BundleError(f"provisioning failed: {getattr(report, 'summary', '') or 'see the run artifacts'}",
                           where="provision", fix="fix the failing task (appliance provision shows it) and re-run")

@@ -210,7 +210,7 @@ def _render_upgrade(r) -> None:
     for s in r.steps:
         click.echo(f"  {s.name:<10} {s.seconds:7.2f}s  {s.detail}")
     for c in r.changes:
-        click.echo(f"  {c}")
+        click.echo(f"  {c.action:<10} {c.target}" + (f"  ({c.detail})" if c.detail else ""))
     for note in r.cleanup:
         click.echo(f"  cleanup: {note}")
     click.echo(f"{r.kind} {r.from_version or '(nothing)'} -> {r.to_version}: {r.message}")

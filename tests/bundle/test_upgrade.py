@@ -67,15 +67,6 @@ def _purge(inst: str) -> None:
             d.remove_volume(v["name"])
 
 
-INSTALL = """
-import json, sys
-from appliance.bundle.apply import apply_bundle
-from appliance.runtime.models import Settings
-r = apply_bundle(sys.argv[1], request={"models": None, "profile": "default", "demo": True},
-                 settings=Settings(gateway_port=int(sys.argv[2]), app_port_base=int(sys.argv[3])))
-print(r.model_dump_json())
-"""
-
 RECOVER = """
 from appliance.bundle.apply import recover
 r = recover()
@@ -94,9 +85,12 @@ def node(release_bundles, release_images, keypair, docker_engine, tmp_path_facto
                         env={"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data),
                              "APPLIANCE_BUNDLE_PUBKEYS": keypair.public_key})
     try:
-        res = _run([sys.executable, "-c", INSTALL, str(release_bundles.r1), str(gw), str(apps)], n.env)
+        # first install through `appliance init --bundle` (the same verified, journaled path)
+        res = cli(n, "init", "--bundle", str(release_bundles.r1), "--demo", "--yes", "--json", "--gateway-port",
+                  str(gw), "--app-port-base", str(apps), "--health-timeout", "30")
         assert res.returncode == 0, res.stderr[-3000:]
         n.install = json.loads(res.stdout)
+        assert n.install["ok"] and n.install["release"] == 1
         yield n
     finally:
         _purge(inst)
@@ -233,8 +227,8 @@ def test_refused_with_one_line_and_nothing_changed(node, tamper, tmp_path, case)
 
 def test_delta_needs_its_base_on_the_node(node, tmp_path):
     fresh = {"APPLIANCE_DATA_DIR": str(tmp_path / "fresh"), "APPLIANCE_INSTANCE": f"tf{uuid.uuid4().hex[:8]}"}
-    res = _run([sys.executable, "-c", INSTALL, str(node.bundles.r2_delta), "1", "2"], {**node.env, **fresh})
-    assert res.returncode != 0
+    res = cli(node, "init", "--bundle", str(node.bundles.r2_delta), "--demo", "--yes", extra_env=fresh)
+    assert res.returncode == 2, res.stderr
     assert "blob(s) it leaves out are not on this node" in res.stderr
     assert not (tmp_path / "fresh" / "blobs").exists() and not (tmp_path / "fresh" / "releases").exists()
 
