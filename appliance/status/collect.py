@@ -76,7 +76,7 @@ def collect_status(*, snapshot: str | Path | None = None, instance: str | None =
     or roll back an upgrade a crash interrupted (see :func:`appliance.bundle.apply.recover`).
     """
     from appliance import __version__
-    from appliance.paths import data_dir, state_path
+    from appliance.paths import state_path
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import docker_host
 
@@ -118,7 +118,7 @@ def collect_status(*, snapshot: str | Path | None = None, instance: str | None =
     if any(a.backend != "cpu" for a in accs):
         from appliance.catalog import compat_for
     problems.extend(P.accelerator_problems(accs, plan=plan, used_vendors=used_vendors, compat_for=compat_for))
-    if stack is not None and inventory is not None:
+    if stack is not None and inventory is not None and used_vendors:
         problems.extend(_device_problems(stack, inventory))
 
     services = report.services
