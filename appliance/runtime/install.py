@@ -74,21 +74,13 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
          settings: Settings | None = None, progress: Progress | None = None, docker=None,
          create_only: bool = False) -> InitResult:
     """Install (or converge) the whole stack. Raises an ApplianceError on failure."""
-    if bundle and not dry_run:  # the bundle's verified, journaled path (appliance.bundle.apply)
-        from appliance.bundle.apply import init_from_bundle
-        return init_from_bundle(bundle, models=models, demo=demo, profile=profile, snapshot=snapshot,
-                                settings=settings, progress=progress)
     from appliance.catalog import load_catalog
+    from appliance.errors import UsageError
     from appliance.inventory.detect import detect
     from appliance.planner import plan as make_plan
     from appliance.runtime import stack as S
     from appliance.runtime.compose import compose
 
-    from appliance.errors import UsageError
-
-    if snapshot and not (dry_run or create_only):
-        raise UsageError("--snapshot plans for another node, whose devices this machine does not have",
-                         where="--snapshot", fix="add --dry-run (print the changes) or --create-only")
     say = progress or (lambda msg: None)
     if bundle:
         # a first install from a bundle takes the same verified, journaled path as an upgrade
@@ -100,7 +92,10 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
             raise UsageError("--bundle cannot be combined with --dry-run or --create-only", where="--bundle",
                              fix="check a bundle with `appliance bundle verify FILE` / `bundle inspect FILE`")
         return from_bundle(bundle, models=models, demo=demo, profile=profile, snapshot=snapshot,
-                           settings=settings, progress=say)
+                           settings=settings, progress=progress)
+    if snapshot and not (dry_run or create_only):
+        raise UsageError("--snapshot plans for another node, whose devices this machine does not have",
+                         where="--snapshot", fix="add --dry-run (print the changes) or --create-only")
     phases: list[PhaseTiming] = []
     warnings: list[str] = []
     inst = L.instance()
