@@ -369,6 +369,32 @@ class Docker:
                                  where=f"image {tag}", fix="re-run with --debug")
         return image_id
 
+    def pull_image(self, ref: str, progress=None, report_every_s: float = 2.0) -> None:
+        """Pull ``ref`` from its registry, reporting bytes downloaded; RuntimeFailure on any error."""
+        repo, _, tag = ref.rpartition(":")
+        if not repo or "/" in tag:
+            repo, tag = ref, "latest"
+        layers: dict[str, tuple[int, int]] = {}
+        last = 0.0
+        try:
+            for item in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
+                if item.get("error"):
+                    raise RuntimeFailure(f"pulling {ref} failed: {str(item['error'])[:300]}", where=f"image {ref}",
+                                         fix="load it from an offline bundle (appliance init --bundle FILE)")
+                detail = item.get("progressDetail") or {}
+                if item.get("id") and detail.get("total"):
+                    layers[item["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
+                now = time.monotonic()
+                if progress and layers and now - last >= report_every_s:
+                    done = sum(c for c, _ in layers.values())
+                    total = sum(t for _, t in layers.values())
+                    progress(f"pulling {ref}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+                    last = now
+        except self._errors() as exc:
+            raise RuntimeFailure(f"pulling {ref} failed: {_short(exc)}", where=f"image {ref}",
+                                 fix="load it from an offline bundle (appliance init --bundle FILE) "
+                                     "or `docker load` it first") from None
+
     def list_images(self, label_filters: list[str]) -> list[dict]:
         return [{"id": i["Id"], "tags": i.get("RepoTags") or [], "labels": i.get("Labels") or {},
                  "size": i.get("Size", 0)}

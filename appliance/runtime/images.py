@@ -178,9 +178,22 @@ class ImageEnsurer:
         return want
 
     def _ensure_external(self, image: str) -> None:
+        """Engine images: present, else pulled where a registry answers (never on
+        ``APPLIANCE_NO_PULL=1``), else an error saying how to load them offline."""
         if self.docker.image_labels(image) is not None:
             return
-        raise RuntimeFailure(
-            f"image {image} is not on this node and no registry is configured",
-            where=f"image {image}",
-            fix="load it from an offline bundle (appliance init --bundle FILE) or `docker load` it first")
+        offline_fix = "load it from an offline bundle (appliance init --bundle FILE) or `docker load` it first"
+        if os.environ.get("APPLIANCE_NO_PULL") == "1":
+            raise RuntimeFailure(f"image {image} is not on this node (pulling is off: APPLIANCE_NO_PULL=1)",
+                                 where=f"image {image}", fix=offline_fix)
+        self.changes.append(Change(action="pull-image", target=image, detail="absent here: pulled from its registry"))
+        if self.dry_run:
+            return
+        start = time.monotonic()
+        self.progress(f"pulling {image}")
+        try:
+            self.docker.pull_image(image, self.progress)
+        except RuntimeFailure as exc:
+            raise RuntimeFailure(f"image {image} is not on this node and could not be pulled ({exc.message})",
+                                 where=f"image {image}", fix=offline_fix) from None
+        self.build_s += time.monotonic() - start

@@ -144,7 +144,7 @@ class StackSpec(BaseModel):
 class Change(BaseModel):
     """One change the runtime makes (or, with --dry-run, would make)."""
 
-    action: Literal["build-image", "create-network", "create-volume", "create", "replace", "start",
+    action: Literal["build-image", "pull-image", "create-network", "create-volume", "create", "replace", "start",
                     "remove", "keep", "write-config"]
     target: str
     detail: str = ""
