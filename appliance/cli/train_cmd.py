@@ -125,7 +125,8 @@ def _render_submit(r) -> None:
     t.add_row("image", s.image)
     t.add_row("devices", _devices(s.devices))
     usable = f" of {s.usable_mib_per_device:,} usable" if s.usable_mib_per_device else ""
-    t.add_row("memory", f"{s.memory.total_mib_per_device:,} MiB per device{usable} (weights {s.memory.weights_mib:,}, "
+    where = "per device" if s.devices else "of host RAM"
+    t.add_row("memory", f"{s.memory.total_mib_per_device:,} MiB {where}{usable} (weights {s.memory.weights_mib:,}, "
                         f"states {s.memory.states_mib:,}, activations {s.memory.activations_mib:,}, "
                         f"overhead {s.memory.overhead_mib:,})")
     t.add_row("serving plan", s.inference_plan)

@@ -45,6 +45,8 @@ def _fail(path: Path, line: int, message: str, fix: str) -> UsageError:
 def _text(value, path: Path, line: int, field: str, *, required: bool = True) -> str:
     if value is None and not required:
         return ""
+    if value is None:
+        raise _fail(path, line, f"'{field}' is missing", f"add \"{field}\": \"...\"")
     if not isinstance(value, str):
         raise _fail(path, line, f"'{field}' must be a string, got {type(value).__name__}",
                     f"write \"{field}\": \"...\"")

@@ -164,6 +164,7 @@ def restore_services(job: Job, store: StateStore, docker) -> Job:
     """Start the services the job preempted again (unless another active job still holds them)."""
     from appliance.runtime.stack import start_services
 
+    before = job.restore_note
     others = {s.name for j in S.list_jobs(store, job.instance, active_only=True) for s in j.preempted}
     names = [s.name for s in job.preempted if s.name not in others]
     try:
@@ -174,5 +175,6 @@ def restore_services(job: Job, store: StateStore, docker) -> Job:
     except ApplianceError as exc:
         job.restore, job.restore_note = "pending", f"restore failed (retried next pass): {exc.one_line()}"[:500]
     S.save(store, job)
-    store.add_event("train", f"job {job.id}: {job.restore_note}", data={"job": job.id, "restore": job.restore})
+    if job.restore_note != before:  # a restore retried every pass is one event, not one per pass
+        store.add_event("train", f"job {job.id}: {job.restore_note}", data={"job": job.id, "restore": job.restore})
     return job
