@@ -73,7 +73,17 @@ def _inspect(inst: str) -> dict[str, dict]:
 
 
 def _env(info: dict) -> dict[str, str]:
-    return dict(e.split("=", 1) for e in info["Config"]["Env"])
+    """The container's own environment: everything set on it that the image does not set."""
+    from appliance.runtime.docker_adapter import Docker
+
+    with Docker() as d:
+        image_env = d.client.api.inspect_image(info["Image"])["Config"].get("Env") or []
+    return dict(e.split("=", 1) for e in info["Config"]["Env"] if e not in image_env)
+
+
+def _expected_env(ps, vendor_env: dict[str, str]) -> dict[str, str]:
+    return {**ps.env, **vendor_env, "PORT": str(ps.port), "SERVED_MODEL_NAME": ps.served_model_name,
+            "MODEL_ROLE": ps.role}
 
 
 def _common(plan, inst: str, res) -> dict[str, dict]:
@@ -103,9 +113,8 @@ def test_nvidia_snapshot_containers_get_the_gpu_by_uuid(tmp_path, stand_in_image
             assert host["DeviceRequests"] == [{"Driver": "nvidia", "Count": 0, "DeviceIDs": [uuid_],
                                                "Capabilities": [["gpu"]], "Options": {}}]
             assert not host["Devices"]
-            env = _env(info)
-            assert env["NVIDIA_VISIBLE_DEVICES"] == uuid_
-            assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+            assert _env(info) == _expected_env(ps, {"NVIDIA_VISIBLE_DEVICES": uuid_,
+                                                    "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"})
             mounts = {m["Source"]: m for m in info["Mounts"]}
             assert set(mounts) == {ps.model_path}
             assert mounts[ps.model_path]["Destination"] == ps.model_container_path
@@ -133,7 +142,7 @@ def test_ascend_snapshot_containers_get_davinci_nodes_and_driver_mounts(tmp_path
             assert [(d["PathOnHost"], d["PathInContainer"], d["CgroupPermissions"]) for d in host["Devices"]] == \
                 [(p, p, "rwm") for p in expected]
             assert not host["DeviceRequests"]
-            assert _env(info)["ASCEND_VISIBLE_DEVICES"] == ",".join(map(str, ids))
+            assert _env(info) == _expected_env(ps, {"ASCEND_VISIBLE_DEVICES": ",".join(map(str, ids))})
             mounts = {m["Source"]: m for m in info["Mounts"]}
             assert set(mounts) == driver_mounts | {ps.model_path}
             assert all(m["RW"] is False for m in mounts.values())

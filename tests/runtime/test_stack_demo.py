@@ -169,7 +169,20 @@ def test_a_changed_plan_replaces_only_the_affected_service(in_demo):
     plan = rel.plan.model_copy(deep=True)
     target = next(s for s in plan.services if s.role == "embedding")
     target.env["DEMO_NOTE"] = "changed"
+    since = int(time.time()) - 1
     release_id, result, _ = S.apply_plan(plan, catalog=load_catalog(), settings=rel.stack.settings)
+    # blue/green, from the engine's own event log: the new container is healthy before the old one goes
+    from appliance.runtime.docker_adapter import Docker
+
+    with Docker() as d:
+        events = list(d.client.api.events(since=since, until=int(time.time()) + 1, decode=True,
+                                          filters={"label": [f"appliance.instance={in_demo['instance']}",
+                                                             f"appliance.service={target.name}"],
+                                                   "type": "container"}))
+    old_id = before[target.name]["id"]
+    seq = [("old" if e["id"] == old_id else "new", e["status"]) for e in events]
+    assert seq.index(("new", "start")) < seq.index(("new", "health_status: healthy")) < seq.index(("old", "kill")) \
+        < seq.index(("old", "destroy")), seq
     assert release_id == rel.id + 1
     assert result.replaced == [target.name] and result.created == []
     after = _containers(in_demo["instance"])
