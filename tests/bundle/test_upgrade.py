@@ -50,10 +50,6 @@ def cli(node, *args: str, extra_env: dict | None = None) -> subprocess.Completed
     return _run([sys.executable, "-m", "appliance", *args], {**node.env, **(extra_env or {})})
 
 
-def py(node, code: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-c", code], {**node.env, **(extra_env or {})})
-
-
 def _purge(inst: str) -> None:
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import Docker
@@ -65,13 +61,6 @@ def _purge(inst: str) -> None:
             d.remove_network(n["id"])
         for v in d.list_volumes(L.instance_filter(inst)):
             d.remove_volume(v["name"])
-
-
-RECOVER = """
-from appliance.bundle.apply import recover
-r = recover()
-print(r.model_dump_json() if r else "null")
-"""
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +236,10 @@ def test_round_trip_upgrade_then_rollback(node):
     out = json.loads(res.stdout)
     assert out["ok"] and out["from_version"] == "1.0.0" and out["to_version"] == "2.0.0"
     s2 = assert_one_release(node, "2.0.0")
+    res = cli(node, "status", "--json")
+    report = json.loads(res.stdout)
+    assert res.returncode == 0 and report["release"]["version"] == "2.0.0" and report["healthy"], res.stdout[-2000:]
+    assert report["last_upgrade"]["to_version"] == "2.0.0" and report["last_upgrade"]["status"] == "done"
     # blue/green replaced only the engine services; gateway and apps kept their containers
     kept = {c[0]: c[1] for c in s1["containers"]} .items() & {c[0]: c[1] for c in s2["containers"]}.items()
     assert {name for name, _ in kept} == {s.name for s in s2["stack"].services if s.kind != "inference"}
@@ -288,12 +281,17 @@ def test_kill_9_then_one_consistent_release(node, docker_engine, point, outcome)
     assert [op[1:] for op in interrupted["ops"] if op[1] == "running"], "the journal shows the interrupted upgrade"
     # the state names exactly one active release at every moment
     assert interrupted["release"][1] == ("2.0.0" if point == "commit" else "1.0.0")
-    # what `appliance status` does first: finish or undo the interrupted operation
-    res = py(node, RECOVER)
-    assert res.returncode == 0, res.stderr[-3000:]
-    rec = json.loads(res.stdout)
-    assert rec["action"] == outcome and rec["interrupted_at"] in ("loaded", "switch", "commit")
-    assert_one_release(node, "2.0.0" if outcome == "completed" else "1.0.0")
+    # `appliance status` finishes or undoes the interrupted operation first, then reports
+    res = cli(node, "status", "--json")
+    assert res.returncode == 0, (res.returncode, res.stdout[-3000:], res.stderr[-2000:])
+    report = json.loads(res.stdout)
+    want = "2.0.0" if outcome == "completed" else "1.0.0"
+    assert report["release"]["version"] == want
+    recovered = [p for p in report["problems"] if p["code"] == "upgrade_recovered"]
+    assert len(recovered) == 1 and ("completed" if outcome == "completed" else "rolled back") in \
+        recovered[0]["message"], report["problems"]
+    assert all(svc["health"] == "healthy" for svc in report["services"]), report["services"]
+    assert_one_release(node, want)
     assert not _ops_done(node)
     # re-running the upgrade completes it (or says it is already installed)
     res = cli(node, "upgrade", str(node.bundles.r2), "--yes")
