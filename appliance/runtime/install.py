@@ -33,16 +33,37 @@ def _optional(module: str, attr: str):
     return getattr(importlib.import_module(module), attr, None)
 
 
-def _preflight(inventory, *, demo: bool, force: bool, warnings: list[str]) -> list[dict]:
-    """The provisioning package's preflight rules: fail stops init (unless force), warn is shown."""
+def host_ports(catalog, settings: Settings) -> dict[str, int]:
+    """The host ports the stack will publish: the gateway and every catalog app."""
+    ports = {"gateway": settings.gateway_port}
+    for i, name in enumerate(sorted(catalog.apps)):
+        ports[f"app {name}"] = (catalog.apps[name].port if settings.app_port_base is None
+                                else settings.app_port_base + i)
+    return ports
+
+
+def _own_ports(docker) -> set[int]:
+    """Host ports this instance's containers already publish (a re-run may reuse them)."""
+    if docker is None:
+        return set()
+    own = set()
+    for c in docker.list_containers(L.instance_filter(L.instance())):
+        own.update(int(p["PublicPort"]) for p in c.ports if p.get("PublicPort"))
+    return own
+
+
+def _preflight(inventory, *, ports: dict[str, int], own_ports: set[int], snapshot: str | None, force: bool,
+               warnings: list[str]) -> list[dict]:
+    """The provisioning package's preflight rules: fail stops init (unless force), warn is shown.
+
+    The port rule checks the host ports this stack publishes, allowing those our own
+    containers already hold; the agent's metrics port is not init's to check.
+    """
     run_preflight = _optional("appliance.provision.preflight", "run_preflight")
     if run_preflight is None:
         warnings.append("preflight checks are not installed; skipped")
         return []
-    try:
-        report = run_preflight(inventory=inventory, demo=demo)
-    except TypeError:
-        report = run_preflight(inventory=inventory)
+    report = run_preflight(inventory=inventory, snapshot=snapshot, ports=ports, allowed_busy_ports=own_ports)
     rules = [r.model_dump(mode="json") for r in getattr(report, "rules", [])]
     for r in rules:
         if r.get("status") == "warn":
@@ -110,14 +131,25 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
     inventory = detect(snapshot=snapshot, usage=False)
     phase("detect", t, detail=f"{len(inventory.accelerators)} accelerator(s)")
 
+    if docker is None:
+        from appliance.errors import DockerUnavailable
+        from appliance.runtime.docker_adapter import Docker
+        try:
+            docker = Docker()
+        except DockerUnavailable:
+            if not (dry_run and not create_only):
+                raise
+            warnings.append("Docker is unreachable: the changes below assume an empty engine")
+
     t = time.monotonic()
     say("running preflight checks")
-    checks = _preflight(inventory, demo=demo, force=force, warnings=warnings)
+    catalog = load_catalog()
+    checks = _preflight(inventory, ports=host_ports(catalog, settings), own_ports=_own_ports(docker),
+                        snapshot=snapshot, force=force, warnings=warnings)
     phase("preflight", t, detail=f"{len(checks)} check(s)")
 
     t = time.monotonic()
     say("planning")
-    catalog = load_catalog()
     plan = make_plan(inventory, catalog, models=models, profile=profile, demo=demo)
     phase("plan", t, detail=f"{len(plan.services)} inference service(s)")
 
@@ -128,15 +160,6 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
         detail = _provision(inventory, plan, demo=demo, dry_run=dry_run, warnings=warnings, progress=say)
     phase("provision", t, detail=detail)
 
-    if docker is None:
-        from appliance.errors import DockerUnavailable
-        from appliance.runtime.docker_adapter import Docker
-        try:
-            docker = Docker()
-        except DockerUnavailable:
-            if not dry_run:
-                raise
-            warnings.append("Docker is unreachable: the changes below assume an empty engine")
     store = None if dry_run else S.releases.open_store()
     previous = S.current_release(store, inst) if store is not None else None
     timings: dict[str, float] = {}

@@ -104,3 +104,18 @@ def test_failed_upgrade_keeps_the_previous_release_running(broken_resources, ins
     store = releases.open_store(StateStore(f"{env['APPLIANCE_DATA_DIR']}/state.db"))
     assert releases.current(store, inst).id == 1
     assert [r.status for r in releases.history(store, inst)] == ["failed", "active"]
+
+
+def test_a_busy_host_port_stops_init_at_preflight_before_any_change(inst_env):
+    import socket
+
+    inst, env = inst_env
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = run_cli("init", "--demo", "--yes", "--gateway-port", str(port),
+                      "--app-port-base", str(free_port_block(3)), env=env)
+    assert res.returncode == 3, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: preflight ports:") and str(port) in res.stderr
+    assert _objects(inst) == ([], [], [])
