@@ -250,6 +250,26 @@ def test_logs_shows_the_service_output(demo):
     assert res.returncode == 2 and res.stderr.startswith("error: logs: no service named 'no-such-service'")
 
 
+def test_held_services_stay_down_until_started_again(in_demo):
+    from appliance.runtime import stack as S
+
+    embed = next(n for n in _containers(in_demo["instance"]) if n.startswith("embed-"))
+    before = _containers(in_demo["instance"])[embed]["id"]
+    assert S.stop_services([embed], reason="training job 7 preempted it") == [embed]
+    assert _containers(in_demo["instance"])[embed]["state"] == "exited"
+    state = {s.name: s for s in S.list_services()}[embed]
+    assert state.state == "exited" and state.degraded == "training job 7 preempted it"
+    res = run_cli("agent", "--once", "--json", env=in_demo["env"])
+    assert res.returncode == 0 and json.loads(res.stdout)["repairs"] == []
+    with pytest.raises(Exception, match="no service named"):
+        S.stop_services(["nope"])
+    result = S.start_services([embed])
+    assert [c.action for c in result.changes] == ["start"]
+    after = _containers(in_demo["instance"])[embed]
+    assert after["id"] == before and after["state"] == "running" and after["health"] == "healthy"
+    assert {s.name: s for s in S.list_services()}[embed].degraded is None
+
+
 def test_down_stops_and_the_agent_leaves_it_down_until_up(demo):
     before = _containers(demo["instance"])
     res = run_cli("down", env=demo["env"])
