@@ -59,8 +59,12 @@ def reconcile_jobs(*, docker=None, store: StateStore | None = None, instance: st
         with S.job_lock(inst, wait=wait) as locked:
             if not locked:
                 return []
-            containers = job_containers(docker, inst)
-            for job in S.list_jobs(store, inst, active_only=True):
+            active = S.list_jobs(store, inst, active_only=True)
+            if not active and by == "agent":  # the agent's idle pass costs no Docker call
+                containers = {}
+            else:
+                containers = job_containers(docker, inst)
+            for job in active:
                 if only is None or job.id == only:
                     seen.append(refresh(job, docker, store, containers.get(job.id, []), by=by))
             # containers of jobs that already ended (a crash between saving and removing)

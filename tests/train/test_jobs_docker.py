@@ -194,6 +194,8 @@ def test_cancel_stops_the_container_and_marks_the_job_cancelled(stack):
     job = submit(stack, "--demo-step-delay", "2")
     jid = job["id"]
     assert wait_for(lambda: [c for c in job_containers(stack, jid) if c.state == "running"], 20)
+    live = wait_for(lambda: (lambda r: r if "step=1/" in r.stdout else None)(cli(stack, "train", "logs", jid)), 20)
+    assert live and live.returncode == 0  # read from the running container
     res = cli(stack, "train", "cancel", jid)
     assert res.returncode == 0, res.stderr
     assert f"job {jid} cancelled" in res.stdout
