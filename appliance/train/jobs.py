@@ -96,6 +96,13 @@ def submit_job(model: str, dataset: str | Path, method: str = "lora", *, devices
                    else "dry run: nothing was started")
             return SubmitResult(started=False, reason=why, dataset=summary, schedule=sched)
         recipe = cat.training[sched.recipe]
+        if recipe.build is None:  # real trainers read the base model's weights from the host
+            from appliance.train.container import weights_dir
+
+            weights = weights_dir(model, cat)
+            if not weights.is_dir():
+                raise UsageError(f"the bf16 weights of {model} are not on this node", where=str(weights),
+                                 fix="put the model's weights there (Hugging Face layout), e.g. from an offline bundle")
         if hyper.learning_rate is None:
             hyper = hyper.model_copy(update={"learning_rate": DEFAULT_LR.get((recipe.framework, method), 1e-4)})
         _ensure_image(docker, sched.image, sched.build, say)
