@@ -24,26 +24,18 @@ import re
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime, Usage
 from appliance.inventory.pci import PciDevice, normalize_bdf
+from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_3D,
-    CLASS_DISPLAY_OTHER,
-    CLASS_PROCESSING_ACCEL,
-    ChipDriver,
-    ContainerAccess,
-    DriverState,
-    ProbeFailure,
-    Product,
+    CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
+    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail, resolve_tool,
 )
-from chip_drivers.vendor_tools import (
-    ToolDevice,
-    first_number,
-    merge_listing,
-    resolve_tool,
-    run_tool,
-    set_step_detail,
-)
+from chip_drivers.smi_table import first_number
+from chip_drivers.tool_devices import ToolDevice, merge_listing
 
 ROCM_BIN_DIRS = ("/opt/rocm/bin",)
+ROCM_VERSION_FILES = ("/opt/rocm/.info/version", "/opt/rocm/.info/version-dev")
+# ROCm and DTK version files hold "6.2.4-120" / "24.04.3": major.minor[.patch], build dropped.
+RUNTIME_VERSION_RE = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
 # One rocm-smi call gives names, bus ids, VRAM and usage (usage fields are read only on request).
 ROCM_SMI_ARGS = ("--showproductname", "--showbus", "--showmeminfo", "vram", "--showuse",
                  "--showtemp", "--showpower", "--json")
@@ -229,40 +221,6 @@ def parse_smi_concise(text: str, tool: str) -> list[ToolDevice]:
     return out
 
 
-# ---- shared by AMD and Hygon ----------------------------------------------------------------
-
-def drm_nodes(host: HostView, bdf: str) -> list[str]:
-    """``/dev/dri/cardN`` and ``/dev/dri/renderDN`` of one PCI function, from sysfs."""
-    names = host.listdir(f"/sys/bus/pci/devices/{bdf}/drm")
-    cards = sorted((n for n in names if re.fullmatch(r"card\d+", n)), key=lambda n: int(n[4:]))
-    renders = sorted((n for n in names if re.fullmatch(r"renderD\d+", n)), key=lambda n: int(n[7:]))
-    return [f"/dev/dri/{n}" for n in cards + renders]
-
-
-def version_file(host: HostView, paths: tuple[str, ...], pattern: str) -> tuple[str, str] | None:
-    """First ``pattern`` match in the first readable file of ``paths`` -> (version, path)."""
-    for path in paths:
-        text = host.read_value(path)
-        if text:
-            m = re.search(pattern, text)
-            if m:
-                return m.group(1), path
-    return None
-
-
-def newest_versioned_dir(host: HostView, parent: str, prefix: str) -> tuple[str, str] | None:
-    """``/opt/rocm-6.2.4``-style directories -> (version, dir) of the newest."""
-    found = []
-    for name in host.listdir(parent):
-        m = re.fullmatch(rf"{prefix}-(\d+(?:\.\d+)+)", name)
-        if m:
-            found.append((tuple(int(x) for x in m.group(1).split(".")), m.group(1), f"{parent}/{name}"))
-    if not found:
-        return None
-    _, version, path = max(found)
-    return version, path
-
-
 class AmdDriver(ChipDriver):
     vendor = "amd"
     display_name = "AMD"
@@ -272,6 +230,7 @@ class AmdDriver(ChipDriver):
     kernel_modules = ('amdgpu',)
     tools = ('amd-smi', 'rocm-smi')
     provision_role = "amd"
+    drm_devices = True
     snapshot_commands = (("amd-smi", "list"), ("amd-smi", "static", "--asic"), ("rocm-smi", *ROCM_SMI_ARGS))
     snapshot_paths = ("/opt/rocm/.info/version", "/sys/module/amdgpu/version")
     # Memory per device (per GCD for MI250/MI250X/MI210, which show one PCI function per GCD).
@@ -302,15 +261,6 @@ class AmdDriver(ChipDriver):
     def allow_vga(self, dev: PciDevice) -> bool:
         return True   # only reached for devices in the product table (see ChipDriver.claims)
 
-    # ---- layer a ---------------------------------------------------------------------
-    def from_pci(self, dev: PciDevice, index: int, host: HostView) -> Accelerator:
-        acc = super().from_pci(dev, index, host)
-        nodes = drm_nodes(host, dev.bdf)
-        if nodes:
-            acc.dev_nodes = nodes
-            acc.sources["dev_nodes"] = "pci-sysfs drm"
-        return acc
-
     # ---- layer b ---------------------------------------------------------------------
     def driver_state(self, host: HostView) -> DriverState:
         state = super().driver_state(host)
@@ -320,9 +270,7 @@ class AmdDriver(ChipDriver):
                 state.driver_version = kernel
                 state.driver_version_source = "in-tree amdgpu (kernel release)"
         if state.driver_loaded:
-            nodes = ["/dev/kfd"] if host.exists("/dev/kfd") else []
-            nodes += [f"/dev/dri/{n}" for n in host.listdir("/dev/dri") if n.startswith("renderD")]
-            state.dev_nodes = nodes
+            state.dev_nodes = vf.existing(host, ("/dev/kfd",)) + vf.render_nodes(host)
             if not host.exists("/dev/kfd"):
                 state.hints.append("amdgpu is loaded but /dev/kfd is missing: ROCm cannot use the GPUs")
         state.runtime = self.rocm_version(host)
@@ -330,40 +278,26 @@ class AmdDriver(ChipDriver):
 
     @staticmethod
     def rocm_version(host: HostView) -> Runtime | None:
-        hit = version_file(host, ("/opt/rocm/.info/version", "/opt/rocm/.info/version-dev"),
-                           r"(\d+\.\d+(?:\.\d+)?)")
-        if hit is None:
-            newest = newest_versioned_dir(host, "/opt", "rocm")
-            if newest is None:
-                return None
-            return Runtime(name="rocm", version=newest[0], source=newest[1])
-        return Runtime(name="rocm", version=hit[0], source=hit[1])
+        return vf.runtime("rocm", vf.version_from_files(host, ROCM_VERSION_FILES, RUNTIME_VERSION_RE)
+                          or vf.newest_versioned_dir(host, "/opt", "rocm"))
 
     # ---- layer c ---------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        listed: list[ToolDevice] | None = None
         tool = "amd-smi list"
         amd_smi = resolve_tool(host, "amd-smi", ROCM_BIN_DIRS)
-        res = run_tool(host, [amd_smi, "list"], timeout_s=self.tool_timeout_s, steps=steps)
-        if res is not None:
-            listed = parse_amd_smi_list(res.stdout)
-            set_step_detail(steps, f"{len(listed)} GPU(s)")
+        listed = self.run_listing(host, [amd_smi, "list"], steps, parse_amd_smi_list)
+        if listed is not None:
+            add_step_detail(steps, f"{len(listed)} GPU(s)")
             known = {a.pci_bdf for a in accs if a.sources.get("model") == "product-table"}
             if any(td.bus_id and normalize_bdf(td.bus_id) not in known for td in listed):
                 self._static_names(host, amd_smi, listed, steps)
         rocm: list[ToolDevice] | None = None
         if listed is None or usage:
             rocm_smi = resolve_tool(host, "rocm-smi", ROCM_BIN_DIRS)
-            res_r = run_tool(host, [rocm_smi, *ROCM_SMI_ARGS], timeout_s=self.tool_timeout_s,
-                             steps=steps, required=listed is None)
-            if res_r is not None:
-                try:
-                    rocm, _ = parse_rocm_smi_json(res_r.stdout)
-                except ProbeFailure as exc:
-                    if listed is None:
-                        raise
-                    steps[-1].result, steps[-1].detail = "error", str(exc)
+            parsed = self.run_listing(host, [rocm_smi, *ROCM_SMI_ARGS], steps, parse_rocm_smi_json,
+                                      required=listed is None)
+            rocm = parsed[0] if parsed is not None else None
         if listed is None and rocm is None:
             return accs
         if listed is None:
@@ -405,23 +339,15 @@ class AmdDriver(ChipDriver):
                 acc.arch = acc.compute_capability = td.extra["gfx"]
             acc.health = "ok"
 
-        merged, notes = merge_listing(host, accs, listed, vendor_ids=self.pci_vendor_ids, tool=tool,
-                                      usage=usage, make_acc=make_acc, apply=apply)
-        if notes:
-            set_step_detail(steps, "; ".join(notes))
-        return merged
+        return merge_listing(self, host, accs, listed, tool=tool, usage=usage, steps=steps,
+                             make_acc=make_acc, apply=apply)
 
     def _static_names(self, host: HostView, amd_smi: str, listed: list[ToolDevice],
                       steps: list[ProbeStep]) -> None:
         """Names (and VRAM) from ``amd-smi static --asic`` for GPUs the table lacks."""
-        res = run_tool(host, [amd_smi, "static", "--asic"], timeout_s=self.tool_timeout_s,
-                       steps=steps, required=False)
-        if res is None:
-            return
-        try:
-            static = parse_amd_smi_static(res.stdout)
-        except ProbeFailure as exc:
-            steps[-1].result, steps[-1].detail = "error", str(exc)
+        static = self.run_listing(host, [amd_smi, "static", "--asic"], steps, parse_amd_smi_static,
+                                  required=False)
+        if static is None:
             return
         for td in listed:
             info = static.get(td.index if td.index is not None else -1, {})

@@ -24,24 +24,13 @@ from dataclasses import dataclass
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime, Usage
 from appliance.inventory.pci import PciDevice
+from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_PROCESSING_ACCEL,
-    ChipDriver,
-    ContainerAccess,
-    DriverState,
-    ProbeFailure,
-    Product,
+    CLASS_PROCESSING_ACCEL, ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail,
 )
-from chip_drivers.vendor_tools import (
-    ToolDevice,
-    box_cells,
-    find_bdf,
-    key_values,
-    merge_listing,
-    run_tool,
-    set_step_detail,
-    usage_pairs,
-)
+from chip_drivers.smi_table import cells as table_cells
+from chip_drivers.smi_table import find_bdf, usage_pairs
+from chip_drivers.tool_devices import ToolDevice, merge_listing
 
 ASCEND_ROOT = "/usr/local/Ascend"
 DRIVER_VERSION_FILE = f"{ASCEND_ROOT}/driver/version.info"
@@ -134,7 +123,7 @@ def parse_npu_smi_info(text: str) -> NpuSmiInfo:
     for line in text.splitlines():
         if "Process id" in line or "Process name" in line:
             break
-        cells = box_cells(line)
+        cells = table_cells(line, complete=True)
         if cells is None:
             continue
         if len(cells) == 1:
@@ -250,7 +239,7 @@ def cann_version(host: HostView) -> Runtime | None:
             path = f"{base}/{entry}/{CANN_INFO}"
             text = host.read_text(path)
             if text:
-                version = key_values(text).get("version")
+                version = vf.key_values(text).get("version")
                 if version:
                     return Runtime(name="cann", version=version, source=path)
     return None
@@ -299,14 +288,13 @@ class AscendDriver(ChipDriver):
         state = super().driver_state(host)
         text = host.read_text(DRIVER_VERSION_FILE)
         if text:
-            kv = key_values(text)
+            kv = vf.key_values(text)
             version = kv.get("Version") or kv.get("package_version")
             if version:
                 state.driver_version = version
                 state.driver_version_source = DRIVER_VERSION_FILE
-        names = host.listdir("/dev")
-        davinci = sorted((n for n in names if re.fullmatch(r"davinci\d+", n)), key=lambda n: int(n[7:]))
-        state.dev_nodes = [f"/dev/{n}" for n in davinci + [c for c in CONTROL_NODES if c in names]]
+        davinci = list(vf.numbered_dev_nodes(host, r"davinci(\d+)").values())
+        state.dev_nodes = davinci + vf.existing(host, [f"/dev/{c}" for c in CONTROL_NODES])
         if davinci:
             state.driver_loaded = True
         state.runtime = cann_version(host)
@@ -328,20 +316,12 @@ class AscendDriver(ChipDriver):
     # ---- layer c ---------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        res = run_tool(host, ["npu-smi", "info"], timeout_s=self.tool_timeout_s, steps=steps)
-        if res is None:
+        info = self.run_listing(host, ["npu-smi", "info"], steps, parse_npu_smi_info)
+        if info is None:
             return accs
-        info = parse_npu_smi_info(res.stdout)
-        set_step_detail(steps, f"{len(info.chips)} chip(s)")
-        mapping: dict[tuple[int, int], NpuMapRow] = {}
-        res_m = run_tool(host, ["npu-smi", "info", "-m"], timeout_s=self.tool_timeout_s,
-                         steps=steps, required=False)
-        if res_m is not None:
-            try:
-                mapping = {(r.npu_id, r.chip_id): r for r in parse_npu_smi_mapping(res_m.stdout)}
-            except ProbeFailure as exc:
-                steps[-1].result = "error"
-                steps[-1].detail = str(exc)
+        add_step_detail(steps, f"{len(info.chips)} chip(s)")
+        rows = self.run_listing(host, ["npu-smi", "info", "-m"], steps, parse_npu_smi_mapping, required=False)
+        mapping = {(r.npu_id, r.chip_id): r for r in rows or []}
         listed = [self._tool_device(chip, mapping.get((chip.npu_id, chip.chip_id)), usage, i)
                   for i, chip in enumerate(info.chips)]
         driver_version = info.version
@@ -367,11 +347,8 @@ class AscendDriver(ChipDriver):
                 acc.driver_version = driver_version
                 acc.sources["driver_version"] = "npu-smi info"
 
-        merged, notes = merge_listing(host, accs, listed, vendor_ids=self.pci_vendor_ids,
-                                      tool="npu-smi info", usage=usage, make_acc=make_acc, apply=apply)
-        if notes:
-            set_step_detail(steps, "; ".join(notes))
-        return merged
+        return merge_listing(self, host, accs, listed, tool="npu-smi info", usage=usage, steps=steps,
+                             make_acc=make_acc, apply=apply)
 
     @staticmethod
     def _tool_device(chip: NpuChip, row: NpuMapRow | None, usage: bool, position: int) -> ToolDevice:

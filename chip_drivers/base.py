@@ -16,7 +16,12 @@ Contract notes (stable; additions are optional and keep old names working):
   vendor CLI through ``host.run`` so that a capture records exactly what a replay reads.
 - ``host.run(argv, timeout_s=self.tool_timeout_s)`` for every tool call; a command absent
   from a snapshot behaves as a tool that is not installed (``result.not_found``).
-- :meth:`ChipDriver.run_tool` (optional helper) runs a tool and appends its ProbeStep.
+- :meth:`ChipDriver.run_tool` runs a tool and appends its ProbeStep (``none`` when the tool
+  is not installed, which is not an error); :meth:`ChipDriver.run_listing` also parses the
+  output and marks the step ``error`` when the parser does not recognise it. Shared
+  parsing lives in :mod:`chip_drivers.smi_table` (tool output),
+  :mod:`chip_drivers.tool_devices` (matching a listing to PCI devices) and
+  :mod:`chip_drivers.vendor_files` (version files, ``/dev`` and DRM nodes).
 - ``DriverState.devices`` (optional) carries per-device facts found in layer b, keyed by
   normalized PCI address (model, uuid, dev_nodes, minor); :meth:`apply_driver_state` copies
   them onto the matching accelerators with ``sources`` set.
@@ -30,12 +35,16 @@ Contract notes (stable; additions are optional and keep old names working):
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime
 from appliance.inventory.pci import PciDevice
+
+if TYPE_CHECKING:  # pragma: no cover
+    from appliance.subproc import CommandResult
 
 # PCI class prefixes (base class + subclass) that accelerators use. Anything else from the
 # same vendor (VGA for a BMC, NICs, RAID, host bridges, CPU chipset functions) is ignored.
@@ -114,6 +123,13 @@ class ChipDriver:
     snapshot_paths: ClassVar[tuple[str, ...]] = ()
     provision_role: ClassVar[str | None] = None
     tool_timeout_s: ClassVar[float] = 10.0
+    # DRM drivers (amdgpu, Hygon, MetaX, Moore Threads): each device's /dev/dri/cardN and
+    # renderDN are read from its PCI function's sysfs drm/ directory in layer a, so a
+    # container gets exactly its own nodes (never the BMC's card0).
+    drm_devices: ClassVar[bool] = False
+    # what the last driver_state() found (set by ChipDriver.driver_state), so that enrich()
+    # can give a device the tool lists but PCI does not show the same layer b facts
+    state: DriverState | None = None
 
     # ---- layer a -------------------------------------------------------------------------
     def claims(self, dev: PciDevice) -> bool:
@@ -164,12 +180,19 @@ class ChipDriver:
             if product.compute_capability:
                 acc.compute_capability = product.compute_capability
                 sources["compute_capability"] = "product-table"
+        if self.drm_devices:
+            from chip_drivers.vendor_files import drm_nodes
+
+            nodes = drm_nodes(host, dev.bdf)
+            if nodes:
+                acc.dev_nodes = nodes
+                sources["dev_nodes"] = "pci-sysfs drm"
         return acc
 
     # ---- layer b -------------------------------------------------------------------------
     def driver_state(self, host: HostView) -> DriverState:
         """Kernel modules, /proc, /sys/module, /dev nodes, version files. Override per vendor."""
-        state = DriverState()
+        state = self.state = DriverState()
         loaded = loaded_modules(host)
         state.modules = [m for m in self.kernel_modules if m in loaded]
         state.driver_loaded = bool(state.modules)
@@ -221,24 +244,37 @@ class ChipDriver:
         return accs
 
     def run_tool(self, host: HostView, argv: list[str], steps: list[ProbeStep], *,
-                 name: str | None = None, timeout_s: float | None = None):
-        """Run a vendor tool under the driver's timeout and append a ProbeStep for it.
+                 required: bool = True, timeout_s: float | None = None) -> CommandResult | None:
+        """Run a vendor tool under the driver's timeout and append a ProbeStep named by its argv.
 
-        Returns the :class:`~appliance.subproc.CommandResult`. The step is ``none`` when the
-        tool is not installed, ``error`` when it timed out or exited non-zero, else ``ok``
-        (the caller may downgrade it to ``error`` when the output does not parse).
+        Returns None when the tool is not installed (step ``none``: not an error, the node
+        may simply lack it). A timeout or non-zero exit is a step ``error`` and raises
+        :class:`ProbeFailure` when ``required``; otherwise None is returned, so a secondary
+        listing failing does not throw away what the primary listing gave.
         """
+        start = time.monotonic()
         result = host.run(list(argv), timeout_s=self.tool_timeout_s if timeout_s is None else timeout_s)
-        label = name or " ".join(argv)
+        seconds = round(result.seconds or (time.monotonic() - start), 4)
+        name = " ".join(argv)
         if result.not_found:
-            steps.append(ProbeStep(name=label, result="none", detail=f"{argv[0]} is not installed",
-                                   seconds=round(result.seconds, 4)))
-        elif not result.ok:
-            steps.append(ProbeStep(name=label, result="error", detail=result.describe_failure(),
-                                   seconds=round(result.seconds, 4)))
-        else:
-            steps.append(ProbeStep(name=label, result="ok", seconds=round(result.seconds, 4)))
+            steps.append(ProbeStep(name=name, result="none", detail=f"{argv[0]} is not installed",
+                                   seconds=seconds))
+            return None
+        if not result.ok:
+            detail = result.describe_failure()
+            steps.append(ProbeStep(name=name, result="error", detail=detail, seconds=seconds))
+            if required:
+                raise ProbeFailure(detail)
+            return None
+        steps.append(ProbeStep(name=name, result="ok", seconds=seconds))
         return result
+
+    def run_listing(self, host: HostView, argv: list[str], steps: list[ProbeStep], parse, *,
+                    required: bool = True):
+        """:meth:`run_tool`, then ``parse(stdout)`` through :func:`parse_output`; None when the
+        tool is missing, or failed or printed garbage and was not ``required``."""
+        result = self.run_tool(host, argv, steps, required=required)
+        return None if result is None else parse_output(steps, parse, result.stdout, required=required)
 
     # ---- containers ----------------------------------------------------------------------
     def container_access(self, accs: list[Accelerator]) -> ContainerAccess:
@@ -257,18 +293,34 @@ def loaded_modules(host: HostView) -> set[str]:
     return set(host.listdir("/sys/module"))
 
 
-def timed_step(name: str):
-    """Helper for building ProbeSteps with timings (see drivers for use)."""
-    import time
+def parse_output(steps: list[ProbeStep], parse, text: str, *, required: bool = True):
+    """``parse(text)``; on :class:`ProbeFailure` the tool's step (the last one) becomes ``error``
+    with the parser's message, then the failure is raised (``required``) or None returned."""
+    try:
+        return parse(text)
+    except ProbeFailure as exc:
+        if steps:
+            steps[-1].result, steps[-1].detail = "error", str(exc)
+        if required:
+            raise
+        return None
 
-    class _Step:
-        def __enter__(self):
-            self.start = time.monotonic()
-            self.step = ProbeStep(name=name, result="ok")
-            return self.step
 
-        def __exit__(self, *exc):
-            self.step.seconds = round(time.monotonic() - self.start, 4)
-            return False
+def add_step_detail(steps: list[ProbeStep], detail: str) -> None:
+    """Attach a summary ("8 device(s)", merge notes) to the last step."""
+    if steps and detail:
+        steps[-1].detail = detail if not steps[-1].detail else f"{steps[-1].detail}; {detail}"
 
-    return _Step()
+
+def resolve_tool(host: HostView, name: str, fallback_dirs: tuple[str, ...] = ()) -> str:
+    """The argv[0] to use: the bare name when on PATH (and always on a snapshot or a live host
+    with another root, whose commands are keyed/found by name), else an absolute path from
+    ``fallback_dirs`` on this machine (hy-smi lives in /opt/hyhal/bin, rocm-smi in
+    /opt/rocm/bin, often not on root's PATH)."""
+    if not getattr(host, "native", False) or host.has_tool(name):
+        return name
+    for directory in fallback_dirs:
+        candidate = f"{directory.rstrip('/')}/{name}"
+        if host.exists(candidate):
+            return candidate
+    return name

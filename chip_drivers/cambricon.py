@@ -22,14 +22,14 @@ has ``Inited`` instead of ``Bus-Id`` and is matched by card order).
 from __future__ import annotations
 
 from appliance.inventory.hostview import HostView
-from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from appliance.inventory.models import Accelerator, ProbeStep
 from chip_drivers import smi_table as st
 from chip_drivers import vendor_files as vf
-from chip_drivers.tool_devices import merge_tool_devices
 from chip_drivers.base import (
     CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
     ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product,
 )
+from chip_drivers.tool_devices import merge_tool_listing
 
 NEUWARE_HOME = "/usr/local/neuware"
 
@@ -43,9 +43,6 @@ class CambriconDriver(ChipDriver):
     kernel_modules = ('cambricon_drv', 'cambricon')
     tools = ('cnmon',)
     provision_role = "cambricon"
-    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
-    snapshot_commands = ()
-    snapshot_paths = ()
     products: dict[str, Product] = {
         # pci.ids: "MLU270-S4". 16 GB DDR4 (public spec).
         "0270": Product("MLU270-S4", 16384, "mlu270", "mlu270"),
@@ -63,11 +60,7 @@ class CambriconDriver(ChipDriver):
         if state.driver_version:
             state.driver_version = state.driver_version.lstrip("v")
         state.dev_nodes = present_nodes(host)
-        found = vf.first_version(vf.version_from_file(host, f"{NEUWARE_HOME}/version.txt"),
-                                 vf.version_from_link(host, NEUWARE_HOME, "neuware"))
-        if found:
-            state.runtime = Runtime(name="neuware", version=found[0], source=found[1])
-        self._state = state
+        state.runtime = vf.runtime("neuware", vf.toolkit_version(host, NEUWARE_HOME, "neuware", "version.txt"))
         return state
 
     def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
@@ -78,24 +71,14 @@ class CambriconDriver(ChipDriver):
     # ---- layer c -------------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        res = self.run_tool(host, ["cnmon"], steps, name="cnmon")
-        if res.not_found:
+        parsed = self.run_listing(host, ["cnmon"], steps, parse_cnmon)
+        if parsed is None:
             return accs
-        if not res.ok:
-            raise ProbeFailure(f"cnmon: {res.describe_failure()}")
-        try:
-            parsed = parse_cnmon(res.stdout)
-        except ProbeFailure:
-            steps[-1].result = "error"
-            raise
-        state = getattr(self, "_state", None)
-        out = merge_tool_devices(self, accs, parsed["devices"], tool="cnmon", usage=usage,
-                                 driver_version=parsed["driver_version"], state=state,
-                                 by_order=parsed["by_order"])
+        state = self.state
+        out = merge_tool_listing(self, host, accs, parsed, tool="cnmon", usage=usage, steps=steps)
         nodes = state.dev_nodes if state is not None else present_nodes(host)
         for acc in out:  # cnmon's card number is the driver's /dev numbering
             acc.dev_nodes = device_nodes(acc.index, nodes)
-        steps[-1].detail = f"{len(parsed['devices'])} device(s)"
         return out
 
     # ---- containers ----------------------------------------------------------------------
@@ -144,36 +127,14 @@ def parse_cnmon(text: str) -> dict:
     """
     if "CNMON" not in text.upper() or "|" not in text:
         raise ProbeFailure(f"cnmon output not recognised (no CNMON banner): {st.first_line(text)!r}")
-    table = st.parse_box_table(text)
-    header = " ".join(" ".join(row) for row in table.header)
-    if not table.header or "Card" not in header:
-        raise ProbeFailure(f"cnmon output not recognised (no device table header): {st.first_line(text)!r}")
     devices = []
-    for block in table.blocks:
-        first = block[0]
-        tokens = first[0].split() if first else []
-        if not tokens or not tokens[0].isdigit():
-            raise ProbeFailure(f"cnmon output not recognised: unexpected row {'|'.join(first)!r}")
-        # "0     /   MLU370-X8    v1.1.6": card, VF ('/' = physical function), name, firmware
-        rest = tokens[1:]
-        if rest and (rest[0] == "/" or rest[0].isdigit()):
-            rest = rest[1:]
-        firmware = rest[-1] if len(rest) >= 2 and rest[-1].lower().startswith("v") else None
-        name = " ".join(rest[:-1] if firmware else rest)
-        all_cells = [c for row in block for c in row]
-        second = block[1] if len(block) > 1 else []
-        mem = st.find_mem_pair(*all_cells)
-        if not name or mem is None:
-            raise ProbeFailure(f"cnmon output not recognised: device row without name or memory "
-                               f"({'|'.join(first)!r})")
-        power = st.find_power(second[0] if second else "")
+    for b in st.device_blocks(text, "cnmon", ("Card",), name_of=lambda words: _name_firmware(words)[0]):
+        name, firmware = _name_firmware(b.words)
         devices.append({
-            "index": int(tokens[0]), "name": name, "firmware": firmware,
-            "bus_id": st.find_bdf(*first[1:]),
-            "memory_used_mib": mem[0], "memory_total_mib": mem[1],
-            "utilization_pct": st.find_number(st.PCT_RE, first[2] if len(first) > 2 else ""),
-            "temperature_c": st.find_number(st.TEMP_RE, second[0] if second else ""),
-            "power_w": power[0], "power_limit_w": power[1],
+            "index": b.index, "name": name, "firmware": firmware, "bus_id": b.bus_id,
+            "memory_used_mib": b.memory_used_mib, "memory_total_mib": b.memory_total_mib,
+            "utilization_pct": st.find_number(st.PCT_RE, b.cell(0, 2)),
+            "temperature_c": b.temperature_c, "power_w": b.power_w, "power_limit_w": b.power_limit_w,
         })
     return {
         "driver_version": st.header_value(text, "Driver"),
@@ -181,3 +142,11 @@ def parse_cnmon(text: str) -> dict:
         "devices": devices,
         "by_order": bool(devices) and all(d["bus_id"] is None for d in devices),
     }
+
+
+def _name_firmware(words: list[str]) -> tuple[str, str | None]:
+    """``["/", "MLU370-X8", "v1.1.6"]`` (VF column, name, firmware) -> ``("MLU370-X8", "v1.1.6")``;
+    the VF column is ``/`` for a physical function or a number."""
+    rest = words[1:] if words and (words[0] == "/" or words[0].isdigit()) else words
+    firmware = rest[-1] if len(rest) >= 2 and rest[-1].lower().startswith("v") else None
+    return " ".join(rest[:-1] if firmware else rest), firmware

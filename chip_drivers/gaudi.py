@@ -21,21 +21,10 @@ from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime
 from appliance.inventory.pci import PciDevice, normalize_bdf
 from chip_drivers.base import (
-    CLASS_PROCESSING_ACCEL,
-    ChipDriver,
-    ContainerAccess,
-    DriverState,
-    ProbeFailure,
-    Product,
+    CLASS_PROCESSING_ACCEL, ChipDriver, ContainerAccess, DriverState, Product, add_step_detail,
 )
-from chip_drivers.vendor_tools import (
-    ToolDevice,
-    merge_listing,
-    parse_csv_query,
-    parse_smi_box,
-    run_tool,
-    set_step_detail,
-)
+from chip_drivers.smi_table import parse_csv_query, parse_smi_box
+from chip_drivers.tool_devices import ToolDevice, merge_listing
 
 QUERY_FIELDS = ("index", "module_id", "bus_id")
 QUERY_ARGV = ("hl-smi", "-Q", ",".join(QUERY_FIELDS), "-f", "csv,noheader")
@@ -51,7 +40,7 @@ def synapse_version(hl_smi_version: str | None) -> str | None:
 
 
 def parse_hl_smi(text: str):
-    """``hl-smi`` default listing (see :func:`chip_drivers.vendor_tools.parse_smi_box`)."""
+    """``hl-smi`` default listing (see :func:`chip_drivers.smi_table.parse_smi_box`)."""
     return parse_smi_box(text, "AIP", "hl-smi")
 
 
@@ -105,25 +94,19 @@ class GaudiDriver(ChipDriver):
     # ---- layer c ---------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        res = run_tool(host, ["hl-smi"], timeout_s=self.tool_timeout_s, steps=steps)
-        if res is None:
+        listing = self.run_listing(host, ["hl-smi"], steps, parse_hl_smi)
+        if listing is None:
             return accs
-        listing = parse_hl_smi(res.stdout)
-        set_step_detail(steps, f"{len(listing.devices)} device(s)")
+        add_step_detail(steps, f"{len(listing.devices)} device(s)")
         driver_version = listing.versions.get("Driver Version")
         runtime_version = synapse_version(listing.versions.get("HL-SMI Version"))
-        res_q = run_tool(host, list(QUERY_ARGV), timeout_s=self.tool_timeout_s, steps=steps, required=False)
-        if res_q is not None:
-            try:
-                rows = parse_csv_query(res_q.stdout, QUERY_FIELDS, "hl-smi -Q")
-            except ProbeFailure as exc:
-                steps[-1].result, steps[-1].detail = "error", str(exc)
-                rows = []
-            by_bus = {normalize_bdf(r["bus_id"]): r for r in rows if r.get("bus_id")}
-            for td in listing.devices:
-                row = by_bus.get(td.bus_id or "")
-                if row and row["module_id"].isdigit():
-                    td.physical_id = int(row["module_id"])
+        rows = self.run_listing(host, list(QUERY_ARGV), steps,
+                                lambda text: parse_csv_query(text, QUERY_FIELDS, "hl-smi -Q"), required=False)
+        by_bus = {normalize_bdf(r["bus_id"]): r for r in rows or [] if r.get("bus_id")}
+        for td in listing.devices:
+            row = by_bus.get(td.bus_id or "")
+            if row and row["module_id"].isdigit():
+                td.physical_id = int(row["module_id"])
 
         def make_acc(td: ToolDevice, index: int) -> Accelerator:
             return Accelerator(vendor=self.vendor, model=f"Intel Gaudi {td.name or ''}".strip(), index=index,
@@ -149,11 +132,8 @@ class GaudiDriver(ChipDriver):
                 acc.sources["dev_nodes"] = "hl-smi index"
             acc.health = "ok"
 
-        merged, notes = merge_listing(host, accs, listing.devices, vendor_ids=self.pci_vendor_ids,
-                                      tool="hl-smi", usage=usage, make_acc=make_acc, apply=apply)
-        if notes:
-            set_step_detail(steps, "; ".join(notes))
-        return merged
+        return merge_listing(self, host, accs, listing.devices, tool="hl-smi", usage=usage, steps=steps,
+                             make_acc=make_acc, apply=apply)
 
     # ---- containers ------------------------------------------------------------------
     def container_access(self, accs: list[Accelerator]) -> ContainerAccess:

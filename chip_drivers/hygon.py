@@ -23,32 +23,13 @@ import re
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime
 from appliance.inventory.pci import PciDevice, normalize_bdf
-from chip_drivers.amd import (
-    ROCM_SMI_ARGS,
-    drm_nodes,
-    newest_versioned_dir,
-    parse_rocm_smi_json,
-    parse_smi_concise,
-    version_file,
-)
+from chip_drivers import vendor_files as vf
+from chip_drivers.amd import ROCM_SMI_ARGS, RUNTIME_VERSION_RE, parse_rocm_smi_json, parse_smi_concise
 from chip_drivers.base import (
-    CLASS_3D,
-    CLASS_COPROCESSOR,
-    CLASS_DISPLAY_OTHER,
-    CLASS_PROCESSING_ACCEL,
-    ChipDriver,
-    ContainerAccess,
-    DriverState,
-    ProbeFailure,
-    Product,
+    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
+    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail, resolve_tool,
 )
-from chip_drivers.vendor_tools import (
-    ToolDevice,
-    merge_listing,
-    resolve_tool,
-    run_tool,
-    set_step_detail,
-)
+from chip_drivers.tool_devices import ToolDevice, merge_listing
 
 HYGON_BIN_DIRS = ("/opt/hyhal/bin", "/opt/dtk/bin")
 DTK_VERSION_FILES = ("/opt/dtk/.info/version", "/opt/dtk/.info/rocm_version", "/opt/dtk/.info/version-dev")
@@ -78,6 +59,7 @@ class HygonDriver(ChipDriver):
     kernel_modules = ('hycu', 'hydcu', 'amdgpu')
     tools = ('hy-smi', 'rocm-smi')
     provision_role = "hygon"
+    drm_devices = True
     snapshot_commands = (("hy-smi",), ("hy-smi", "--showbus"), ("rocm-smi", *ROCM_SMI_ARGS))
     snapshot_paths = DTK_VERSION_FILES + ("/sys/module/hycu/version", "/sys/module/hydcu/version")
     # K100_AI is 6211 in pci.ids, 6210 in Hygon's docs and a real rocm-smi capture: both kept.
@@ -95,61 +77,35 @@ class HygonDriver(ChipDriver):
             return False
         return dev.class_prefix in self.accelerator_classes
 
-    def from_pci(self, dev: PciDevice, index: int, host: HostView) -> Accelerator:
-        acc = super().from_pci(dev, index, host)
-        nodes = drm_nodes(host, dev.bdf)
-        if nodes:
-            acc.dev_nodes = nodes
-            acc.sources["dev_nodes"] = "pci-sysfs drm"
-        return acc
-
     # ---- layer b ---------------------------------------------------------------------
     def driver_state(self, host: HostView) -> DriverState:
         state = super().driver_state(host)
         hygon_module = any(m in state.modules for m in ("hycu", "hydcu"))
         if hygon_module or host.exists("/dev/mkfd"):
-            nodes = [p for p in ("/dev/kfd", "/dev/mkfd") if host.exists(p)]
-            nodes += [f"/dev/dri/{n}" for n in host.listdir("/dev/dri") if n.startswith("renderD")]
-            state.dev_nodes = nodes
+            state.dev_nodes = vf.existing(host, ("/dev/kfd", "/dev/mkfd")) + vf.render_nodes(host)
         state.runtime = self.dtk_version(host)
         return state
 
     @staticmethod
     def dtk_version(host: HostView) -> Runtime | None:
-        hit = version_file(host, DTK_VERSION_FILES, r"(\d+\.\d+(?:\.\d+)?)")
-        if hit:
-            return Runtime(name="dtk", version=hit[0], source=hit[1])
-        newest = newest_versioned_dir(host, "/opt", "dtk")
-        return Runtime(name="dtk", version=newest[0], source=newest[1]) if newest else None
+        return vf.runtime("dtk", vf.version_from_files(host, DTK_VERSION_FILES, RUNTIME_VERSION_RE)
+                          or vf.newest_versioned_dir(host, "/opt", "dtk"))
 
     # ---- layer c ---------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
         hy_smi = resolve_tool(host, "hy-smi", HYGON_BIN_DIRS)
-        res = run_tool(host, [hy_smi], timeout_s=self.tool_timeout_s, steps=steps)
-        if res is None:
+        listed = self.run_listing(host, [hy_smi], steps, lambda text: parse_smi_concise(text, "hy-smi"))
+        if listed is None:
             return accs
-        listed = parse_smi_concise(res.stdout, "hy-smi")
-        set_step_detail(steps, f"{len(listed)} DCU(s)")
-        res_bus = run_tool(host, [hy_smi, "--showbus"], timeout_s=self.tool_timeout_s, steps=steps,
-                           required=False)
-        if res_bus is not None:
-            try:
-                buses = parse_hy_smi_showbus(res_bus.stdout)
-            except ProbeFailure as exc:
-                steps[-1].result, steps[-1].detail = "error", str(exc)
-                buses = {}
-            for td in listed:
-                td.bus_id = buses.get(td.index if td.index is not None else -1)
+        add_step_detail(steps, f"{len(listed)} DCU(s)")
+        buses = self.run_listing(host, [hy_smi, "--showbus"], steps, parse_hy_smi_showbus, required=False) or {}
+        for td in listed:
+            td.bus_id = buses.get(td.index if td.index is not None else -1)
         rocm_smi = resolve_tool(host, "rocm-smi", HYGON_BIN_DIRS)
-        res_r = run_tool(host, [rocm_smi, *ROCM_SMI_ARGS], timeout_s=self.tool_timeout_s, steps=steps,
-                         required=False)
-        if res_r is not None:
-            try:
-                cards, _ = parse_rocm_smi_json(res_r.stdout)
-            except ProbeFailure as exc:
-                steps[-1].result, steps[-1].detail = "error", str(exc)
-                cards = []
+        parsed = self.run_listing(host, [rocm_smi, *ROCM_SMI_ARGS], steps, parse_rocm_smi_json, required=False)
+        if parsed is not None:
+            cards = parsed[0]
             by_bus = {c.bus_id: c for c in cards if c.bus_id}
             by_index = {c.index: c for c in cards}
             for td in listed:
@@ -187,11 +143,8 @@ class HygonDriver(ChipDriver):
                 acc.arch = acc.compute_capability = td.extra["gfx"]
             acc.health = "ok"
 
-        merged, notes = merge_listing(host, accs, listed, vendor_ids=self.pci_vendor_ids, tool="hy-smi",
-                                      usage=usage, make_acc=make_acc, apply=apply)
-        if notes:
-            set_step_detail(steps, "; ".join(notes))
-        return merged
+        return merge_listing(self, host, accs, listed, tool="hy-smi", usage=usage, steps=steps,
+                             make_acc=make_acc, apply=apply)
 
     # ---- containers ------------------------------------------------------------------
     def container_access(self, accs: list[Accelerator]) -> ContainerAccess:

@@ -21,14 +21,14 @@ Pwr:Usage/Cap | Memory-Usage | GPU-Util Compute M.`` blocks).
 from __future__ import annotations
 
 from appliance.inventory.hostview import HostView
-from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from appliance.inventory.models import Accelerator, ProbeStep
 from chip_drivers import smi_table as st
 from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
     CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
     ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product,
 )
-from chip_drivers.tool_devices import merge_tool_devices
+from chip_drivers.tool_devices import merge_tool_listing
 
 COREX_HOME = "/usr/local/corex"
 CONTROL_NODE = "/dev/itrctl"
@@ -45,9 +45,6 @@ class IluvatarDriver(ChipDriver):
     kernel_modules = ('iluvatar', 'bi_driver')
     tools = ('ixsmi',)
     provision_role = "iluvatar"
-    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
-    snapshot_commands = ()
-    snapshot_paths = ()
     products: dict[str, Product] = {
         # Unverified beyond one public lspci + ixsmi capture on the same MR-V100 box.
         "0002": Product("Iluvatar MR-V100", 32768, "ivcore10", "mr-v100"),
@@ -59,11 +56,7 @@ class IluvatarDriver(ChipDriver):
         shared = vf.existing(host, (CONTROL_NODE,) + LINK_NODES)
         shared += list(vf.numbered_dev_nodes(host, r"itr_peerm_dev(\d+)").values())
         state.dev_nodes = list(vf.numbered_dev_nodes(host, r"iluvatar(\d+)").values()) + shared
-        found = vf.first_version(vf.version_from_file(host, f"{COREX_HOME}/version.txt"),
-                                 vf.version_from_link(host, COREX_HOME, "corex"))
-        if found:
-            state.runtime = Runtime(name="corex", version=found[0], source=found[1])
-        self._state = state
+        state.runtime = vf.runtime("corex", vf.toolkit_version(host, COREX_HOME, "corex", "version.txt"))
         return state
 
     def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
@@ -74,23 +67,14 @@ class IluvatarDriver(ChipDriver):
     # ---- layer c -------------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        res = self.run_tool(host, ["ixsmi"], steps, name="ixsmi")
-        if res.not_found:
+        parsed = self.run_listing(host, ["ixsmi"], steps, parse_ixsmi)
+        if parsed is None:
             return accs
-        if not res.ok:
-            raise ProbeFailure(f"ixsmi: {res.describe_failure()}")
-        try:
-            parsed = parse_ixsmi(res.stdout)
-        except ProbeFailure:
-            steps[-1].result = "error"
-            raise
-        state = getattr(self, "_state", None)
-        out = merge_tool_devices(self, accs, parsed["devices"], tool="ixsmi", usage=usage,
-                                 driver_version=parsed["driver_version"], state=state)
+        state = self.state
+        out = merge_tool_listing(self, host, accs, parsed, tool="ixsmi", usage=usage, steps=steps)
         nodes = state.dev_nodes if state is not None else []
         for acc in out:  # ixsmi's GPU number is the driver's /dev/iluvatarN numbering
             acc.dev_nodes = device_nodes(acc.index, nodes)
-        steps[-1].detail = f"{len(parsed['devices'])} device(s)"
         return out
 
     # ---- containers ----------------------------------------------------------------------
@@ -140,30 +124,12 @@ def parse_ixsmi(text: str) -> dict:
     """
     if "IX-ML" not in text and "Driver Version" not in text:
         raise ProbeFailure(f"ixsmi output not recognised (no IX-ML banner): {st.first_line(text)!r}")
-    table = st.parse_box_table(text)
-    header = " ".join(" ".join(row) for row in table.header)
-    if not table.header or "GPU" not in header or "Bus-Id" not in header:
-        raise ProbeFailure(f"ixsmi output not recognised (no device table header): {st.first_line(text)!r}")
-    devices = []
-    for block in table.blocks:
-        first = block[0]
-        tokens = first[0].split() if first else []
-        if not tokens or not tokens[0].isdigit():
-            raise ProbeFailure(f"ixsmi output not recognised: unexpected row {'|'.join(first)!r}")
-        cells = [c for row in block for c in row]
-        second = block[1] if len(block) > 1 else []
-        mem = st.find_mem_pair(*cells)
-        if len(tokens) < 2 or mem is None:
-            raise ProbeFailure(f"ixsmi output not recognised: device row without name or memory "
-                               f"({'|'.join(first)!r})")
-        power = st.find_power(second[0] if second else "")
-        devices.append({
-            "index": int(tokens[0]), "name": " ".join(tokens[1:]), "bus_id": st.find_bdf(*first[1:]),
-            "memory_used_mib": mem[0], "memory_total_mib": mem[1],
-            "utilization_pct": st.find_number(st.PCT_RE, second[2] if len(second) > 2 else ""),
-            "temperature_c": st.find_number(st.TEMP_RE, second[0] if second else ""),
-            "power_w": power[0], "power_limit_w": power[1],
-        })
+    devices = [{
+        "index": b.index, "name": " ".join(b.words), "bus_id": b.bus_id,
+        "memory_used_mib": b.memory_used_mib, "memory_total_mib": b.memory_total_mib,
+        "utilization_pct": st.find_number(st.PCT_RE, b.cell(1, 2)),
+        "temperature_c": b.temperature_c, "power_w": b.power_w, "power_limit_w": b.power_limit_w,
+    } for b in st.device_blocks(text, "ixsmi", ("GPU", "Bus-Id"))]
     return {
         "driver_version": st.header_value(text, "Driver Version"),
         "ixml_version": st.header_value(text, "IX-ML"),

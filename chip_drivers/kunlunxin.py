@@ -21,23 +21,13 @@ import re
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime
 from appliance.inventory.pci import normalize_bdf
+from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_3D,
-    CLASS_DISPLAY_OTHER,
-    CLASS_PROCESSING_ACCEL,
-    ChipDriver,
-    ContainerAccess,
-    DriverState,
-    ProbeFailure,
-    Product,
+    CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
+    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail, parse_output,
 )
-from chip_drivers.vendor_tools import (
-    ToolDevice,
-    merge_listing,
-    parse_smi_box,
-    run_tool,
-    set_step_detail,
-)
+from chip_drivers.smi_table import parse_smi_box
+from chip_drivers.tool_devices import ToolDevice, merge_listing
 
 
 def is_intel_xpu_smi(text: str) -> bool:
@@ -46,7 +36,7 @@ def is_intel_xpu_smi(text: str) -> bool:
 
 
 def parse_xpu_smi(text: str):
-    """Kunlunxin ``xpu-smi`` default listing (see :func:`vendor_tools.parse_smi_box`)."""
+    """Kunlunxin ``xpu-smi`` default listing (see :func:`chip_drivers.smi_table.parse_smi_box`)."""
     if is_intel_xpu_smi(text):
         raise ProbeFailure("xpu-smi is Intel's XPU Manager, not Kunlunxin's tool")
     listing = parse_smi_box(text, "XPU", "xpu-smi")
@@ -97,32 +87,25 @@ class KunlunxinDriver(ChipDriver):
     # ---- layer b ---------------------------------------------------------------------
     def driver_state(self, host: HostView) -> DriverState:
         state = super().driver_state(host)
-        names = host.listdir("/dev")
-        xpus = sorted((n for n in names if re.fullmatch(r"xpu\d+", n)), key=lambda n: int(n[3:]))
-        state.dev_nodes = [f"/dev/{n}" for n in xpus + (["xpuctrl"] if "xpuctrl" in names else [])]
+        state.dev_nodes = (list(vf.numbered_dev_nodes(host, r"xpu(\d+)").values())
+                           + vf.existing(host, ("/dev/xpuctrl",)))
         return state
 
     # ---- layer c ---------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        res = run_tool(host, ["xpu-smi"], timeout_s=self.tool_timeout_s, steps=steps)
+        res = self.run_tool(host, ["xpu-smi"], steps)
         if res is None:
             return accs
         if is_intel_xpu_smi(res.stdout):
             steps[-1].result = "skipped"
             steps[-1].detail = "xpu-smi here is Intel's XPU Manager (name clash), not Kunlunxin's"
             return accs
-        listing = parse_xpu_smi(res.stdout)
-        set_step_detail(steps, f"{len(listing.devices)} XPU(s)")
+        listing = parse_output(steps, parse_xpu_smi, res.stdout)
+        add_step_detail(steps, f"{len(listing.devices)} XPU(s)")
         driver_version = listing.versions.get("Driver Version")
         rt_version = listing.versions.get("XPU-RT Version")
-        details: dict[str, dict[str, str]] = {}
-        res_q = run_tool(host, ["xpu-smi", "-q"], timeout_s=self.tool_timeout_s, steps=steps, required=False)
-        if res_q is not None:
-            try:
-                _, details = parse_xpu_smi_q(res_q.stdout)
-            except ProbeFailure as exc:
-                steps[-1].result, steps[-1].detail = "error", str(exc)
+        _, details = self.run_listing(host, ["xpu-smi", "-q"], steps, parse_xpu_smi_q, required=False) or ({}, {})
         for td in listing.devices:
             info = details.get(td.bus_id or "", {})
             if info.get("XPU UUID"):
@@ -156,11 +139,8 @@ class KunlunxinDriver(ChipDriver):
                 acc.runtime = Runtime(name="xpu", version=rt_version, source="xpu-smi (XPU-RT Version)")
             acc.health = "ok"
 
-        merged, notes = merge_listing(host, accs, listing.devices, vendor_ids=self.pci_vendor_ids,
-                                      tool="xpu-smi", usage=usage, make_acc=make_acc, apply=apply)
-        if notes:
-            set_step_detail(steps, "; ".join(notes))
-        return merged
+        return merge_listing(self, host, accs, listing.devices, tool="xpu-smi", usage=usage, steps=steps,
+                             make_acc=make_acc, apply=apply)
 
     # ---- containers ------------------------------------------------------------------
     def container_access(self, accs: list[Accelerator]) -> ContainerAccess:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime
-from appliance.inventory.pci import PciDevice
 from chip_drivers import smi_table as st
 from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
     CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
     ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product,
 )
-from chip_drivers.tool_devices import merge_tool_devices
+from chip_drivers.tool_devices import merge_tool_listing
 
 MACA_HOME = "/opt/maca"
 MXDRIVER_HOME = "/opt/mxdriver"
@@ -45,29 +44,17 @@ class MetaxDriver(ChipDriver):
     kernel_modules = ('metax',)
     tools = ('mx-smi',)
     provision_role = "metax"
-    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
-    snapshot_commands = ()
-    snapshot_paths = ()
+    drm_devices = True
     products: dict[str, Product] = {
         # pci.ids "C500" (the only MetaX entry). 64 GB HBM2e (public spec; mx-smi shows 65536 MiB).
         "0a01": Product("MetaX C500", 65536, "xcore1000", "c500"),
     }
 
-    # ---- layer a -------------------------------------------------------------------------
-    def from_pci(self, dev: PciDevice, index: int, host: HostView) -> Accelerator:
-        acc = super().from_pci(dev, index, host)
-        acc.dev_nodes = vf.drm_nodes(host, dev.bdf)
-        return acc
-
     # ---- layer b -------------------------------------------------------------------------
     def driver_state(self, host: HostView) -> DriverState:
         state = super().driver_state(host)
         state.dev_nodes = vf.existing(host, CONTROL_NODES)
-        found = vf.first_version(vf.version_from_file(host, f"{MACA_HOME}/Version.txt"),
-                                 vf.version_from_link(host, MACA_HOME, "maca"))
-        if found:
-            state.runtime = Runtime(name="maca", version=found[0], source=found[1])
-        self._state = state
+        state.runtime = vf.runtime("maca", vf.toolkit_version(host, MACA_HOME, "maca", "Version.txt"))
         return state
 
     def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
@@ -78,19 +65,11 @@ class MetaxDriver(ChipDriver):
     # ---- layer c -------------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        res = self.run_tool(host, ["mx-smi"], steps, name="mx-smi")
-        if res.not_found:
+        parsed = self.run_listing(host, ["mx-smi"], steps, parse_mx_smi)
+        if parsed is None:
             return accs
-        if not res.ok:
-            raise ProbeFailure(f"mx-smi: {res.describe_failure()}")
-        try:
-            parsed = parse_mx_smi(res.stdout)
-        except ProbeFailure:
-            steps[-1].result = "error"
-            raise
-        state = getattr(self, "_state", None)
-        out = merge_tool_devices(self, accs, parsed["devices"], tool="mx-smi", usage=usage,
-                                 driver_version=parsed["driver_version"], state=state)
+        state = self.state
+        out = merge_tool_listing(self, host, accs, parsed, tool="mx-smi", usage=usage, steps=steps)
         if parsed["maca_version"]:
             for acc in out:
                 if acc.runtime is None:
@@ -98,7 +77,6 @@ class MetaxDriver(ChipDriver):
         for acc in out:
             if not acc.dev_nodes and state is not None:
                 acc.dev_nodes = list(state.dev_nodes)
-        steps[-1].detail = f"{len(parsed['devices'])} device(s)"
         return out
 
     # ---- containers ----------------------------------------------------------------------
@@ -139,34 +117,19 @@ def parse_mx_smi(text: str) -> dict:
     """
     if "MX-SMI" not in text.upper() and "MetaX System Management" not in text:
         raise ProbeFailure(f"mx-smi output not recognised (no MX-SMI banner): {st.first_line(text)!r}")
-    table = st.parse_box_table(text)
-    header = " ".join(" ".join(row) for row in table.header)
-    if not table.header or "GPU" not in header:
-        raise ProbeFailure(f"mx-smi output not recognised (no device table header): {st.first_line(text)!r}")
-    has_persistence = "Persistence" in header
-    devices = []
-    for block in table.blocks:
-        first = block[0]
-        tokens = first[0].split() if first else []
-        if not tokens or not tokens[0].isdigit():
-            raise ProbeFailure(f"mx-smi output not recognised: unexpected row {'|'.join(first)!r}")
-        name_tokens = tokens[1:]
-        if has_persistence and name_tokens and name_tokens[-1].lower() in _PERSISTENCE:
-            name_tokens = name_tokens[:-1]
-        cells = [c for row in block for c in row]
-        second = block[1] if len(block) > 1 else []
-        mem = st.find_mem_pair(*cells)
-        if not name_tokens or mem is None:
-            raise ProbeFailure(f"mx-smi output not recognised: device row without name or memory "
-                               f"({'|'.join(first)!r})")
-        power = st.find_power(second[0] if second else "")
-        devices.append({
-            "index": int(tokens[0]), "name": " ".join(name_tokens), "bus_id": st.find_bdf(*first[1:]),
-            "memory_used_mib": mem[0], "memory_total_mib": mem[1],
-            "utilization_pct": st.find_number(st.PCT_RE, first[2] if len(first) > 2 else ""),
-            "temperature_c": st.find_number(st.TEMP_RE, second[0] if second else ""),
-            "power_w": power[0], "power_limit_w": power[1],
-        })
+    has_persistence = any("Persistence" in c for row in st.parse_box_table(text).header for c in row)
+
+    def name_of(words: list[str]) -> str:
+        if has_persistence and words and words[-1].lower() in _PERSISTENCE:
+            words = words[:-1]
+        return " ".join(words)
+
+    devices = [{
+        "index": b.index, "name": name_of(b.words), "bus_id": b.bus_id,
+        "memory_used_mib": b.memory_used_mib, "memory_total_mib": b.memory_total_mib,
+        "utilization_pct": st.find_number(st.PCT_RE, b.cell(0, 2)),
+        "temperature_c": b.temperature_c, "power_w": b.power_w, "power_limit_w": b.power_limit_w,
+    } for b in st.device_blocks(text, "mx-smi", ("GPU",), name_of=name_of)]
     attached = None
     for line in text.splitlines():
         if line.strip().startswith("Attached GPUs"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from appliance.inventory.hostview import HostView
-from appliance.inventory.models import Accelerator, ProbeStep, Runtime
+from appliance.inventory.models import Accelerator, ProbeStep
 from appliance.inventory.pci import PciDevice
 from chip_drivers import smi_table as st
 from chip_drivers import vendor_files as vf
@@ -27,7 +27,7 @@ from chip_drivers.base import (
     CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_VGA,
     ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product,
 )
-from chip_drivers.tool_devices import merge_tool_devices
+from chip_drivers.tool_devices import merge_tool_listing
 
 MUSA_HOME = "/usr/local/musa"
 # "0    MTT S80        |00000000:04:00.0    |0%    2MiB(16384MiB)"
@@ -48,9 +48,7 @@ class MthreadsDriver(ChipDriver):
     kernel_modules = ('mtgpu',)
     tools = ('mthreads-gmi',)
     provision_role = "mthreads"
-    # `appliance snapshot` records what detection reads and runs; nothing extra is needed here
-    snapshot_commands = ()
-    snapshot_paths = ()
+    drm_devices = True
     products: dict[str, Product] = {
         # ids: pci.ids; memory: public specs.
         "0201": Product("MTT S80", 16384, "chunxiao", "s80"),
@@ -66,22 +64,12 @@ class MthreadsDriver(ChipDriver):
     def allow_vga(self, dev: PciDevice) -> bool:
         return True
 
-    # ---- layer a -------------------------------------------------------------------------
-    def from_pci(self, dev: PciDevice, index: int, host: HostView) -> Accelerator:
-        acc = super().from_pci(dev, index, host)
-        acc.dev_nodes = vf.drm_nodes(host, dev.bdf)
-        return acc
-
     # ---- layer b -------------------------------------------------------------------------
     def driver_state(self, host: HostView) -> DriverState:
         state = super().driver_state(host)
         state.dev_nodes = list(vf.numbered_dev_nodes(host, r"mtgpu\.(\d+)").values())
-        found = vf.first_version(vf.version_from_json(host, f"{MUSA_HOME}/version.json",
-                                                      ("musa_toolkits", "version")),
-                                 vf.version_from_link(host, MUSA_HOME, "musa"))
-        if found:
-            state.runtime = Runtime(name="musa", version=found[0], source=found[1])
-        self._state = state
+        found = vf.toolkit_version(host, MUSA_HOME, "musa", "version.json", ("musa_toolkits", "version"))
+        state.runtime = vf.runtime("musa", found)
         return state
 
     def apply_driver_state(self, accs: list[Accelerator], state: DriverState) -> None:
@@ -92,23 +80,14 @@ class MthreadsDriver(ChipDriver):
     # ---- layer c -------------------------------------------------------------------------
     def enrich(self, host: HostView, accs: list[Accelerator], *, usage: bool,
                steps: list[ProbeStep]) -> list[Accelerator]:
-        res = self.run_tool(host, ["mthreads-gmi"], steps, name="mthreads-gmi")
-        if res.not_found:
+        parsed = self.run_listing(host, ["mthreads-gmi"], steps, parse_mthreads_gmi)
+        if parsed is None:
             return accs
-        if not res.ok:
-            raise ProbeFailure(f"mthreads-gmi: {res.describe_failure()}")
-        try:
-            parsed = parse_mthreads_gmi(res.stdout)
-        except ProbeFailure:
-            steps[-1].result = "error"
-            raise
-        state = getattr(self, "_state", None)
-        out = merge_tool_devices(self, accs, parsed["devices"], tool="mthreads-gmi", usage=usage,
-                                 driver_version=parsed["driver_version"], state=state)
+        state = self.state
+        out = merge_tool_listing(self, host, accs, parsed, tool="mthreads-gmi", usage=usage, steps=steps)
         nodes = state.dev_nodes if state is not None else []
         for acc in out:  # mthreads-gmi's ID is the driver's /dev/mtgpu.N numbering
             acc.dev_nodes = device_nodes(acc, nodes)
-        steps[-1].detail = f"{len(parsed['devices'])} device(s)"
         return out
 
     # ---- containers ----------------------------------------------------------------------

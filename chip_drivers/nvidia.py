@@ -22,8 +22,7 @@ from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime, Usage
 from appliance.inventory.pci import normalize_bdf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL, CLASS_VGA,  # noqa: F401
-    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, loaded_modules,
+    CLASS_3D, CLASS_VGA, ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, loaded_modules,
 )
 
 SMI_XML_ARGV = ("nvidia-smi", "-q", "-x")
@@ -187,10 +186,8 @@ class NvidiaDriver(ChipDriver):
                                    detail="not this machine (snapshot or another root): using nvidia-smi"))
         if report is None:
             res = self.run_tool(host, list(SMI_XML_ARGV), steps)
-            if res.not_found:
+            if res is None:
                 return accs
-            if not res.ok:
-                raise ProbeFailure(res.describe_failure())
             try:
                 report = parse_smi_xml(res.stdout)
             except ValueError as exc:

@@ -1,9 +1,10 @@
 """Reading vendor install state through a host view: version files, /dev nodes, DRM nodes.
 
-Several vendors record their runtime version the same few ways (a text file holding a
-version somewhere in a line, a JSON file, or an install directory that is a symlink to
-``<name>-<version>``), and expose devices as numbered ``/dev`` nodes or DRM nodes under
-the PCI function's ``drm/`` directory. These helpers keep each driver's layer b short and
+Vendors record their driver and runtime versions the same few ways (a text file holding a
+version somewhere in a line, ``key=value`` info files, a JSON file, an install directory
+that is a symlink to ``<name>-<version>``, or versioned directories side by side such as
+``/opt/rocm-6.2.4``), and expose devices as numbered ``/dev`` nodes or DRM nodes under
+the PCI function's ``drm/`` directory (detection layer b). These helpers keep each driver's layer b short and
 make every value carry the path it was read from (``acc.sources``/``Runtime.source``).
 Everything goes through :class:`~appliance.inventory.hostview.HostView`, so a snapshot
 replays exactly what a live node shows.
@@ -15,6 +16,7 @@ import json
 import re
 
 from appliance.inventory.hostview import HostView
+from appliance.inventory.models import Runtime
 
 VERSION_RE = re.compile(r"(\d+(?:\.\d+)+)")
 _DRM_NODE_RE = re.compile(r"^(card\d+|renderD\d+)$")
@@ -32,6 +34,43 @@ def version_from_file(host: HostView, path: str) -> tuple[str, str] | None:
     """``(version, path)`` from the first version number in a text file, or None."""
     version = version_in_text(host.read_text(path, max_bytes=64 * 1024))
     return (version, path) if version else None
+
+
+def version_from_files(host: HostView, paths: tuple[str, ...],
+                       pattern: re.Pattern = VERSION_RE) -> tuple[str, str] | None:
+    """``(version, path)`` from the first of ``paths`` that holds a match of ``pattern``.
+
+    Files after the first hit are not read (a snapshot capture records what detection reads).
+    """
+    for path in paths:
+        m = pattern.search(host.read_text(path, max_bytes=64 * 1024) or "")
+        if m:
+            return m.group(1), path
+    return None
+
+
+def newest_versioned_dir(host: HostView, parent: str, prefix: str) -> tuple[str, str] | None:
+    """``(version, dir)`` of the newest ``<parent>/<prefix>-X.Y[.Z]`` directory (numeric order)."""
+    found = []
+    for name in host.listdir(parent):
+        m = re.fullmatch(rf"{re.escape(prefix)}-(\d+(?:\.\d+)+)", name)
+        if m:
+            found.append((tuple(int(x) for x in m.group(1).split(".")), m.group(1), f"{parent}/{name}"))
+    if not found:
+        return None
+    _, version, path = max(found)
+    return version, path
+
+
+def key_values(text: str, sep: str = "=") -> dict[str, str]:
+    """``key=value`` lines (Ascend ``version.info``, ``ascend_toolkit_install.info``); first one wins."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, found, value = line.partition(sep)
+        key = key.strip()
+        if found and key and key not in out:
+            out[key] = value.strip()
+    return out
 
 
 def version_from_json(host: HostView, path: str, keys: tuple[str, ...]) -> tuple[str, str] | None:
@@ -65,11 +104,26 @@ def version_from_link(host: HostView, path: str, prefix: str) -> tuple[str, str]
     return (version, f"readlink {path}") if version else None
 
 
+def toolkit_version(host: HostView, home: str, prefix: str, version_file: str,
+                    json_keys: tuple[str, ...] | None = None) -> tuple[str, str] | None:
+    """``(version, source)`` of a vendor toolkit installed at ``home`` (``/usr/local/corex``):
+    its version file (``json_keys`` for a JSON one) first, then the install link
+    ``home -> <prefix>-<version>`` that the vendor installers create."""
+    path = f"{home}/{version_file}"
+    return first_version(version_from_json(host, path, json_keys) if json_keys else version_from_file(host, path),
+                         version_from_link(host, home, prefix))
+
+
 def first_version(*candidates: tuple[str, str] | None) -> tuple[str, str] | None:
     for cand in candidates:
         if cand:
             return cand
     return None
+
+
+def runtime(name: str, found: tuple[str, str] | None) -> Runtime | None:
+    """A :class:`Runtime` from a ``(version, source)`` hit of the functions above, or None."""
+    return Runtime(name=name, version=found[0], source=found[1]) if found else None
 
 
 def numbered_dev_nodes(host: HostView, pattern: str) -> dict[int, str]:
@@ -81,6 +135,11 @@ def numbered_dev_nodes(host: HostView, pattern: str) -> dict[int, str]:
         if m:
             found[int(m.group(1))] = f"/dev/{name}"
     return dict(sorted(found.items()))
+
+
+def render_nodes(host: HostView) -> list[str]:
+    """Every ``/dev/dri/renderD*`` node of the host (ROCm/DTK hosts, when per-device nodes are unknown)."""
+    return [f"/dev/dri/{n}" for n in host.listdir("/dev/dri") if n.startswith("renderD")]
 
 
 def existing(host: HostView, paths: list[str] | tuple[str, ...]) -> list[str]:

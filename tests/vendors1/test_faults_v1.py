@@ -96,7 +96,7 @@ def test_npu_smi_missing_a_card(tmp_path):
     good, dead = inv.accelerators
     assert (good.pci_bdf, good.health, good.model) == ("0000:82:00.0", "ok", "Ascend 310P3")
     assert (dead.pci_bdf, dead.health, dead.index) == ("0000:89:00.0", "warning", 1)
-    assert any("does not list this device" in h for h in dead.hints)
+    assert any("npu-smi info does not list 0000:89:00.0" in h for h in dead.hints)
 
 
 def test_cli_exit_0_with_warning_on_tool_failure(tmp_path):

@@ -15,7 +15,7 @@ from chip_drivers.base import ProbeFailure
 from chip_drivers.gaudi import parse_hl_smi, synapse_version
 from chip_drivers.hygon import parse_hy_smi_showbus
 from chip_drivers.kunlunxin import is_intel_xpu_smi, parse_xpu_smi, parse_xpu_smi_q
-from chip_drivers.vendor_tools import parse_csv_query
+from chip_drivers.smi_table import parse_csv_query
 
 GARBAGE = "Segmentation fault (core dumped)\n\x00\x01 garbled ###\n"
 
