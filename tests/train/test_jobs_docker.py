@@ -239,6 +239,18 @@ def test_killing_the_agent_mid_job_keeps_the_job_supervised(stack):
                 agent.kill()
 
 
+def test_full_fine_tuning_with_wait_writes_full_weights(stack):
+    res = cli(stack, "train", "submit", "--model", "demo-chat", "--dataset", str(stack["dataset"]), "--recipe", "full",
+              "--wait", "--json")
+    assert res.returncode == 0, res.stderr
+    job = json.loads(res.stdout)["job"]
+    assert job["status"] == "completed" and job["artifact"] == "weights" and job["recipe"] == "full-cpu-demo"
+    assert "step=" not in res.stdout and f"{job['id']}: " in res.stderr  # progress went to stderr
+    header = safetensors_header(Path(job["output_dir"]) / "model.safetensors")
+    assert {"embed_tokens.weight", "lm_head.weight"} <= set(header)
+    assert job["output_model"] == f"demo-chat-full-{job['id'][4:]}"
+
+
 def test_a_failing_trainer_marks_the_job_failed_with_its_last_lines(stack):
     """Valid records whose answers hold no words: the trainer has nothing to learn and exits 2."""
     bad = write_jsonl(stack["root"] / "punct.jsonl", [
