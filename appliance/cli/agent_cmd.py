@@ -30,7 +30,8 @@ def agent(interval_s: float, detect_every: int, metrics_addr: str, metrics_port:
           once: bool, as_json: bool) -> None:
     """Run the node agent: every INTERVAL seconds restore missing or stopped containers of
     the recorded release (with backoff), re-detect the hardware (services whose devices
-    vanished are marked degraded) and export Prometheus metrics. Exits 0 on SIGTERM."""
+    vanished are marked degraded) and export Prometheus metrics. Exits 0 on SIGTERM;
+    with --once, exits 1 when the pass failed (e.g. Docker unreachable)."""
     from dataclasses import asdict
 
     from appliance.agent.loop import Agent, AgentConfig
@@ -50,6 +51,8 @@ def agent(interval_s: float, detect_every: int, metrics_addr: str, metrics_port:
             f"{len(r['repairs'])} repair(s)" + (f", error: {r['error']}" if r['error'] else "")
             + "".join(f"\n  {x['action']} {x['service']}: {'ok' if x['ok'] else 'failed'}" for x in r['repairs'])
             + "".join(f"\n  degraded {k}: {v}" for k, v in r['degraded'].items())))
+        if report.error:
+            raise SystemExit(1)
         return
     runner.install_signal_handlers()
     url = runner.start_metrics()

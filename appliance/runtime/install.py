@@ -53,7 +53,7 @@ def _own_ports(docker) -> set[int]:
 
 
 def _preflight(inventory, *, ports: dict[str, int], own_ports: set[int], snapshot: str | None, force: bool,
-               warnings: list[str]) -> list[dict]:
+               dry_run: bool, warnings: list[str]) -> list[dict]:
     """The provisioning package's preflight rules: fail stops init (unless force), warn is shown.
 
     The port rule checks the host ports this stack publishes, allowing those our own
@@ -69,10 +69,11 @@ def _preflight(inventory, *, ports: dict[str, int], own_ports: set[int], snapsho
         if r.get("status") == "warn":
             warnings.append(f"preflight {r.get('id')}: {r.get('message', '')}")
     failed = [r for r in rules if r.get("status") == "fail"]
-    if failed and not force:
+    if failed and not force and not dry_run:
         report.raise_for_failure()
     for r in failed:
-        warnings.append(f"preflight {r.get('id')} failed (going on: --force): {r.get('message', '')}")
+        why = "a real run stops here" if dry_run and not force else "going on: --force"
+        warnings.append(f"preflight {r.get('id')} failed ({why}): {r.get('message', '')}")
     return rules
 
 
@@ -145,7 +146,7 @@ def init(*, models: list[str] | None = None, demo: bool = False, dry_run: bool =
     say("running preflight checks")
     catalog = load_catalog()
     checks = _preflight(inventory, ports=host_ports(catalog, settings), own_ports=_own_ports(docker),
-                        snapshot=snapshot, force=force, warnings=warnings)
+                        snapshot=snapshot, force=force, dry_run=dry_run, warnings=warnings)
     phase("preflight", t, detail=f"{len(checks)} check(s)")
 
     t = time.monotonic()
