@@ -13,13 +13,14 @@ three ways:
 Prints numbers only (median, min, max); asserts nothing. Nothing outside the temporary
 directory is touched (``appliance_manage_system`` is off for a root other than /).
 
-    python3 benchmarks/bench_provision.py [--runs 5]
+    python3 benchmarks/bench_provision.py [--runs 5] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def timed_process(argv: list[str], env: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary roots and run artifacts")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-provision-"))
@@ -92,7 +94,10 @@ def main() -> None:
         share = statistics.median(noop) / statistics.median(inproc)
         print(f"start-up share of a no-change run: {share:.0%} "
               f"(empty playbook median / no-change run median)")
-    print(f"artifacts and roots under {tmp} (delete when done)")
+    if args.keep:
+        print(f"roots and run artifacts kept under {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
