@@ -174,13 +174,25 @@ def _free_mib(ctx: Context, path: str) -> tuple[int, str] | None:
     return st.f_bavail * st.f_frsize // 2**20, str(p)
 
 
+def _docker_root_dir() -> str:
+    """Where the live engine keeps images (``docker info``), else the default."""
+    try:
+        from appliance.runtime.docker_adapter import Docker, docker_root_dir
+
+        with Docker(timeout_s=5) as docker:
+            return docker_root_dir(docker)
+    except Exception:  # noqa: BLE001 - unreachable Docker is the docker rule's finding, not this one's
+        return DOCKER_DATA_ROOT
+
+
 def rule_disk(ctx: Context) -> RuleResult:
     title = "Free disk for images"
     if ctx.snapshot:
         return _r("disk", title, "skip", "not measurable from a snapshot")
-    got = _free_mib(ctx, DOCKER_DATA_ROOT)
+    data_root = _docker_root_dir() if ctx.real else DOCKER_DATA_ROOT
+    got = _free_mib(ctx, data_root)
     if got is None:
-        return _r("disk", title, "warn", f"cannot measure free space at {DOCKER_DATA_ROOT}", "check `df -h` by hand")
+        return _r("disk", title, "warn", f"cannot measure free space at {data_root}", "check `df -h` by hand")
     free, where = got
     need = 2 * ctx.images_mib
     details = {"path": where, "free_mib": free, "images_mib": ctx.images_mib, "needed_mib": need}

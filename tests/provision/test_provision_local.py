@@ -44,10 +44,24 @@ def runs(tmp_path_factory):
         check = provision(root=root, check=True, manage_system=True)
         accounts_after = _accounts()
         after_check = tree_state(root)
-        first = provision(root=root)
+        first = provision(root=root, plan=_plan())
         cli = run_cli("provision", "--root", str(root), "--json")
     return {"root": root, "before": before, "check": check, "after_check": after_check,
             "accounts": (accounts_before, accounts_after), "first": first, "cli": cli, "data": base / "data"}
+
+
+MODEL_DIR = "/var/lib/appliance/models/qwen2.5-7b-instruct"
+
+
+def _plan():
+    """A one-service plan: provisioning creates its model directory."""
+    from appliance.planner.models import HealthCheck, Plan, PlannedService
+
+    svc = PlannedService(name="llm-qwen", role="chat", model="qwen2.5-7b-instruct",
+                         served_model_name="qwen2.5-7b-instruct", engine="vllm", backend="cuda",
+                         image="vllm/vllm-openai:v0.8.5", precision="bf16", port=8000,
+                         health=HealthCheck(port=8000), model_path=MODEL_DIR)
+    return Plan(services=[svc])
 
 
 def _accounts() -> tuple[bool, bool]:
@@ -113,8 +127,8 @@ def test_base_and_agent_files_are_under_the_root(runs):
     assert "vm.max_map_count = 262144" in sysctl
     assert "appliance soft nofile 1048576" in (root / "etc/security/limits.d/90-appliance.conf").read_text()
     assert "user: appliance" in (root / "etc/appliance/accounts.d/base.yml").read_text()
-    for d in ("var/lib/appliance", "var/log/appliance", "var/cache/appliance/packages"):
-        assert (root / d).is_dir()
+    for d in ("var/lib/appliance", "var/log/appliance", "var/cache/appliance/packages", MODEL_DIR):
+        assert (root / d.lstrip("/")).is_dir()      # MODEL_DIR: from the plan
     unit = (root / "etc/systemd/system/appliance-agent.service").read_text()
     exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_line.endswith(" agent")
@@ -133,3 +147,13 @@ def test_each_run_keeps_its_artifacts(runs):
         saved = json.loads((artifacts.parent.parent / "report.json").read_text())
         assert saved["run_id"] == report.run_id and saved["status"] == "successful"
     assert runs["check"].run_id != runs["first"].run_id
+    # the extra vars of the run are kept too: chip table from the registry, matrix, plan
+    import yaml
+
+    from chip_drivers import DRIVERS
+
+    extravars = yaml.safe_load((Path(runs["first"].artifacts_dir).parent.parent / "env/extravars").read_text())
+    assert [r["role"] for r in extravars["appliance_chip_table"]] == [d.provision_role for d in DRIVERS]
+    assert extravars["appliance_model_dirs"] == [MODEL_DIR]
+    assert extravars["appliance_plan_hash"] == _plan().compute_hash()
+    assert extravars["appliance_components"]["nvidia"]["driver"]["source"].startswith("catalog")
