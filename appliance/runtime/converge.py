@@ -170,15 +170,15 @@ class Converger:
         try:
             for level in self.stack.start_order():
                 pending += self._apply_level(level, existing)
-            if self.remove_orphans:
-                self._remove_orphans(existing)
-            if self.dry_run or not pending:
-                return self.result
-            self._wait_healthy(pending)
+            if pending and not self.dry_run:
+                self._wait_healthy(pending)
         except BaseException:
             if not self.dry_run:
                 self._undo(pending)
             raise
+        # only once everything new is healthy: services the plan dropped go, then replaced containers
+        if self.remove_orphans:
+            self._remove_orphans(existing)
         for p in pending:
             for old in p.old:
                 self.progress(f"removing the old {p.svc.name} container {old.name}")
@@ -289,8 +289,9 @@ class Converger:
                     continue
                 limit = timeout_override or p.svc.health.wait_timeout_s
                 failed = None
-                if state in ("exited", "dead", "missing"):
-                    failed = f"its container {state}" + (f" with code {exit_code}" if exit_code is not None else "")
+                if state in ("exited", "dead", "missing", "restarting"):
+                    failed = (f"its container {'keeps exiting' if state == 'restarting' else state}"
+                              + (f" (exit code {exit_code})" if exit_code is not None else ""))
                 elif time.monotonic() - p.started_ts > limit:
                     check = self.docker.last_health_check(p.container_id)
                     failed = (f"it did not become healthy within {limit:g}s (health: {health or 'none'}"
