@@ -60,6 +60,8 @@ def ansible_env(run_dir: Path, playbook_dir: Path) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCAL_TEMP": str(run_dir / "tmp"),
         "ANSIBLE_INTERPRETER_PYTHON": "auto_silent",
+        # a broken inventory is an error, not an empty (and "successful") run
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
     }
 
 
@@ -116,7 +118,6 @@ class _EventCollector:
         self.first_task_s: float | None = None
         self.tasks: list[TaskResult] = []
         self.stats: list[HostSummary] = []
-        self.error_lines: list[str] = []
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
@@ -130,8 +131,6 @@ class _EventCollector:
             self._result(kind, data)
         elif kind == "playbook_on_stats":
             self._stats(data)
-        elif kind in ("error", "verbose") and "ERROR!" in str(event.get("stdout", "")):
-            self.error_lines.append(str(event.get("stdout")).strip())
         return True  # keep every event in the artifacts
 
     def _result(self, kind: str, data: dict) -> None:
@@ -214,10 +213,12 @@ def run_playbook(*, inventory_file: str | Path, extravars: dict, run_id: str | N
     seconds = time.monotonic() - started
     artifacts = run_dir / "artifacts" / "run"
     failures = [t for t in collector.tasks if t.status in ("failed", "unreachable") and not t.ignored]
-    ok = runner.status == "successful" and runner.rc == 0 and not failures
+    ok = runner.status == "successful" and runner.rc == 0 and not failures and bool(collector.stats)
     error = None
     if not ok and not failures:
-        error = _stdout_error(artifacts) or f"ansible-playbook ended with status {runner.status}, rc {runner.rc}"
+        error = _stdout_error(artifacts) or (
+            f"ansible-playbook ended with status {runner.status}, rc {runner.rc}" if runner.rc
+            else "no host of the inventory matched (check the inventory file and --limit)")
     report = ProvisionReport(
         run_id=run_id, status="successful" if ok else "failed", rc=runner.rc, check=check,
         tags=list(tags or []), inventory=str(inventory_file), artifacts_dir=str(artifacts),
@@ -231,7 +232,7 @@ def run_playbook(*, inventory_file: str | Path, extravars: dict, run_id: str | N
 
 
 def _stdout_error(artifacts: Path) -> str | None:
-    """The ``ERROR!`` lines of ansible-playbook's output (syntax, inventory, missing role)."""
+    """The error of ansible-playbook's output (syntax, inventory, missing role), with its cause."""
     try:
         text = (artifacts / "stdout").read_text(errors="replace")
     except OSError:
@@ -239,7 +240,13 @@ def _stdout_error(artifacts: Path) -> str | None:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for i, line in enumerate(lines):
         if "ERROR!" in line or line.startswith("[ERROR]"):
-            return " ".join(lines[i:i + 3])[:600]
+            message = " ".join(lines[i:i + 3])
+            if "inventory" in line:
+                cause = next((ln.split("]:", 1)[-1].strip() for ln in lines
+                              if ln.startswith("[WARNING]: Failed to parse")), None)
+                if cause:
+                    message = f"{line} ({cause})"
+            return message[:600]
     return " ".join(lines[-3:])[:600] if lines else None
 
 

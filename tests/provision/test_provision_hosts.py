@@ -58,6 +58,15 @@ def test_root_with_inventory_is_a_usage_error(tmp_path):
     assert res.stderr.startswith("error: --root:") and "appliance_root" in res.stderr
 
 
+def test_broken_inventory_fails_instead_of_running_nothing(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("all:\n  hosts: [\n")
+    res = run_cli("provision", "--inventory", str(bad))
+    assert res.returncode == 1
+    err = res.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: provision:") and "inventory" in err and "YAML parsing failed" in err
+
+
 def test_missing_inventory_file_is_a_usage_error(tmp_path):
     res = run_cli("provision", "--inventory", str(tmp_path / "nope.yml"))
     assert res.returncode == 2 and "inventory file does not exist" in res.stderr
