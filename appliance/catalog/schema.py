@@ -245,8 +245,8 @@ class App(Strict):
     description: str
     image: str
     build: str | None = None
-    port: int
-    health: str = "/health"
+    port: int = Field(description="host port the app is published on")
+    health: str = "/healthz"
     roles: list[AppRole] = Field(min_length=1)
     prefer_tags: list[str] = Field(default_factory=list, description="prefer chat models with these tags")
     env: dict[str, str] = Field(default_factory=dict)
