@@ -182,6 +182,11 @@ class Config:
             raise Denied(401, "missing_api_key", "an API key is required (Authorization: Bearer <key>)")
         m = KEY_RE.match(presented)
         rec = self.keys.get(m.group(1)) if m else None
+        if rec is None and m:
+            # A key created a moment ago may not be loaded yet (reloads are throttled):
+            # re-check the files now, so a new key works on its very first request.
+            self.reload()
+            rec = self.keys.get(m.group(1))
         if rec is None or not hmac.compare_digest(
                 hmac.new(rec.salt, presented.encode(), hashlib.sha256).hexdigest(), rec.hash):
             raise Denied(401, "invalid_api_key", "invalid API key")
