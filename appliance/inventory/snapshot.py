@@ -205,26 +205,17 @@ def _write_root(rec: RecordingHost, root_dir: Path) -> int:
         if path in ("/", ""):
             continue
         target(path).mkdir(parents=True, exist_ok=True)
-    for path, data in sorted(rec.files.items()):
+    # files as read; then links (as a small file holding the target) and placeholders (an
+    # empty file), each only where nothing was written yet
+    writes = ([(path, data, False) for path, data in sorted(rec.files.items())]
+              + [(path, link.encode(), True) for path, link in sorted(rec.links.items())]
+              + [(path, b"", True) for path in sorted(rec.placeholders)])
+    for path, data, only_if_new in writes:
         t = target(path)
-        if t.is_dir():
+        if t.is_dir() or (only_if_new and t.exists()):
             continue
         t.parent.mkdir(parents=True, exist_ok=True)
         t.write_bytes(data)
-        written += 1
-    for path, link in sorted(rec.links.items()):
-        t = target(path)
-        if t.exists():
-            continue
-        t.parent.mkdir(parents=True, exist_ok=True)
-        t.write_text(link)
-        written += 1
-    for path in sorted(rec.placeholders):
-        t = target(path)
-        if t.exists():
-            continue
-        t.parent.mkdir(parents=True, exist_ok=True)
-        t.write_bytes(b"")
         written += 1
     return written
 
