@@ -224,8 +224,12 @@ def apply_bundle(path: str | Path, *, allow_downgrade: bool = False, pubkey: Pat
         docker = R.docker_client()
         steps: list[StepTiming] = []
         t = time.monotonic()
-        opened, current, disk = _verify(path, store, pubkey=pubkey, allow_downgrade=allow_downgrade,
-                                        docker=docker, progress=progress)
+        try:
+            opened, current, disk = _verify(path, store, pubkey=pubkey, allow_downgrade=allow_downgrade,
+                                            docker=docker, progress=progress)
+        except BaseException:
+            docker.close()
+            raise
         manifest = opened.manifest
         steps.append(StepTiming(name="verify", seconds=round(time.monotonic() - t, 3),
                                 detail=f"{opened.index.file_size} bytes, signed by {opened.signer.key_id}"))

@@ -153,15 +153,13 @@ def _tar_header(name: str, size: int) -> bytes:
 
 
 def load_stream(images: list[Image], locate: Callable[[str], tuple[str, int, int]], *,
-                tee: Callable[[str], object | None] | None = None, progress_advance=None,
+                progress_advance=None,
                 after_first_blob: Callable[[], None] | None = None,
                 on_mismatch: Callable[[str, str], None] | None = None) -> Iterator[bytes]:
     """Yield a ``docker load``-able tar of ``images`` built from blobs.
 
     ``locate(digest)`` gives (file, offset, size) -- a range of the bundle or a content-store
-    file. ``tee(digest)`` may return a writer (``write``/``commit``/``abort``) that receives the
-    same bytes, so a layer read once from the bundle is both stored and loaded. Every blob is
-    re-hashed on the way; a mismatch raises BundleError mid-stream, before the manifest.json
+    file. Every blob is re-hashed on the way; a mismatch raises BundleError mid-stream, before the manifest.json
     entry, so the engine tags nothing (``on_mismatch`` lets the caller drop a bad stored copy).
     ``after_first_blob`` is a hook for the crash tests.
     """
@@ -175,40 +173,30 @@ def load_stream(images: list[Image], locate: Callable[[str], tuple[str, int, int
     sent = 0
     for digest in order:
         path, offset, size = locate(digest)
-        writer = tee(digest) if tee else None
+        yield _tar_header(blob_member(digest), size)
+        h = hashlib.sha256()
+        fd = os.open(path, os.O_RDONLY)
         try:
-            yield _tar_header(blob_member(digest), size)
-            h = hashlib.sha256()
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(fd, offset, size, os.POSIX_FADV_SEQUENTIAL)
-                pos, end = offset, offset + size
-                while pos < end:
-                    chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
-                    if not chunk:
-                        raise BundleError(f"unexpected end of {path} while loading {digest}", where=str(path),
-                                          fix="re-run the upgrade with an intact bundle")
-                    h.update(chunk)
-                    if writer is not None:
-                        writer.write(chunk)
-                    pos += len(chunk)
-                    if progress_advance:
-                        progress_advance(len(chunk))
-                    yield chunk
-            finally:
-                os.close(fd)
-            if "sha256:" + h.hexdigest() != digest:
-                if on_mismatch:
-                    on_mismatch(digest, path)
-                raise BundleError(f"blob {digest} changed on disk (sha256 mismatch) while loading images",
-                                  where=str(path), fix="re-run the upgrade with an intact bundle")
-            if writer is not None:
-                writer.commit()
-                writer = None
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, offset, size, os.POSIX_FADV_SEQUENTIAL)
+            pos, end = offset, offset + size
+            while pos < end:
+                chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
+                if not chunk:
+                    raise BundleError(f"unexpected end of {path} while loading {digest}", where=str(path),
+                                      fix="re-run the upgrade with an intact bundle")
+                h.update(chunk)
+                pos += len(chunk)
+                if progress_advance:
+                    progress_advance(len(chunk))
+                yield chunk
         finally:
-            if writer is not None:
-                writer.abort()
+            os.close(fd)
+        if "sha256:" + h.hexdigest() != digest:
+            if on_mismatch:
+                on_mismatch(digest, path)
+            raise BundleError(f"blob {digest} changed on disk (sha256 mismatch) while loading images",
+                              where=str(path), fix="re-run the upgrade with an intact bundle")
         pad = -size % tarfile.BLOCKSIZE
         if pad:
             yield b"\0" * pad

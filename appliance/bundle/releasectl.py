@@ -140,30 +140,52 @@ def load_images(docker, images: list[Image], content: ContentStore, *, index: Bu
                 advance=None, after_first_blob: Callable[[], None] | None = None) -> list[str]:
     """Make ``images`` present in the engine: re-tag those it has, stream the rest in one ``docker load``.
 
-    Blobs come from the bundle (``index``) when it holds them, else from the content store;
-    bundle blobs the store lacks are written to it in the same pass (read once, stored and
-    loaded). Returns the refs loaded or re-tagged.
+    Blobs come from the bundle (``index``) when it holds them, else from the content store.
+    While Docker receives the stream, the same bundle blobs are copied into the content store
+    by a kernel copy in a second thread (the disk work overlaps Docker's; every blob is
+    hashed on its way to Docker, and a mismatch drops the stored copy too). Returns the refs
+    loaded or re-tagged.
     """
+    import threading
+
     from appliance.runtime import docker_adapter as da
 
     to_load, to_tag = missing_images(docker, images)
     for image in to_tag:
         da.tag_image(docker, image.id, image.ref)
     bundle_path = str(index.path) if index is not None else None
-
-    def tee(digest: str):
-        if index is None or digest not in index.blob_members:
-            return None
-        blob = Blob(digest=digest, size=index.blob_members[digest].size)
-        return None if content.has(blob) else content.writer(blob)
+    bad_digests: list[str] = []
 
     def on_mismatch(digest: str, path: str) -> None:
+        bad_digests.append(digest)
         if path != bundle_path:
             content.drop(digest)  # a damaged stored copy: drop it so the next bundle re-stages it
 
-    if to_load:
-        da.load_image_stream(docker, load_stream(to_load, content.locator(index), tee=tee, progress_advance=advance,
-                                                 after_first_blob=after_first_blob, on_mismatch=on_mismatch))
+    staging: threading.Thread | None = None
+    staging_error: list[BaseException] = []
+    if to_load and index is not None:
+        wanted = {d for i in to_load for d in (i.id, *i.layers) if d in index.blob_members}
+        blobs = [Blob(digest=d, size=index.blob_members[d].size) for d in sorted(wanted)]
+
+        def stage() -> None:
+            try:
+                content.ingest(index, blobs, workers=1, hashed=False)
+            except BaseException as exc:  # noqa: BLE001 - reported after the load
+                staging_error.append(exc)
+
+        staging = threading.Thread(target=stage, name="bundle-stage", daemon=True)
+        staging.start()
+    try:
+        if to_load:
+            da.load_image_stream(docker, load_stream(to_load, content.locator(index), progress_advance=advance,
+                                                     after_first_blob=after_first_blob, on_mismatch=on_mismatch))
+    finally:
+        if staging is not None:
+            staging.join()
+        for digest in bad_digests:
+            content.drop(digest)
+    if staging_error:
+        raise staging_error[0]
     bad = [i.ref for i in images if docker.image_id(i.ref) != i.id]
     if bad:
         raise BundleError(f"after loading, {bad[0]} does not have the image id the manifest lists",

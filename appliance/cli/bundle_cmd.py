@@ -230,13 +230,16 @@ def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, a
 
     Exit 0 upgraded, 1 failed and rolled back, 2 refused (nothing changed), 3 preflight failed.
     """
-    from appliance.bundle.apply import apply_bundle, preview
+    from appliance.bundle.apply import apply_bundle, preview, recover
 
+    recovered = recover(say=_say(quiet or as_json))  # an interrupted operation first, then the policy
     pv = preview(file, pubkey=pubkey, allow_downgrade=allow_downgrade)
     _confirm(f"upgrade this node from {pv['from_version'] or '(nothing installed)'} to {pv['to_version']}?", yes)
     with _progress(not (as_json or quiet)) as progress:
         res = apply_bundle(file, allow_downgrade=allow_downgrade, pubkey=pubkey, progress=progress,
                            say=_say(quiet or as_json))
+    if recovered is not None and res.recovered is None:
+        res.recovered = recovered
     emit(res, as_json, _render_upgrade)
 
 
@@ -246,8 +249,9 @@ def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, a
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def rollback(yes: bool, as_json: bool, quiet: bool) -> None:
     """Return to the previous release (blue/green behind health gates, journaled)."""
-    from appliance.bundle.apply import rollback as do_rollback, rollback_target
+    from appliance.bundle.apply import recover, rollback as do_rollback, rollback_target
 
+    recover(say=_say(quiet or as_json))
     cur, target = rollback_target()
     _confirm(f"roll back from {cur} to {target}?", yes)
     res = do_rollback(say=_say(quiet or as_json))

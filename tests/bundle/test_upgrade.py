@@ -223,7 +223,7 @@ def test_delta_needs_its_base_on_the_node(node, tmp_path):
 
 
 # ---- 2. round trip -------------------------------------------------------------------------------
-def test_round_trip_upgrade_then_rollback(node):
+def test_round_trip_upgrade_then_rollback(node, docker_engine):
     s1 = assert_one_release(node, "1.0.0")
     res = cli(node, "bundle", "verify", str(node.bundles.r2_delta))
     assert res.returncode == 0 and res.stdout.startswith("ok: "), res.stderr
@@ -243,8 +243,12 @@ def test_round_trip_upgrade_then_rollback(node):
     # blue/green replaced only the engine services; gateway and apps kept their containers
     kept = {c[0]: c[1] for c in s1["containers"]} .items() & {c[0]: c[1] for c in s2["containers"]}.items()
     assert {name for name, _ in kept} == {s.name for s in s2["stack"].services if s.kind != "inference"}
-    res = cli(node, "rollback", "--yes")
+    # someone pruned release 1's image: rollback reloads it from the node's content store
+    docker_engine.remove_image(node.images["1.0.0"])
+    assert docker_engine.image_id(node.images["1.0.0"]) is None
+    res = cli(node, "rollback", "--yes", "--json")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout)["loaded_images"] == [node.images["1.0.0"]]
     assert_one_release(node, "1.0.0")
     assert not _ops_done(node)
 
