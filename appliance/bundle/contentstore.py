@@ -4,9 +4,10 @@
 what its base lacks, so the node must still hold the base's blobs; a rollback must be able
 to reload the previous release's images even if someone pruned them from Docker; and a
 re-run after a crash skips blobs already staged. Blobs enter the store only through
-:meth:`ContentStore.ingest`, which hashes while copying and renames into place only on a
-match, so a file in the store always has the digest it is named by. After each commit the
-store is trimmed to the blobs of the current and the previous release.
+:meth:`ContentStore.ingest`, from a bundle whose blobs were verified, via a temp file renamed
+into place; and every *use* of a stored blob hashes it again (a damaged one is dropped and
+staged anew from the next bundle that has it). After each commit the store is trimmed to
+the blobs of the current and the previous release.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Order matters: the cheap structural checks (entry names and types, truncation, the
 signature, missing/extra entries) read only tar headers and the manifest, so a bad bundle
 is refused in milliseconds. Blob hashing then reads every byte once, several blobs at a
-time in threads (``hashlib`` releases the GIL), each thread with its own 1 MiB buffer and
-``os.pread`` on its own range, so memory stays flat whatever the bundle size.
+time in threads (``hashlib`` releases the GIL), straight from a read-only memory map (no
+copy out of the page cache) whose pages are dropped after each chunk, so memory stays flat
+whatever the bundle size (``os.pread`` into a 1 MiB buffer where mmap is unavailable).
 """
 
 from __future__ import annotations

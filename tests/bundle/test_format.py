@@ -211,3 +211,71 @@ def test_blob_member_name():
 def test_manifest_json_is_signed_bytes(bundles, trust):
     opened = open_bundle(bundles.r1)
     assert json.loads(opened.index.manifest_bytes)["version"] == "1.0.0"
+
+
+# ---- pure parts of apply: version policy, disk rule, the content store -----------------------------
+def _manifest(version: str, upgrades_from: list[str]):
+    from appliance.bundle.manifest import Manifest
+
+    return Manifest(format_version=1, version=version, upgrades_from=upgrades_from, created="2025-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("version,upgrades_from,installed,allow,expect", [
+    ("2.0.0", ["1.0.0"], None, False, None),                       # first install: no policy
+    ("2.0.0", ["1.0.0"], "1.0.0", False, None),
+    ("2.0.0", ["1.0.0", "1.1.0"], "1.1.0", False, None),
+    ("2.0.0", ["1.1.0"], "1.0.0", False, "upgrades from 1.1.0, but this node runs 1.0.0"),
+    ("2.0.0", [], "1.0.0", False, "upgrades from nothing (first installs only)"),
+    ("1.0.0", [], "2.0.0", False, "older than the installed 2.0.0"),
+    ("2.0.0", ["1.0.0"], "2.0.0", False, "already installed"),
+    ("1.0.0", [], "2.0.0", True, None),                            # --allow-downgrade
+    ("2.0.0", ["1.9.0"], "1.0.0", True, "upgrades from 1.9.0"),   # ... is no way around upgrades_from
+])
+def test_version_policy(version, upgrades_from, installed, allow, expect):
+    from appliance.bundle.apply import check_applicable
+
+    m = _manifest(version, upgrades_from)
+    if expect is None:
+        check_applicable(m, installed, allow_downgrade=allow, where="b")
+    else:
+        with pytest.raises(BundleError) as info:
+            check_applicable(m, installed, allow_downgrade=allow, where="b")
+        assert expect in info.value.message
+
+
+def test_disk_rule_needs_twice_the_unpacked_bytes(tmp_path):
+    from appliance.bundle.apply import disk_check
+
+    st = os.statvfs(tmp_path)
+    free = st.f_bavail * st.f_frsize
+    ok = disk_check(free // 4, [str(tmp_path), str(tmp_path / "docker-root")])
+    assert ok.ok and ok.required_bytes == 2 * (free // 4)
+    bad = disk_check(free // 2 + (64 << 20), [str(tmp_path), str(tmp_path / "missing" / "deeper")])
+    assert not bad.ok and bad.required_bytes > bad.free_bytes
+
+
+def test_content_store_copies_and_drops_damaged_blobs(bundles, tmp_path):
+    from appliance.bundle.contentstore import ContentStore
+    from appliance.bundle.dockersave import load_stream
+
+    opened = open_bundle(bundles.r1, verify_signature=False)
+    store = ContentStore(tmp_path / "blobs")
+    blobs = [b for b in opened.manifest.blobs]
+    copied = store.ingest(opened.index, blobs[:2], hashed=False) + store.ingest(opened.index, blobs[2:])
+    assert copied == sum(b.size for b in blobs) and all(store.has(b) for b in blobs)
+    assert store.ingest(opened.index, blobs) == 0  # already staged: nothing copied again
+    image = opened.manifest.images[0]
+    victim = store.path(image.layers[-1])
+    os.chmod(victim, 0o644)
+    with open(victim, "r+b") as fh:
+        fh.seek(10)
+        fh.write(b"X")
+    dropped = []
+    stream = load_stream([image], store.locator(None), on_mismatch=lambda d, p: (dropped.append(d), store.drop(d)))
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        for _ in stream:
+            pass
+    assert dropped == [image.layers[-1]] and not victim.exists()
+    kept = {b.digest for b in blobs} - {image.layers[-1]}
+    assert store.gc(kept) == 0 and store.digests() == kept
+    assert store.gc(set()) > 0 and store.digests() == set()
