@@ -20,6 +20,7 @@ switch-remove, commit, done); the crash tests use it. It is read only at those p
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -93,6 +94,7 @@ class UpgradeResult(BaseModel):
     loaded_images: list[str] = Field(default_factory=list)
     changes: list[ChangeRow] = Field(default_factory=list)
     disk: DiskCheck | None = None
+    warnings: list[str] = Field(default_factory=list)
     recovered: RecoveryResult | None = None
     cleanup: list[str] = Field(default_factory=list)
     message: str = ""
@@ -153,7 +155,7 @@ def disk_check(unpack_bytes: int, paths: list[str]) -> DiskCheck:
 
 
 def _verify(path: Path, store: StateStore, *, pubkey: Path | None, allow_downgrade: bool, docker,
-            progress: Progress) -> tuple[OpenedBundle, object, DiskCheck]:
+            progress: Progress, snapshot: str | None = None) -> tuple[OpenedBundle, object, DiskCheck, list[str]]:
     where = str(path)
     opened = open_bundle(path, pubkey=pubkey)
     manifest = opened.manifest
@@ -176,8 +178,21 @@ def _verify(path: Path, store: StateStore, *, pubkey: Path | None, allow_downgra
         raise PreflightFailed(f"not enough disk space: {disk.free_bytes / 1e9:.2f} GB free at {disk.path}, "
                               f"{disk.required_bytes / 1e9:.2f} GB needed (2x the {unpack / 1e9:.2f} GB to unpack)",
                               where="preflight disk", fix="free disk space (docker image prune, old files) and re-run")
+    warnings = _host_preflight(unpack, snapshot)
     hash_blobs(opened, progress)
-    return opened, current, disk
+    return opened, current, disk, warnings
+
+
+def _host_preflight(unpack_bytes: int, snapshot: str | None) -> list[str]:
+    """The provisioning package's preflight rules (a failing rule stops the upgrade, exit 3;
+    warnings are reported). Ports are not checked: the running stack keeps its own."""
+    if importlib.util.find_spec("appliance.provision.preflight") is None:
+        return ["preflight rules are not installed: only the disk rule ran"]
+    from appliance.provision.preflight import run_preflight
+
+    report = run_preflight(snapshot=snapshot, images_mib=unpack_bytes // (1024 * 1024), ports={})
+    report.raise_for_failure()
+    return [f"preflight {r.id}: {r.message}" for r in report.rules if r.status == "warn"]
 
 
 def preview(path: str | Path, *, pubkey: Path | None = None, allow_downgrade: bool = False) -> dict:
@@ -225,8 +240,8 @@ def apply_bundle(path: str | Path, *, allow_downgrade: bool = False, pubkey: Pat
         steps: list[StepTiming] = []
         t = time.monotonic()
         try:
-            opened, current, disk = _verify(path, store, pubkey=pubkey, allow_downgrade=allow_downgrade,
-                                            docker=docker, progress=progress)
+            opened, current, disk, warnings = _verify(path, store, pubkey=pubkey, allow_downgrade=allow_downgrade,
+                                                      docker=docker, progress=progress, snapshot=snapshot)
         except BaseException:
             docker.close()
             raise
@@ -235,7 +250,8 @@ def apply_bundle(path: str | Path, *, allow_downgrade: bool = False, pubkey: Pat
                                 detail=f"{opened.index.file_size} bytes, signed by {opened.signer.key_id}"))
         result = UpgradeResult(ok=False, kind="upgrade" if current else "install", instance=inst,
                                from_version=current.version if current else None, to_version=manifest.version,
-                               previous_release=current.id if current else None, disk=disk, recovered=recovered)
+                               previous_release=current.id if current else None, disk=disk, recovered=recovered,
+                               warnings=warnings)
         op = J.begin(store, instance=inst, kind=result.kind, bundle=str(path.resolve()),
                      manifest_sha256=opened.manifest_sha256, from_version=result.from_version,
                      to_version=manifest.version, from_release=current.id if current else None)
@@ -599,4 +615,5 @@ def init_from_bundle(bundle: str | Path, *, models: list[str] | None = None, dem
                       plan=release.plan, stack=stack,
                       changes=[Change(action=c.action, target=c.target, detail=c.detail) for c in res.changes],
                       phases=[PhaseTiming(name=s.name, seconds=s.seconds, detail=s.detail) for s in res.steps],
-                      endpoints=endpoints, warnings=warnings + res.cleanup, next_steps=next_steps(stack, endpoints))
+                      endpoints=endpoints, warnings=warnings + res.warnings + res.cleanup,
+                      next_steps=next_steps(stack, endpoints))

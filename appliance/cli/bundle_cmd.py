@@ -213,6 +213,8 @@ def _render_upgrade(r) -> None:
         click.echo(f"  {c.action:<10} {c.target}" + (f"  ({c.detail})" if c.detail else ""))
     for note in r.cleanup:
         click.echo(f"  cleanup: {note}")
+    for w in getattr(r, "warnings", []):
+        click.echo(f"warning: {w}", err=True)
     click.echo(f"{r.kind} {r.from_version or '(nothing)'} -> {r.to_version}: {r.message}")
 
 
