@@ -279,3 +279,15 @@ def test_content_store_copies_and_drops_damaged_blobs(bundles, tmp_path):
     kept = {b.digest for b in blobs} - {image.layers[-1]}
     assert store.gc(kept) == 0 and store.digests() == kept
     assert store.gc(set()) > 0 and store.digests() == set()
+
+
+def test_trust_installs_a_key_on_the_node(bundles, keypair, monkeypatch, tmp_path):
+    monkeypatch.delenv("APPLIANCE_BUNDLE_PUBKEYS", raising=False)
+    env = {"APPLIANCE_DATA_DIR": str(tmp_path / "node")}
+    res = cli("bundle", "verify", str(bundles.r1), env=env)
+    assert res.returncode == 2 and "no trusted bundle keys found" in res.stderr
+    res = cli("bundle", "trust", keypair.public_key, env=env)
+    assert res.returncode == 0 and keypair.key_id in res.stdout
+    assert (tmp_path / "node" / "trust" / "bundle-keys" / f"{keypair.key_id}.pub").is_file()
+    res = cli("bundle", "verify", str(bundles.r1), env=env)
+    assert res.returncode == 0 and f"signed by {keypair.key_id}" in res.stdout, res.stderr
