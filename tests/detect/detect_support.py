@@ -1,6 +1,8 @@
-"""Helpers for detection tests: run the real CLI, build fake roots and fake vendor tools.
+"""Helpers for detection tests: run the real CLI, copy and edit node snapshots, build fake
+roots and fake vendor tools.
 
-Imported by name as ``detect_support`` (conftest.py puts this folder on sys.path).
+Imported by name as ``detect_support`` (the conftest.py of tests/detect, tests/vendors1 and
+tests/vendors2 put this folder on sys.path; v1support/v2support add only their vendor tables).
 
 Hardware is faked only as files (a copied node root) and as tool executables on ``PATH``;
 everything else (CLI, subprocess timeouts, host views, snapshots) is the real code.
@@ -19,6 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 H200 = SHARED / "fixtures" / "nodes" / "h200-1gpu"
 NODES = REPO / "tests" / "fixtures" / "nodes"
+SAMPLES = REPO / "tests" / "fixtures" / "tool-samples"
+
+
+def sample(name: str) -> str:
+    """A real vendor tool output from tests/fixtures/tool-samples/."""
+    return (SAMPLES / name).read_text()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -34,7 +42,9 @@ def detect_json(*args: str, env: dict | None = None) -> dict:
     return json.loads(res.stdout)
 
 
-def copy_snapshot(src: Path, dst: Path) -> Path:
+def copy_snapshot(src: Path | str, dst: Path) -> Path:
+    """A writable copy of a snapshot: a path, or the name of one under tests/fixtures/nodes/."""
+    src = NODES / src if isinstance(src, str) else src
     shutil.copytree(src, dst, symlinks=True)
     for p in [dst, *dst.rglob("*")]:  # the shared copy is read-only
         if not p.is_symlink():
@@ -77,3 +87,50 @@ def strip_timings(inv: dict) -> dict:
         for step in probe.get("steps", []):
             step.pop("seconds", None)
     return inv
+
+
+def set_tool_output(snap: Path, argv: list[str], text: str | None, *, exit_code: int | None = 0,
+                    timed_out: bool = False) -> None:
+    """Replace (or with ``text=None`` remove) the index entry for ``argv`` in a copied snapshot."""
+    index_path = snap / "tool-output" / "index.json"
+    index = json.loads(index_path.read_text())
+    commands = [c for c in index["commands"] if c["argv"] != argv]
+    if text is not None or timed_out:
+        fname = "replaced-" + "-".join(argv).replace("/", "_")[:60] + ".txt"
+        (snap / "tool-output" / fname).write_text(text or "")
+        entry = {"argv": argv, "file": fname, "exit_code": exit_code}
+        if timed_out:
+            entry.update({"timed_out": True, "seconds": 10.0, "exit_code": None})
+        commands.append(entry)
+    index["commands"] = commands
+    index_path.write_text(json.dumps(index, indent=1))
+
+
+def drop_vendor_tools(snap: Path, tool: str) -> None:
+    """Remove every recorded command of one tool (as if it were not installed)."""
+    index_path = snap / "tool-output" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["commands"] = [c for c in index["commands"] if c["argv"][0] != tool]
+    index_path.write_text(json.dumps(index, indent=1))
+
+
+def write_root_file(snap: Path, path: str, text: str) -> None:
+    p = snap / "root" / path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def remove_root_path(snap: Path, path: str) -> None:
+    p = snap / "root" / path.lstrip("/")
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+
+
+def accs_of(inv, vendor: str):
+    return [a for a in inv.accelerators if a.vendor == vendor]
+
+
+def probe_of(inv, vendor: str):
+    return next(p for p in inv.probes if p.driver == vendor)
