@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, Usage
 from appliance.inventory.pci import normalize_bdf
+from chip_drivers.base import add_step_detail
 
 
 @dataclass
@@ -85,8 +86,6 @@ def merge_tool_listing(driver, host: HostView, accs: list[Accelerator], parsed: 
     driver version (cnmon, mx-smi, mthreads-gmi, ixsmi): ``parsed`` is the parser's dict
     (``devices``, ``driver_version``, optional ``by_order``); the device count and merge notes
     go in the tool's step; devices only the tool shows get ``driver.state`` (layer b)."""
-    from chip_drivers.base import add_step_detail
-
     listed = [tool_device(d, tool) for d in parsed["devices"]]
     add_step_detail(steps, f"{len(listed)} device(s)")
     return merge_listing(driver, host, accs, listed, tool=tool, usage=usage, steps=steps, state=driver.state,
@@ -125,7 +124,6 @@ def merge_listing(driver, host: HostView, accs: list[Accelerator], listed: list[
     Returns the new list, sorted by index; what was skipped or missing is noted in the
     tool's step (the last of ``steps``).
     """
-    from chip_drivers.base import add_step_detail
 
     make_acc = make_acc or (lambda td, index: new_device(driver, td, index, tool=tool, state=state))
     notes: list[str] = []
