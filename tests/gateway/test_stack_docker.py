@@ -184,7 +184,8 @@ def test_knowledge_base_answers_from_an_uploaded_document_with_citation(demo):
     assert {("app-knowledge-base", "/v1/embeddings"), ("app-knowledge-base", "/v1/chat/completions")} <= used
 
 
-@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(chromium() is None and not os.environ.get("CI"),
+                                  reason="chromium is not installed (.ci/run installs it; under CI a missing browser fails)")
 def test_each_app_page_in_a_real_browser_reaches_the_gateway(demo, tmp_path):
     apps = demo.endpoints()["apps"]
     assert set(apps) == {"customer-service", "knowledge-base", "code-assistant"}

@@ -98,7 +98,6 @@ def test_nvidia_services_get_gpu_by_uuid_never_privileged():
         assert ps.model_path and len(weights) == 1 and weights[0].read_only
 
 
-@pytest.mark.skipif(not ASCEND.is_dir(), reason="needs tests/fixtures/nodes/ascend-910b-8npu")
 def test_ascend_services_get_davinci_nodes_and_driver_mounts():
     plan, stack = _stack(ASCEND)
     for ps in plan.services:
