@@ -31,9 +31,18 @@ def emit(model: BaseModel, as_json: bool, render: Callable[[Any], None]) -> None
 
 def console(stderr: bool = False):
     """A rich console (imported lazily: rich costs ~30 ms)."""
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # Piped or logged output has no terminal width; rich would then squeeze wide tables
+    # into 80 columns, one letter per line. Use a wide fixed width unless COLUMNS says.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not stream.isatty() and "COLUMNS" not in os.environ:
+        width = 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def warn(message: str) -> None:
