@@ -10,18 +10,18 @@ import json
 from typing import Any, Callable
 
 import click
-from pydantic import BaseModel
 
 
-def to_json(model: BaseModel | Any) -> str:
-    if isinstance(model, BaseModel):
+def to_json(model: Any) -> str:
+    # duck-typed (no pydantic import here: this module is on `appliance detect`'s start-up path)
+    if hasattr(model, "model_dump"):
         data = model.model_dump(mode="json")
     else:
         data = model
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def emit(model: BaseModel, as_json: bool, render: Callable[[Any], None]) -> None:
+def emit(model: Any, as_json: bool, render: Callable[[Any], None]) -> None:
     """Print ``model`` as JSON, or call ``render(model)`` for the human view."""
     if as_json:
         click.echo(to_json(model), nl=False)

@@ -12,6 +12,15 @@ Whoever wants pydantic plugins in an appliance process sets ``PYDANTIC_DISABLE_P
 (to any value, even empty): then pydantic's own loader runs and honours it.
 ``tests/detect/test_startup.py`` checks that the loader contract relied on here still holds
 for the installed pydantic.
+
+WHY (asyncio): ``pydantic_core.core_schema`` marks functions with
+``typing_extensions.deprecated``, whose decorator does ``import asyncio.coroutines`` only to
+call ``iscoroutinefunction`` once per decorated function. That imports all of asyncio and
+ssl (about 18 ms, a seventh of ``appliance detect --json``) in a process that never runs an
+event loop. :func:`import_pydantic_without_asyncio` imports pydantic while a two-attribute
+stand-in answers for ``asyncio.coroutines`` (the same answer: ``inspect.iscoroutinefunction``),
+then removes the stand-in, so a later ``import asyncio`` loads the real package.
+``APPLIANCE_NO_STARTUP_TRIMS=1`` turns both trims off.
 """
 
 from __future__ import annotations
@@ -21,6 +30,45 @@ import sys
 import types
 
 LOADER_MODULE = "pydantic.plugin._loader"
+
+
+def trim_startup() -> None:
+    """Both trims, in the order they need (before pydantic is imported)."""
+    if os.environ.get("APPLIANCE_NO_STARTUP_TRIMS") == "1":
+        return
+    import_pydantic_without_asyncio()
+    skip_pydantic_plugins()
+
+
+def import_pydantic_without_asyncio() -> bool:
+    """Import pydantic (and pydantic_core's schema module) without importing asyncio.
+
+    Returns True when the stand-in was used; False when asyncio or pydantic_core's schema
+    module is already imported (nothing to save) or trims are off.
+    """
+    if os.environ.get("APPLIANCE_NO_STARTUP_TRIMS") == "1":
+        return False
+    if "asyncio" in sys.modules or "pydantic_core.core_schema" in sys.modules:
+        return False
+    import inspect
+
+    package = types.ModuleType("asyncio", "stand-in while pydantic imports (appliance.cli.startup)")
+    package.__path__ = []  # a package, so `import asyncio.coroutines` resolves to the child below
+    coroutines = types.ModuleType("asyncio.coroutines")
+    coroutines.iscoroutinefunction = inspect.iscoroutinefunction
+    coroutines._is_coroutine = object()
+    package.coroutines = coroutines
+    sys.modules["asyncio"] = package
+    sys.modules["asyncio.coroutines"] = coroutines
+    try:
+        import pydantic.main  # noqa: F401  (BaseModel and what it pulls in)
+        import pydantic_core.core_schema  # noqa: F401
+    finally:
+        if sys.modules.get("asyncio") is package:
+            del sys.modules["asyncio"]
+        if sys.modules.get("asyncio.coroutines") is coroutines:
+            del sys.modules["asyncio.coroutines"]
+    return True
 
 
 def skip_pydantic_plugins() -> bool:

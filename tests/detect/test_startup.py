@@ -61,3 +61,29 @@ def test_skip_is_a_no_op_once_pydantic_loaded_its_loader():
         "from appliance.cli.startup import skip_pydantic_plugins\n"
         "print('SKIPPED', skip_pydantic_plugins(), sys.modules['pydantic.plugin._loader'] is real, file=sys.stderr)\n")
     assert "SKIPPED False True" in err, err
+
+
+ASYNCIO_AFTER_DETECT = (
+    "import sys\nfrom appliance.cli import main\n"
+    f"try:\n    main(['detect', '--json', '--snapshot', {str(H200)!r}])\nexcept SystemExit:\n    pass\n"
+    "print('ASYNCIO_LOADED', 'asyncio' in sys.modules, file=sys.stderr)\n"
+    "import asyncio\n"
+    "async def f():\n    await asyncio.sleep(0)\n    return 7\n"
+    "print('ASYNCIO_RUNS', asyncio.run(f()), hasattr(asyncio, 'get_event_loop'), file=sys.stderr)\n")
+
+
+def test_detect_does_not_import_asyncio_and_real_asyncio_still_loads_afterwards():
+    err = _in_fresh_process(ASYNCIO_AFTER_DETECT)
+    assert "ASYNCIO_LOADED False" in err, err
+    assert "ASYNCIO_RUNS 7 True" in err, err
+
+
+def test_trims_off_imports_asyncio_as_usual():
+    err = _in_fresh_process(ASYNCIO_AFTER_DETECT, env={"APPLIANCE_NO_STARTUP_TRIMS": "1"})
+    assert "ASYNCIO_LOADED True" in err, err
+
+
+def test_output_is_the_same_without_any_trim():
+    ours = detect_json("--snapshot", str(H200))
+    plain = detect_json("--snapshot", str(H200), env={"APPLIANCE_NO_STARTUP_TRIMS": "1"})
+    assert strip_timings(ours) == strip_timings(plain)
