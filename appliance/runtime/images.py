@@ -2,7 +2,9 @@
 
 Local images (demo engine, gateway, apps, demo trainer) are a directory under ``images/``
 copied to ``/app`` on top of the Python runtime base (:mod:`appliance.runtime.pyrt`), run as
-``python3 /app/main.py``. Each carries the hash of its directory and base
+``python3 /app/main.py``. Files of a ``common/`` directory beside the build directory
+(``images/apps/common/appkit.py``) are copied in beside ``main.py`` too, so the apps share one
+copy of their plumbing. Each carries the hash of its files and base
 (``appliance.content-hash``): an image is rebuilt only when that hash changed, so re-running
 ``init`` costs a few stat/read calls, not a build. Engine images from the catalog are never
 built here: they must already be present (or be loaded from a bundle, or pulled where a
@@ -32,6 +34,7 @@ LOCAL_BUILDS = {
     "appliance/demo-trainer": "demo/trainer",
 }
 _SKIP_NAMES = {"__pycache__", ".pytest_cache", "tests", ".git", "Dockerfile"}
+SHARED_DIR = "common"  # images/<group>/common/: copied into every build of <group> (apps/common -> each app)
 
 _SERVICE_DOCKERFILE = """\
 FROM {base}
@@ -94,29 +97,43 @@ def _files(directory: Path) -> list[Path]:
     return out
 
 
+def build_sources(build: str) -> list[tuple[Path, str]]:
+    """(file, path under /app) of everything an image built from images/``build`` holds: the
+    build directory's files, then those of the ``common/`` directory beside it that the build
+    does not have itself (why: the three apps share appkit.py, and one copy in the source
+    tree cannot drift). Both the content hash and the build context come from this list, so a
+    change to a shared file rebuilds every image that carries it."""
+    directory = images_dir() / build
+    out = [(path, str(path.relative_to(directory))) for path in _files(directory)]
+    shared = directory.parent / SHARED_DIR
+    if shared.is_dir() and shared.resolve() != directory.resolve():
+        own = {arc for _, arc in out}
+        out += [(path, arc) for path in _files(shared) if (arc := str(path.relative_to(shared))) not in own]
+    return out
+
+
 def content_hash(build: str, base_tag: str) -> str:
-    """Hash of the build directory's files (paths and bytes) and the base image tag."""
+    """Hash of the build's files (paths and bytes, shared ones included) and the base image tag."""
     directory = images_dir() / build
     if not (directory / "main.py").is_file():
         raise RuntimeFailure(f"{directory}/main.py is missing", where=f"images/{build}",
                              fix="reinstall appliance (the image sources ship with it)")
     h = hashlib.sha256(f"svc/1 {base_tag}\n".encode())
-    for path in _files(directory):
-        h.update(str(path.relative_to(directory)).encode() + b"\0")
+    for path, arc in build_sources(build):
+        h.update(arc.encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
 def _service_context(build: str, base_tag: str) -> io.BytesIO:
-    directory = images_dir() / build
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         data = _SERVICE_DOCKERFILE.format(base=base_tag).encode()
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-        for path in _files(directory):
-            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(directory)))
+        for path, arc in build_sources(build):
+            info = tar.gettarinfo(str(path), arcname=arc)
             info.uid = info.gid = 0
             info.mode = 0o644
             with open(path, "rb") as fh:

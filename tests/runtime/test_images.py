@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 import uuid
 
 import pytest
@@ -40,6 +41,24 @@ def test_content_hash_follows_the_sources(tmp_path, monkeypatch):
     assert I.content_hash("svc", "base:1") != first
     with pytest.raises(RuntimeFailure, match="main.py is missing"):
         I.content_hash("nothing-here", "base:1")
+
+
+def test_shared_files_beside_a_build_are_in_its_image_and_its_hash(tmp_path, monkeypatch):
+    apps = tmp_path / "res" / "images" / "apps"
+    for name in ("one", "two"):
+        (apps / name).mkdir(parents=True)
+        (apps / name / "main.py").write_text(f"import kit  # {name}\n")
+    (apps / "common").mkdir()
+    (apps / "common" / "kit.py").write_text("V = 1\n")
+    monkeypatch.setenv("APPLIANCE_RESOURCES", str(tmp_path / "res"))
+    assert [arc for _, arc in I.build_sources("apps/one")] == ["main.py", "kit.py"]
+    first = {name: I.content_hash(f"apps/{name}", "base:1") for name in ("one", "two")}
+    (apps / "common" / "kit.py").write_text("V = 2\n")                # a shared change rebuilds every app
+    assert all(I.content_hash(f"apps/{n}", "base:1") != h for n, h in first.items())
+    (apps / "two" / "kit.py").write_text("V = 'own'\n")               # a build's own file wins
+    assert dict((arc, p) for p, arc in I.build_sources("apps/two"))["kit.py"] == apps / "two" / "kit.py"
+    with tarfile.open(fileobj=I._service_context("apps/one", "base:1")) as tar:
+        assert tar.extractfile("kit.py").read() == b"V = 2\n" and "main.py" in tar.getnames()
 
 
 def test_local_image_is_built_once_and_rebuilt_when_sources_change(tmp_path, monkeypatch, docker):

@@ -24,7 +24,8 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+# appkit.py: beside main.py in the image (the build copies images/apps/common/ in), in ../common in the source tree
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "common")]
 from appkit import Gateway, HTTPError, base_url, serve  # noqa: E402
 
 GW = Gateway()

@@ -1,8 +1,8 @@
 """Plumbing shared by the sample apps: the gateway client and a small JSON/static web server.
 
-Each app image is its own directory copied to /app, so this file is copied verbatim into
-every app directory (tests/gateway/test_apps_proc.py checks the copies are identical).
-Stdlib only.
+There is one copy: the image build (appliance.runtime.images.build_sources) puts the files of
+images/apps/common/ beside every app's main.py in /app, and each main.py also looks in ../common
+so it runs from the source tree as it is. Stdlib only.
 
 Environment: PORT (8080), GATEWAY_URL (the gateway inside the stack), APP_API_KEY_FILE
 (the app's own key, mounted read-only; re-read when it changes) or APP_API_KEY,
