@@ -17,12 +17,9 @@ Every mutating call holds the instance lock (``<data_dir>/runtime-<instance>.loc
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from appliance.errors import RuntimeFailure, UsageError
 from appliance.planner.models import Plan
@@ -31,28 +28,16 @@ from appliance.runtime import releases
 from appliance.runtime.models import (
     ApplyResult, Change, Release, ServiceState, Settings, StackSpec,
 )
+from appliance.state import locks
 from appliance.state.store import StateStore
 
 Progress = Callable[[str], None]
 
 
-@contextmanager
-def instance_lock(instance: str, *, wait: bool = True) -> Iterator[bool]:
-    """An exclusive file lock per instance; yields False (without waiting) when busy and wait=False."""
-    from appliance.paths import data_dir
-
-    path = data_dir() / f"runtime-{instance}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+def instance_lock(instance: str, *, wait: bool = True):
+    """The runtime's lock of ``instance`` (``runtime-<instance>.lock``, see
+    :mod:`appliance.state.locks`): yields False without waiting when busy and wait=False."""
+    return locks.instance_lock("runtime", instance, wait=wait)
 
 
 def _docker(docker=None):

@@ -8,13 +8,10 @@ the next process to look sees the same record and the same container.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 from appliance.errors import UsageError
+from appliance.state import locks
 from appliance.state.store import StateStore
 from appliance.train.models import ACTIVE, Job
 
@@ -39,23 +36,10 @@ def open_store(store: StateStore | None = None) -> StateStore:
     return store
 
 
-@contextmanager
-def job_lock(instance: str, *, wait: bool = True) -> Iterator[bool]:
-    """Exclusive per-instance lock for scheduling and finishing jobs (released if the holder dies)."""
-    from appliance.paths import data_dir
-
-    path = data_dir() / f"train-{instance}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+def job_lock(instance: str, *, wait: bool = True):
+    """Exclusive per-instance lock for scheduling and finishing jobs (``train-<instance>.lock``,
+    see :mod:`appliance.state.locks`; released if the holder dies)."""
+    return locks.instance_lock("train", instance, wait=wait)
 
 
 def save(store: StateStore, job: Job) -> None:
