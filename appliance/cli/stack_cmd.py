@@ -13,6 +13,7 @@ import sys
 import click
 
 from appliance.cli.output import console, emit, warn
+from appliance.cli.streams import parse_tail, progress_printer, write_log_stream
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -25,12 +26,6 @@ def _confirm(question: str, yes: bool) -> None:
                          fix="re-run with --yes (no terminal to ask on)")
     if not click.confirm(question, default=False):
         raise click.exceptions.Abort()
-
-
-def _progress(quiet: bool):
-    if quiet:
-        return lambda msg: None
-    return lambda msg: click.echo(f"… {msg}", err=True)
 
 
 def _show_unhealthy(exc) -> None:
@@ -89,7 +84,7 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
                         health_timeout_s=health_timeout)
     try:
         result = run_init(models=_split(models), demo=demo, dry_run=dry_run, force=force, profile=profile,
-                          snapshot=snapshot, bundle=bundle, settings=settings, progress=_progress(quiet),
+                          snapshot=snapshot, bundle=bundle, settings=settings, progress=progress_printer(quiet),
                           create_only=create_only)
     except ServiceUnhealthy as exc:
         _show_unhealthy(exc)
@@ -145,7 +140,7 @@ def up(as_json: bool, quiet: bool) -> None:
     from appliance.runtime.stack import up as run_up
 
     try:
-        result = run_up(progress=_progress(quiet))
+        result = run_up(progress=progress_printer(quiet))
     except ServiceUnhealthy as exc:
         _show_unhealthy(exc)
         raise
@@ -190,19 +185,6 @@ def down(purge: bool, yes: bool, as_json: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 def logs(service: str, tail: str, follow: bool) -> None:
     """Show a service's logs (e.g. `appliance logs gateway`)."""
-    from appliance.errors import UsageError
     from appliance.runtime.stack import service_logs
 
-    if tail != "all" and not tail.isdigit():
-        raise UsageError(f"--tail must be a number or 'all', got {tail!r}", where="--tail", fix="e.g. --tail 200")
-    out = service_logs(service, tail=int(tail) if tail.isdigit() else "all", follow=follow)
-    stream = click.get_binary_stream("stdout")
-    if isinstance(out, (bytes, bytearray)):
-        stream.write(out)
-        return
-    try:
-        for chunk in out:
-            stream.write(chunk)
-            stream.flush()
-    except KeyboardInterrupt:
-        pass
+    write_log_stream(service_logs(service, tail=parse_tail(tail, "200"), follow=follow))

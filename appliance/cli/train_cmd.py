@@ -11,12 +11,7 @@ import time
 import click
 
 from appliance.cli.output import console, emit
-
-
-def _progress(quiet: bool):
-    if quiet:
-        return lambda msg: None
-    return lambda msg: click.echo(f"… {msg}", err=True)
+from appliance.cli.streams import parse_tail, progress_printer, write_log_stream
 
 
 def _when(ts: float | None) -> str:
@@ -85,7 +80,7 @@ def submit(model, dataset, method, devices, preempt, snapshot, inference_models,
     models = [m.strip() for m in inference_models.split(",") if m.strip()] if inference_models else None
     hyper = Hyper(epochs=epochs, learning_rate=learning_rate, lora_rank=lora_rank, seq_len=seq_len,
                   demo_step_delay_s=demo_step_delay)
-    say = _progress(quiet)
+    say = progress_printer(quiet)
     result = submit_job(model, dataset, method, devices=devices, preempt=preempt, snapshot=snapshot,
                         inference_models=models, dry_run=dry_run, hyper=hyper, output_model=output_model,
                         progress=say)
@@ -222,22 +217,9 @@ def status(job_id: str, as_json: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines while the job runs.")
 def logs(job_id: str, tail: str, follow: bool) -> None:
     """The job container's output (saved when the job ends)."""
-    from appliance.errors import UsageError
     from appliance.train.jobs import job_logs
 
-    if tail != "all" and not tail.isdigit():
-        raise UsageError(f"--tail must be a number or 'all', got {tail!r}", where="--tail", fix="e.g. --tail 50")
-    out = job_logs(job_id, tail=int(tail) if tail.isdigit() else "all", follow=follow)
-    stream = click.get_binary_stream("stdout")
-    if isinstance(out, (bytes, bytearray)):
-        stream.write(out)
-        return
-    try:
-        for chunk in out:
-            stream.write(chunk)
-            stream.flush()
-    except KeyboardInterrupt:
-        pass
+    write_log_stream(job_logs(job_id, tail=parse_tail(tail, "50"), follow=follow))
 
 
 @train.command("cancel")
@@ -262,7 +244,7 @@ def serve(ref: str, as_json: bool, quiet: bool) -> None:
     from appliance.train.serve import serve_model
 
     try:
-        result = serve_model(ref, progress=_progress(quiet))
+        result = serve_model(ref, progress=progress_printer(quiet))
     except ServiceUnhealthy as exc:
         click.echo(f"last log lines of {exc.service}:", err=True)
         for line in exc.log_lines or ["(no output)"]:
