@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,23 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def free_port_block(count: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        ok = base + count < 65000
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-        if ok:
-            return base
-    raise SystemExit("no free ports")
+# the same free-port and purge helpers as the Docker tests (a checkout-only script, so tests/ is here)
+from tests.stack_support import free_port_block, purge_instance  # noqa: E402
 
 
 def run_init(env: dict, *extra: str) -> tuple[float, dict]:
@@ -76,19 +60,6 @@ def report(name: str, wall: float, result: dict) -> None:
                       ("detect", "preflight", "plan", "provision", "images", "start", "health") if n in phases)
     print(f"{name:<10} wall {wall:6.2f}s | {cells} | waiting for health {waiting:.2f}s | "
           f"tool overhead {wall - waiting:.2f}s | {len(changed)} change(s)")
-
-
-def purge(inst: str) -> None:
-    from appliance.runtime import labels as L
-    from appliance.runtime.docker_adapter import Docker
-
-    with Docker() as d:
-        for c in d.list_containers(L.instance_filter(inst)):
-            d.remove(c.id, force=True)
-        for n in d.list_networks(L.instance_filter(inst)):
-            d.remove_network(n["id"])
-        for v in d.list_volumes(L.instance_filter(inst)):
-            d.remove_volume(v["name"])
 
 
 def bench_pyrt() -> None:
@@ -187,7 +158,7 @@ def main() -> None:
                                      "APPLIANCE_RESOURCES": str(res_root), "APPLIANCE_BUILD_NOCACHE": "1"})
             cold_images = sorted({s["image"] for s in result["stack"]["services"]})
             report("cold", wall, result)
-            purge(inst)
+            purge_instance(inst)
         inst = f"bench{tag}w"
         instances.append(inst)
         env = {"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(tmp / "warm"),
@@ -199,7 +170,7 @@ def main() -> None:
         idle_agent(env, args.seconds, args.interval)
     finally:
         for inst in instances:
-            purge(inst)
+            purge_instance(inst)
         if cold_images:
             from appliance.runtime.docker_adapter import Docker
 

@@ -39,6 +39,9 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+# the same free-port and purge helpers as the Docker tests (a checkout-only script, so tests/ is here)
+from tests.stack_support import free_port_block, purge_instance  # noqa: E402
 ENGINE_SOCKET = "/var/run/docker.sock"
 
 
@@ -101,28 +104,6 @@ class CountingProxy:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def free_port_block(count: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65000:
-            continue
-        try:
-            socks = []
-            for p in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise SystemExit("no free port block")
-
-
 def run_cli(args: list[str], env: dict, timeout_s: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, env=env,
                           timeout=timeout_s, cwd=str(REPO))
@@ -189,12 +170,7 @@ def docker_ids(inst: str, extra_filter: str = "") -> list[str]:
 def purge(inst: str, env: dict) -> None:
     """`appliance down --purge`, then anything left with our instance label (nothing else)."""
     run_cli(["down", "--purge", "--yes"], env)
-    label = f"label=appliance.instance={inst}"
-    for ls, rm in ((["container", "ls", "-aq"], ["rm", "-f"]), (["volume", "ls", "-q"], ["volume", "rm", "-f"]),
-                   (["network", "ls", "-q"], ["network", "rm"])):
-        ids = subprocess.run(["docker", *ls, "--filter", label], capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", *rm, *ids], capture_output=True)
+    purge_instance(inst)
 
 
 def main() -> int:

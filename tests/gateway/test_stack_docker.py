@@ -11,12 +11,13 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from gwtest import REPO, browser_dom, call, chromium, eventually, free_port
+from gwtest import browser_dom, call, chromium, eventually
+
+from tests.stack_support import DemoStack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -29,21 +30,10 @@ Badges are returned to the reception desk before leaving the building.
 """
 
 
-class DemoStack:
+class GatewayStack(DemoStack):
     def __init__(self, root: Path):
-        self.instance = f"gw{uuid.uuid4().hex[:10]}"
-        self.data_dir = root / "data"
-        self.gateway_port = free_port()
-        self.app_port_base = _free_block(3)
-        self.env = {**os.environ, "APPLIANCE_INSTANCE": self.instance, "APPLIANCE_DATA_DIR": str(self.data_dir),
-                    "APPLIANCE_GATEWAY_PORT": str(self.gateway_port),
-                    "APPLIANCE_APP_PORT_BASE": str(self.app_port_base)}
-        self.gateway = f"http://127.0.0.1:{self.gateway_port}"
+        super().__init__(root, "gw")
         self.created_keys: list[str] = []
-
-    def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout_s, cwd=str(REPO))
 
     def create_key(self, *args: str) -> str:
         res = self.cli("keys", "create", *args, "--json")
@@ -55,7 +45,8 @@ class DemoStack:
     def endpoints(self) -> dict:
         code = ("import json; from appliance.gateway.wiring import stack_endpoints; "
                 "print(json.dumps(stack_endpoints()))")
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env, timeout=60)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, **self.env}, timeout=60)
         assert res.returncode == 0, res.stderr
         return json.loads(res.stdout)
 
@@ -68,51 +59,15 @@ class DemoStack:
         return [p.read_text().strip() for p in (self.data_dir / "apps").glob("*/secrets/api_key")]
 
 
-def _free_block(count: int) -> int:
-    import socket
-
-    for _ in range(200):
-        base = free_port()
-        if base + count > 65000:
-            continue
-        try:
-            socks = []
-            for p in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block")
-
-
-def _purge(instance: str) -> None:
-    from appliance.runtime import labels as L
-    from appliance.runtime.docker_adapter import Docker
-
-    with Docker() as d:
-        for c in d.list_containers(L.instance_filter(instance)):
-            d.remove(c.id, force=True)
-        for n in d.list_networks(L.instance_filter(instance)):
-            d.remove_network(n["id"])
-        for v in d.list_volumes(L.instance_filter(instance)):
-            d.remove_volume(v["name"])
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    stack = DemoStack(tmp_path_factory.mktemp("gw-demo"))
+    stack = GatewayStack(tmp_path_factory.mktemp("gw-demo"))
     try:
-        res = stack.cli("init", "--demo", "--yes", "--quiet", timeout_s=900)
+        res = stack.init_demo("--quiet")
         assert res.returncode == 0, f"init failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
         yield stack
     finally:
-        stack.cli("down", "--purge", "--yes", timeout_s=300)
-        _purge(stack.instance)
+        stack.purge(down_first=True)
 
 
 def test_models_needs_a_key_and_revocation_is_seen_within_seconds(demo):

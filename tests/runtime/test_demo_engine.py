@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import free_port_block
+from tests.stack_support import free_port_block
 
 ENGINE = Path(__file__).resolve().parents[2] / "images" / "demo" / "engine" / "main.py"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import REPO, purge_instance, run_cli
+from tests.stack_support import REPO, purge_instance, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

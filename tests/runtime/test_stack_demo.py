@@ -15,35 +15,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
 
-from tests.runtime.conftest import REPO, free_port_block, purge_instance, run_cli
+from tests.stack_support import REPO, DemoStack, free_port_block, run_cli, unique_instance, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    inst = f"t{uuid.uuid4().hex[:10]}"
-    data = tmp_path_factory.mktemp("demo-data")
-    gw = free_port_block(1)
-    apps = free_port_block(3)
-    env = {"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data)}
-    res = run_cli("init", "--demo", "--yes", "--gateway-port", str(gw), "--app-port-base", str(apps), env=env)
-    info = {"instance": inst, "data": data, "env": env, "gateway": gw, "apps": apps, "init": res}
+    st = DemoStack(tmp_path_factory.mktemp("demo"), "t", ports_in_env=False)
     try:
-        yield info
+        res = st.init_demo()
+        yield {"instance": st.instance, "data": st.data_dir, "env": st.env, "gateway": st.gateway_port,
+               "apps": st.app_port_base, "init": res, "stack": st}
     finally:
-        purge_instance(inst)
+        st.purge()
 
 
 @pytest.fixture
 def in_demo(demo, monkeypatch):
     """Library calls in this process act on the demo instance."""
-    monkeypatch.setenv("APPLIANCE_INSTANCE", demo["instance"])
-    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(demo["data"]))
+    demo["stack"].use_in_process(monkeypatch)
     return demo
 
 
@@ -54,16 +48,6 @@ def _containers(inst: str) -> dict[str, dict]:
     with Docker() as d:
         return {c.service: {"id": c.id, "state": c.state, "health": c.health, "name": c.name}
                 for c in d.list_containers(L.instance_filter(inst))}
-
-
-def _wait(predicate, timeout_s: float, interval_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    return predicate()
 
 
 def _post(url: str, body: dict, key: str | None = None) -> tuple[int, dict]:
@@ -96,7 +80,7 @@ def test_a_chat_request_through_the_gateway_answers(demo):
     key = json.loads(res.stdout)["key"]
     url = f"http://127.0.0.1:{demo['gateway']}/v1/chat/completions"
     body = {"model": "demo-chat", "messages": [{"role": "user", "content": "What is the capital of Peru?"}]}
-    code, answer = _wait(lambda: (lambda r: r if r[0] == 200 else None)(_post(url, body, key)), 5) or _post(url, body, key)
+    code, answer = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(_post(url, body, key)), 5) or _post(url, body, key)
     assert code == 200, answer
     assert '"What is the capital of Peru?"' in answer["choices"][0]["message"]["content"]
     assert _post(url, body, None)[0] == 401
@@ -214,13 +198,13 @@ def test_agent_restores_killed_and_removed_containers(in_demo):
             now = _containers(inst)
             return now if all(now.get(s, {}).get("state") == "running" for s in (chat, "customer-service")) else None
 
-        now = _wait(restored, 2 * interval + 1.5, 0.1)
+        now = wait_for(restored, 2 * interval + 1.5, 0.1)
         took = time.monotonic() - start
         assert now, f"not restored within two intervals: {_containers(inst)}"
         assert now[chat]["id"] == before[chat]["id"]                         # killed: started again
         assert now["customer-service"]["id"] != before["customer-service"]["id"]  # removed: recreated
         print(f"restored in {took:.2f}s (interval {interval}s)")
-        text = _wait(lambda: _metrics(metrics_port), 5)
+        text = wait_for(lambda: _metrics(metrics_port), 5)
         assert "appliance_agent_reconcile_total" in text and "process_resident_memory_bytes" in text
         assert 'appliance_service_repairs_total{action="recreate",service="customer-service"} 1.0' in text
     finally:
@@ -305,7 +289,7 @@ def test_dry_run_on_a_fresh_instance_lists_every_change_and_changes_nothing(tmp_
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import Docker
 
-    inst = f"t{uuid.uuid4().hex[:10]}"
+    inst = unique_instance("t")
     data = tmp_path / "fresh"
     res = run_cli("init", "--demo", "--dry-run", "--json", env={"APPLIANCE_INSTANCE": inst,
                                                                   "APPLIANCE_DATA_DIR": str(data)})

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.runtime.conftest import REPO, free_port_block, purge_instance, run_cli
+from tests.stack_support import REPO, free_port_block, purge_instance, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

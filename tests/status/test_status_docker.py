@@ -11,54 +11,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.stack_support import DemoStack
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _free_block(count: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65000:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free port block")
-
-
-class Stack:
+class Stack(DemoStack):
     def __init__(self, root: Path):
-        self.instance = f"st{uuid.uuid4().hex[:10]}"
-        base = _free_block(4)
-        self.gateway_port = base
-        self.env = {**os.environ, "APPLIANCE_INSTANCE": self.instance, "APPLIANCE_DATA_DIR": str(root / "data"),
-                    "APPLIANCE_GATEWAY_PORT": str(base), "APPLIANCE_APP_PORT_BASE": str(base + 1)}
-        self.env.pop("DOCKER_HOST", None)
-
-    def cli(self, *args: str, env: dict | None = None, timeout_s: float = 900) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                              env={**self.env, **(env or {})}, timeout=timeout_s, cwd=str(REPO))
+        super().__init__(root, "st")
 
     def status_json(self, **kw) -> tuple[int, dict]:
         res = self.cli("status", "--json", **kw)
@@ -71,25 +37,16 @@ class Stack:
         assert len(out) == 1, out
         return out[0]
 
-    def purge(self) -> None:
-        self.cli("down", "--purge", "--yes", timeout_s=300)
-        label = f"label=appliance.instance={self.instance}"
-        for ls, rm in ((["container", "ls", "-aq"], ["rm", "-f"]), (["volume", "ls", "-q"], ["volume", "rm", "-f"]),
-                       (["network", "ls", "-q"], ["network", "rm"])):
-            ids = subprocess.run(["docker", *ls, "--filter", label], capture_output=True, text=True).stdout.split()
-            if ids:
-                subprocess.run(["docker", *rm, *ids], capture_output=True)
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     st = Stack(tmp_path_factory.mktemp("status-stack"))
     try:
-        res = st.cli("init", "--demo", "--yes", "--quiet")
+        res = st.init_demo("--quiet")
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
         yield st
     finally:
-        st.purge()
+        st.purge(down_first=True)
         left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=appliance.instance={st.instance}"],
                               capture_output=True, text=True).stdout.split()
         assert left == []

@@ -2,23 +2,18 @@
 
 Every Docker object a test creates carries ``appliance.instance=<unique name>``; fixtures
 purge all of them (containers, networks, volumes) afterwards, so concurrent test runs and
-other helpers' stacks are never touched.
+other helpers' stacks are never touched (helpers: tests/stack_support.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.stack_support import REPO, purge_instance, unique_instance
+
 SHARED = REPO.parent / "shared"
 H200 = SHARED / "fixtures" / "nodes" / "h200-1gpu"
 ASCEND8 = REPO / "tests" / "fixtures" / "nodes" / "ascend-910b-8npu"
@@ -52,59 +47,9 @@ def chat_dataset(tmp_path) -> Path:
     return write_jsonl(tmp_path / "chat.jsonl", CHAT * 4)
 
 
-def free_port_block(count: int = 1) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
-def purge_instance(inst: str) -> None:
-    from appliance.runtime import labels as L
-    from appliance.runtime.docker_adapter import Docker
-
-    with Docker() as d:
-        for c in d.list_containers(L.instance_filter(inst)):
-            d.remove(c.id, force=True)
-        for n in d.list_networks(L.instance_filter(inst)):
-            d.remove_network(n["id"])
-        for v in d.list_volumes(L.instance_filter(inst)):
-            d.remove_volume(v["name"])
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=str(REPO))
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    return predicate()
-
-
 @pytest.fixture
 def instance(monkeypatch):
-    name = f"tt{uuid.uuid4().hex[:10]}"
+    name = unique_instance("tt")
     monkeypatch.setenv("APPLIANCE_INSTANCE", name)
     yield name
     purge_instance(name)

@@ -8,7 +8,8 @@ import pytest
 
 from appliance.errors import UsageError
 from appliance.train.dataset import validate_dataset
-from tests.train.conftest import CHAT, INSTRUCTION, run_cli, write_jsonl
+from tests.stack_support import run_cli
+from tests.train.conftest import CHAT, INSTRUCTION, write_jsonl
 
 
 def test_chat_dataset_summary(tmp_path):

@@ -16,38 +16,33 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import CHAT, REPO, free_port_block, purge_instance, run_cli, wait_for, write_jsonl
+from tests.stack_support import REPO, DemoStack, run_cli, wait_for
+from tests.train.conftest import CHAT, write_jsonl
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    inst = f"tt{uuid.uuid4().hex[:10]}"
-    root = tmp_path_factory.mktemp("train-stack")
-    data = root / "data"
-    gw = free_port_block(1)
-    apps = free_port_block(3)
-    env = {"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data)}
+    st = DemoStack(tmp_path_factory.mktemp("train-stack"), "tt", ports_in_env=False)
     try:
-        res = run_cli("init", "--demo", "--yes", "-q", "--gateway-port", str(gw), "--app-port-base", str(apps), env=env)
+        res = st.init_demo("-q")
         assert res.returncode == 0, res.stderr[-3000:]
-        dataset = write_jsonl(root / "faq.jsonl", CHAT * 4)
-        yield {"instance": inst, "data": data, "env": env, "gateway": gw, "dataset": dataset, "root": root, "jobs": {}}
+        dataset = write_jsonl(st.root / "faq.jsonl", CHAT * 4)
+        yield {"instance": st.instance, "data": st.data_dir, "env": st.env, "gateway": st.gateway_port,
+               "dataset": dataset, "root": st.root, "jobs": {}, "stack": st}
     finally:
-        purge_instance(inst)
+        st.purge()
 
 
 @pytest.fixture
 def in_stack(stack, monkeypatch):
     """Library calls in this process act on the stack's instance."""
-    monkeypatch.setenv("APPLIANCE_INSTANCE", stack["instance"])
-    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(stack["data"]))
+    stack["stack"].use_in_process(monkeypatch)
     return stack
 
 

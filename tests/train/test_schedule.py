@@ -14,7 +14,8 @@ import pytest
 from appliance.errors import NoFitError
 from appliance.train.models import Job
 from appliance.train.schedule import DevicesBusy, schedule_job
-from tests.train.conftest import ASCEND8, H200, run_cli
+from tests.stack_support import run_cli
+from tests.train.conftest import ASCEND8, H200
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ PATH against a live host rooted at a snapshot) and must be killed at its timeout
 from __future__ import annotations
 
 import json
-import os
 import shlex
 
 import pytest
+from detect_support import fake_tool, path_with
 from v1support import (
     NODES, VENDOR_SNAPSHOTS, accs_of, copy_snapshot, probe_of, run_cli, sample, set_tool_output,
 )
@@ -127,11 +127,8 @@ def _fake_tools(bin_dir, snap_dir, tool: str) -> None:
 def test_hanging_npu_smi_is_killed_and_npus_still_reported(tmp_path):
     snap = copy_snapshot("ascend-910b-8npu", tmp_path / "a")
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "npu-smi").write_text("#!/bin/sh\nsleep 30\n")
-    (bin_dir / "npu-smi").chmod(0o755)
-    env = {"APPLIANCE_HOST_ROOT": str(snap / "root"), "APPLIANCE_TOOL_TIMEOUT_S": "1",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    fake_tool(bin_dir, "npu-smi", "sleep 30")
+    env = {"APPLIANCE_HOST_ROOT": str(snap / "root"), "APPLIANCE_TOOL_TIMEOUT_S": "1", "PATH": path_with(bin_dir)}
     res = run_cli("detect", "--json", "--no-usage", env=env)
     assert res.returncode == 0, res.stderr
     inv = json.loads(res.stdout)
@@ -158,7 +155,7 @@ def test_capture_then_replay_equals_live(name, tools, tmp_path, monkeypatch):
     bin_dir.mkdir()
     for tool in tools:
         _fake_tools(bin_dir, NODES / name, tool)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("PATH", path_with(bin_dir))
     root = NODES / name / "root"
     live = detect(LiveHost(root), usage=False)
     capture(tmp_path / "captured", root=root)

@@ -7,9 +7,9 @@ Also a vendor tool that really hangs: a live host pointed at a snapshot's root, 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
+from detect_support import fake_tool, path_with
 from v2support import NODES, VENDOR_SNAPSHOTS, copy_snapshot, run_cli, set_tool_output
 
 from appliance.inventory.detect import detect
@@ -100,12 +100,8 @@ def test_cpu_only_cli():
 def test_hanging_cnmon_is_killed_and_mlus_still_reported(tmp_path):
     snap = copy_snapshot("cambricon-mlu370-8", tmp_path / "c")
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    tool = bin_dir / "cnmon"
-    tool.write_text("#!/bin/sh\nsleep 30\n")
-    tool.chmod(0o755)
-    env = {"APPLIANCE_HOST_ROOT": str(snap / "root"), "APPLIANCE_TOOL_TIMEOUT_S": "1",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    fake_tool(bin_dir, "cnmon", "sleep 30")
+    env = {"APPLIANCE_HOST_ROOT": str(snap / "root"), "APPLIANCE_TOOL_TIMEOUT_S": "1", "PATH": path_with(bin_dir)}
     res = run_cli("detect", "--json", "--no-usage", env=env)
     assert res.returncode == 0, res.stderr
     inv = json.loads(res.stdout)
@@ -127,10 +123,8 @@ def test_capture_then_replay_equals_live(name, tmp_path, monkeypatch):
     index = json.loads((NODES / name / "tool-output/index.json").read_text())
     listing = NODES / name / "tool-output" / next(c["file"] for c in index["commands"] if c["argv"] == [tool])
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / tool).write_text(f"#!/bin/sh\ncat '{listing}'\n")
-    (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    fake_tool(bin_dir, tool, f"cat '{listing}'")
+    monkeypatch.setenv("PATH", path_with(bin_dir))
     root = NODES / name / "root"
     live = detect(LiveHost(root), usage=False)
     capture(tmp_path / "captured", root=root)
