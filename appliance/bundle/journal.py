@@ -18,13 +18,9 @@ killed process releases it, so recovery can always take it.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from appliance.errors import BundleError
 from appliance.state.store import StateStore
@@ -184,23 +180,11 @@ def forget_version(store: StateStore, instance: str, version: str) -> None:
 
 
 # ---- the operation lock ------------------------------------------------------------------------
-@contextmanager
-def op_lock(instance: str, *, wait: bool = False) -> Iterator[bool]:
+def op_lock(instance: str, *, wait: bool = False):
     """Exclusive per-instance lock; yields False when another operation holds it and wait=False."""
-    from appliance.paths import data_dir
+    from appliance.state.locks import instance_lock
 
-    path = data_dir() / f"bundle-{instance}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    return instance_lock("bundle", instance, wait=wait)
 
 
 def require_lock_free(held: bool, instance: str) -> None:

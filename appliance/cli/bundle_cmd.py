@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from appliance.cli.output import console, emit
+from appliance.cli.streams import progress_printer
 
 
 def _mb(n: int) -> str:
@@ -187,12 +188,6 @@ def _render_inspect(r) -> None:
         c.print(t)
 
 
-def _say(quiet: bool):
-    if quiet:
-        return lambda msg: None
-    return lambda msg: click.echo(f"… {msg}", err=True)
-
-
 def _confirm(question: str, yes: bool) -> None:
     from appliance.errors import UsageError
 
@@ -234,12 +229,12 @@ def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, a
     """
     from appliance.bundle.apply import apply_bundle, preview, recover
 
-    recovered = recover(say=_say(quiet or as_json))  # an interrupted operation first, then the policy
+    recovered = recover(say=progress_printer(quiet or as_json))  # an interrupted operation first, then the policy
     pv = preview(file, pubkey=pubkey, allow_downgrade=allow_downgrade)
     _confirm(f"upgrade this node from {pv['from_version'] or '(nothing installed)'} to {pv['to_version']}?", yes)
     with _progress(not (as_json or quiet)) as progress:
         res = apply_bundle(file, allow_downgrade=allow_downgrade, pubkey=pubkey, progress=progress,
-                           say=_say(quiet or as_json))
+                           say=progress_printer(quiet or as_json))
     if recovered is not None and res.recovered is None:
         res.recovered = recovered
     emit(res, as_json, _render_upgrade)
@@ -253,8 +248,8 @@ def rollback(yes: bool, as_json: bool, quiet: bool) -> None:
     """Return to the previous release (blue/green behind health gates, journaled)."""
     from appliance.bundle.apply import recover, rollback as do_rollback, rollback_target
 
-    recover(say=_say(quiet or as_json))
+    recover(say=progress_printer(quiet or as_json))
     cur, target = rollback_target()
     _confirm(f"roll back from {cur} to {target}?", yes)
-    res = do_rollback(say=_say(quiet or as_json))
+    res = do_rollback(say=progress_printer(quiet or as_json))
     emit(res, as_json, _render_upgrade)

@@ -303,7 +303,7 @@ class Converger:
                         f"{failed}; its last {len(lines)} log line(s) are shown above; "
                         f"every change of this run was undone",
                         service=name, log_lines=lines, where=f"service {name}",
-                        fix=f"fix the cause (appliance init --dry-run shows the settings) and re-run")
+                        fix="fix the cause (appliance init --dry-run shows the settings) and re-run")
             if waiting:
                 time.sleep(0.25)
         self.result.waiting_s += time.monotonic() - start

@@ -167,7 +167,7 @@ class Docker:
 
     def create_container(self, spec: ContainerCreate) -> str:
         """Create (not start) a container; returns its id. Never privileged."""
-        from docker.types import DeviceRequest, EndpointConfig, LogConfig, Ulimit  # noqa: F401
+        from docker.types import DeviceRequest, LogConfig
 
         api = self.client.api
         host_kwargs: dict[str, Any] = dict(
@@ -427,64 +427,6 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.25):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval_s)
-
-
-# ==== image tar streams for offline bundles (section owned by appliance.bundle) ================
-# Streams never hold an image in memory: save yields the engine's chunks as they arrive, load
-# sends a generator as a chunked request body (the engine untars it as it comes).
-def save_image_stream(docker: Docker, ref: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """``docker save REF`` as an iterator of byte chunks."""
-    from docker.errors import DockerException
-
-    try:
-        yield from docker.client.api.get_image(ref, chunk_size=chunk_bytes)
-    except DockerException as exc:
-        raise RuntimeFailure(f"docker save {ref} failed: {_short(exc)}", where=f"image {ref}",
-                             fix="check that the image exists and the engine has disk space") from None
-
-
-def image_size_bytes(docker: Docker, ref: str) -> int:
-    from docker.errors import ImageNotFound, NotFound
-    try:
-        return int(docker.client.api.inspect_image(ref).get("Size") or 0)
-    except (ImageNotFound, NotFound):
-        return 0
-
-
-def load_image_stream(docker: Docker, chunks: Iterator[bytes]) -> list[str]:
-    """``docker load`` from an iterator of tar chunks; returns the loaded refs; raises on an engine error.
-
-    An exception raised by ``chunks`` (e.g. a digest mismatch) propagates after the upload is
-    aborted, so the engine never sees the end of the archive and tags nothing.
-    """
-    from docker.errors import DockerException
-
-    loaded: list[str] = []
-    try:
-        for msg in docker.client.api.load_image(chunks, quiet=False):
-            if not isinstance(msg, dict):
-                continue
-            if msg.get("error"):
-                raise RuntimeFailure(f"docker load failed: {str(msg['error']).strip()[:300]}", where="docker load",
-                                     fix="check the engine's disk space and log (journalctl -u docker)")
-            stream = msg.get("stream") or ""
-            if stream.startswith("Loaded image"):
-                loaded.append(stream.split(":", 1)[1].strip())
-    except DockerException as exc:
-        raise RuntimeFailure(f"docker load failed: {_short(exc)}", where="docker load",
-                             fix="check the engine's disk space and log (journalctl -u docker)") from None
-    return loaded
-
-
-def tag_image(docker: Docker, image: str, ref: str) -> None:
-    """Point ``ref`` (repo:tag) at ``image`` (an id or another ref)."""
-    repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
-    docker.client.api.tag(image, repo, tag=tag or "latest", force=True)
-
-
-def docker_root_dir(docker: Docker) -> str:
-    """Where the engine keeps images (for disk-space preflight)."""
-    return str(docker.client.api.info().get("DockerRootDir") or "/var/lib/docker")
 
 
 # ---- image streams (bundles) --------------------------------------------------------------------

@@ -148,7 +148,7 @@ def accelerator_problems(accs, *, plan=None, used_vendors: set[str] = frozenset(
                 out.append(Problem(severity=health, code="accelerator_unhealthy",
                                    subject=f"accelerators {vendor}:{_indices(bad)}",
                                    message=f"the {vendor} tool reports health '{health}'",
-                                   fix=hint or f"check the devices with `appliance detect` and the vendor tool"))
+                                   fix=hint or "check the devices with `appliance detect` and the vendor tool"))
         first = next((a for a in group if a.driver_version), None)
         if first is None:
             continue

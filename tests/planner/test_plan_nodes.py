@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from appliance.errors import NoFitError, UsageError
+from appliance.errors import UsageError
 from appliance.planner import plan
 
 from .conftest import inventory, node, plan_json, run_cli
