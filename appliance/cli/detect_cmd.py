@@ -13,7 +13,6 @@ from __future__ import annotations
 import click
 
 from appliance.cli.output import emit, warn
-from appliance.cli.startup import trim_startup
 
 _ROOT_HELP = "Read files under this root instead of / (tests and support)."
 
@@ -37,7 +36,6 @@ def detect(as_json: bool, snapshot: str | None, no_usage: bool, root: str | None
 
         host = LiveHost(root)
         host.prefetch(list(DOCKER_VERSION_ARGV))  # overlaps with the imports below
-    trim_startup()
     from appliance.inventory.detect import detect as run_detect
 
     inv = run_detect(host, snapshot=snapshot, usage=not no_usage)
@@ -54,7 +52,6 @@ def detect(as_json: bool, snapshot: str | None, no_usage: bool, root: str | None
 def snapshot(directory: str, as_json: bool, root: str | None) -> None:
     """Capture this node into DIRECTORY (new or empty): the files detection reads and
     every tool's output, replayable with `appliance detect --snapshot DIRECTORY`."""
-    trim_startup()
     from appliance.inventory.snapshot import capture
 
     summary = capture(directory, root=root)

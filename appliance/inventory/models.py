@@ -1,28 +1,56 @@
-"""Pydantic models of the node inventory (the output of ``appliance detect``).
+"""Models of the node inventory (the output of ``appliance detect``).
 
 Inventory (what the node *has*) is kept apart from usage (how busy it is right now):
 ``Accelerator.usage`` is filled only when usage is requested, so inventory stays
 cheap and deterministic for planning.
 """
 
-# No ``from __future__ import annotations`` here: pydantic would have to evaluate every string
 # annotation when the classes are created, which costs start-up time on every `appliance detect`.
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import copy
+import json
+from dataclasses import asdict, dataclass, field
 
 INVENTORY_FORMAT = "appliance-inventory/1"
 
 
-class Runtime(BaseModel):
+class Record:
+    """The small part of pydantic's model API that inventory users need, over a dataclass.
+
+    WHY not pydantic here: ``appliance detect`` is measured against a peer tool, and building
+    pydantic models costs about half of its whole-process time (``import pydantic`` plus
+    schema generation for nine classes) for objects that detection fills itself from parsed
+    files and tool output -- there is no untrusted input to validate. Consumers keep the
+    same calls (``model_dump``, ``model_dump_json``, ``model_copy``); JSON field order is the
+    declaration order, as with pydantic. Drivers must store values of the declared types
+    (``tests/detect/test_models.py`` checks every snapshot's inventory against them).
+    """
+
+    def model_dump(self, mode: str = "python", **_ignored) -> dict:
+        return asdict(self)
+
+    def model_dump_json(self, indent: int | None = None, **_ignored) -> str:
+        return json.dumps(self.model_dump(), indent=indent, ensure_ascii=False)
+
+    def model_copy(self, *, update: dict | None = None, deep: bool = False):
+        new = copy.deepcopy(self) if deep else copy.copy(self)
+        for key, value in (update or {}).items():
+            setattr(new, key, value)
+        return new
+
+
+@dataclass(kw_only=True, eq=True)
+class Runtime(Record):
     """The vendor compute runtime/toolkit (CUDA, CANN, ROCm, DTK, ...)."""
 
     name: str
     version: str | None = None
-    source: str | None = Field(default=None, description="where the version was read")
+    source: str | None = None  # "where the version was read"
 
 
-class Usage(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class Usage(Record):
     """Point-in-time usage of one accelerator (never part of planning input)."""
 
     utilization_pct: float | None = None
@@ -33,34 +61,34 @@ class Usage(BaseModel):
     source: str | None = None
 
 
-class Accelerator(BaseModel):
-    model_config = ConfigDict(validate_assignment=False)
-
-    vendor: str = Field(description="chip driver id: nvidia, amd, ascend, ...")
-    model: str = Field(description="product name, e.g. 'NVIDIA H200'")
-    index: int = Field(description="vendor-local index (the vendor tool's numbering when known)")
-    backend: str = Field(description="backend family: cuda, rocm, cann, ...")
-    pci_bdf: str | None = Field(default=None, description="PCI address 0000:00:06.0")
-    pci_id: str | None = Field(default=None, description="vendor:device, e.g. 10de:2335")
+@dataclass(kw_only=True, eq=True)
+class Accelerator(Record):
+    vendor: str   # "chip driver id: nvidia, amd, ascend, ..."
+    model: str   # "product name, e.g. 'NVIDIA H200'"
+    index: int   # "vendor-local index (the vendor tool's numbering when known)"
+    backend: str   # "backend family: cuda, rocm, cann, ..."
+    pci_bdf: str | None = None  # "PCI address 0000:00:06.0"
+    pci_id: str | None = None  # "vendor:device, e.g. 10de:2335"
     pci_subsystem_id: str | None = None
     pci_class: str | None = None
     memory_mib: int | None = None
-    arch: str | None = Field(default=None, description="chip architecture, e.g. hopper, gfx942, ascend910b")
-    variant: str | None = Field(default=None, description="image variant key, e.g. 910b, 310p")
+    arch: str | None = None  # "chip architecture, e.g. hopper, gfx942, ascend910b"
+    variant: str | None = None  # "image variant key, e.g. 910b, 310p"
     driver_version: str | None = None
     runtime: Runtime | None = None
     compute_capability: str | None = None
     uuid: str | None = None
     numa_node: int | None = None
     health: Literal["ok", "warning", "error", "unknown"] = "unknown"
-    dev_nodes: list[str] = Field(default_factory=list, description="/dev nodes for this device")
-    physical_id: int | None = Field(default=None, description="physical id (Ascend /dev/davinciN numbering)")
-    sources: dict[str, str] = Field(default_factory=dict, description="field -> where its value came from")
-    hints: list[str] = Field(default_factory=list, description="what the installer should do")
+    dev_nodes: list[str] = field(default_factory=list)  # "/dev nodes for this device"
+    physical_id: int | None = None  # "physical id (Ascend /dev/davinciN numbering)"
+    sources: dict[str, str] = field(default_factory=dict)  # "field -> where its value came from"
+    hints: list[str] = field(default_factory=list)  # "what the installer should do"
     usage: Usage | None = None
 
 
-class DiskInfo(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class DiskInfo(Record):
     mountpoint: str
     device: str | None = None
     fstype: str | None = None
@@ -68,53 +96,58 @@ class DiskInfo(BaseModel):
     free_mib: int | None = None
 
 
-class ContainerEngine(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class ContainerEngine(Record):
     name: str = "docker"
     present: bool = False
     version: str | None = None
     source: str | None = None
 
 
-class Node(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class Node(Record):
     hostname: str | None = None
     os: str | None = None
     os_id: str | None = None
     os_version_id: str | None = None
     kernel: str | None = None
-    arch: str | None = Field(default=None, description="CPU architecture: x86_64, aarch64")
+    arch: str | None = None  # "CPU architecture: x86_64, aarch64"
     cpu_model: str | None = None
     cpu_vendor: str | None = None
     cpu_count: int | None = None
-    cpu_flags: list[str] = Field(default_factory=list, description="selected CPU features (avx2, avx512f, ...)")
+    cpu_flags: list[str] = field(default_factory=list)  # "selected CPU features (avx2, avx512f, ...)"
     memory_mib: int | None = None
-    disks: list[DiskInfo] = Field(default_factory=list)
-    container_engine: ContainerEngine = Field(default_factory=ContainerEngine)
+    disks: list[DiskInfo] = field(default_factory=list)
+    container_engine: ContainerEngine = field(default_factory=ContainerEngine)
 
 
-class ProbeStep(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class ProbeStep(Record):
     name: str
     result: Literal["ok", "none", "error", "skipped"]
     detail: str | None = None
     seconds: float = 0.0
 
 
-class Probe(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class Probe(Record):
     """What one chip driver tried and how it went."""
 
     driver: str
-    steps: list[ProbeStep] = Field(default_factory=list)
+    steps: list[ProbeStep] = field(default_factory=list)
     result: Literal["ok", "partial", "error", "none"] = "none"
     error: str | None = None
     seconds: float = 0.0
 
 
-class Inventory(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class Inventory(Record):
     format: str = INVENTORY_FORMAT
-    source: str = Field(default="live", description="'live' or 'snapshot:<dir>'")
+    source: str = "live"  # "'live' or 'snapshot:<dir>'"
     node: Node
-    accelerators: list[Accelerator] = Field(default_factory=list)
-    probes: list[Probe] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
+    accelerators: list[Accelerator] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def backends(self) -> list[str]:
         seen: list[str] = []
