@@ -12,9 +12,6 @@ upgrade that ships a newer engine image for a model replaces exactly that model'
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -92,27 +89,20 @@ def plan_and_stack(release_dir: Path, request: dict, settings=None, snapshot: st
 
 def provision_release(release_dir: Path, inventory, plan, *, demo: bool, say: Say) -> str:
     """Run provisioning with the release's playbooks and packages (skipped for the demo stack,
-    as ``init --demo`` does; skipped with a note when provisioning is not installed)."""
+    as ``init --demo`` does)."""
     if demo:
         return "skipped: the demo stack needs no host changes"
-    if importlib.util.find_spec("appliance.provision.site") is None:
-        return "skipped: provisioning is not installed"
-    site = importlib.import_module("appliance.provision.site")
+    from appliance.provision import site
+
     kwargs = {"inventory": inventory, "plan": plan}
-    params = inspect.signature(site.provision).parameters
-    packages = release_dir / "packages"
-    if packages.is_dir() and "packages_dir" in params:
-        kwargs["packages_dir"] = packages
-    if (release_dir / "playbooks").is_dir() and "playbooks_dir" in params:
+    if (release_dir / "packages").is_dir():
+        kwargs["packages_dir"] = release_dir / "packages"
+    if (release_dir / "playbooks" / "site.yml").is_file():
         kwargs["playbooks_dir"] = release_dir / "playbooks"
     say("provisioning the host for the new release")
     report = site.provision(**kwargs)
-    if hasattr(report, "raise_for_failure"):
-        report.raise_for_failure()
-    if getattr(report, "ok", True) is False:
-        raise BundleError(f"provisioning failed: {getattr(report, 'summary', '') or 'see the run artifacts'}",
-                          where="provision", fix="fix the failing task (appliance provision shows it) and re-run")
-    return str(getattr(report, "summary", "") or "done")
+    report.raise_for_failure()  # ProvisionError naming host and task; the upgrade rolls back
+    return f"done: {report.changed} change(s), artifacts in {report.artifacts_dir}"
 
 
 # ---- images ------------------------------------------------------------------------------------

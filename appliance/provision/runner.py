@@ -200,7 +200,7 @@ def run_playbook(*, inventory_file: str | Path, extravars: dict, run_id: str | N
         playbook=book.name,
         inventory=str(Path(inventory_file).resolve()),
         extravars=extravars,
-        envvars=ansible_env(run_dir, playbooks_dir()),
+        envvars=ansible_env(run_dir, project),
         cmdline=" ".join(cmdline),
         tags=",".join(tags) if tags else None,
         skip_tags=",".join(skip_tags) if skip_tags else None,

@@ -89,12 +89,15 @@ def provision(*, inventory=None, plan=None, inventory_file: str | Path | None = 
               root: str | Path | None = None, packages_dir: str | Path | None = None,
               check: bool = False, tags: Sequence[str] = (), skip_tags: Sequence[str] = (),
               limit: str | None = None, manage_system: bool | None = None,
-              extra_vars: dict | None = None, progress: Progress | None = None) -> ProvisionReport:
+              extra_vars: dict | None = None, progress: Progress | None = None,
+              playbooks_dir: str | Path | None = None) -> ProvisionReport:
     """Run site.yml and return its report (never raises for a failed task: see the report).
 
     ``root``: provision into this directory instead of ``/`` (this node only); system-wide
     effects are then off unless ``manage_system=True``. ``inventory``: the detected node,
     whose chips select the chip roles (else each host's PCI sysfs decides).
+    ``playbooks_dir``: run ``site.yml`` from this directory instead of the installed playbooks
+    (an upgrade provisions with the playbooks its bundle carries).
     """
     from appliance.provision.compat import components_extravars
     from chip_drivers import VENDOR_IDS
@@ -128,5 +131,12 @@ def provision(*, inventory=None, plan=None, inventory_file: str | Path | None = 
                                          chips=chips_of(inventory) if inventory is not None else None)
     elif manage_system is not None:
         extravars["appliance_manage_system"] = manage_system
+    playbook = None
+    if playbooks_dir is not None:
+        playbook = Path(playbooks_dir).resolve() / "site.yml"
+        if not playbook.is_file():
+            raise UsageError("no site.yml in the playbooks directory", where=str(playbooks_dir),
+                             fix="pass a directory laid out like the shipped playbooks/")
     return run_playbook(inventory_file=inventory_file, extravars=extravars, run_id=run_id, check=check,
+                        playbook=playbook,
                         tags=list(tags), skip_tags=list(skip_tags), limit=limit, progress=progress)
