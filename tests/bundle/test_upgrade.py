@@ -10,66 +10,29 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import tarfile
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from tests.stack_support import free_port_block, purge_instance, run_cli, unique_instance
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_ports(count: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65000:
-            continue
-        try:
-            for p in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free ports")
-
-
-def _run(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, env={**os.environ, **env}, timeout=timeout,
-                          cwd=str(REPO_ROOT))
 
 
 def cli(node, *args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "appliance", *args], {**node.env, **(extra_env or {})})
-
-
-def _purge(inst: str) -> None:
-    from appliance.runtime import labels as L
-    from appliance.runtime.docker_adapter import Docker
-
-    with Docker() as d:
-        for c in d.list_containers(L.instance_filter(inst)):
-            d.remove(c.id, force=True)
-        for n in d.list_networks(L.instance_filter(inst)):
-            d.remove_network(n["id"])
-        for v in d.list_volumes(L.instance_filter(inst)):
-            d.remove_volume(v["name"])
+    return run_cli(*args, env={**node.env, **(extra_env or {})})
 
 
 @pytest.fixture(scope="module")
 def node(release_bundles, release_images, keypair, docker_engine, tmp_path_factory):
-    inst = f"tb{uuid.uuid4().hex[:8]}"
+    inst = unique_instance("tb")
     for ref in release_images.values():  # from here on only the bundles can provide them
         docker_engine.remove_image(ref)
     data = tmp_path_factory.mktemp("node-data")
-    gw, apps = _free_ports(1), _free_ports(3)
+    gw, apps = free_port_block(1), free_port_block(3)
     n = SimpleNamespace(instance=inst, data=data, bundles=release_bundles, images=release_images,
                         env={"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data),
                              "APPLIANCE_BUNDLE_PUBKEYS": keypair.public_key})
@@ -82,7 +45,7 @@ def node(release_bundles, release_images, keypair, docker_engine, tmp_path_facto
         assert n.install["ok"] and n.install["release"] == 1
         yield n
     finally:
-        _purge(inst)
+        purge_instance(inst)
 
 
 @pytest.fixture
@@ -215,7 +178,7 @@ def test_refused_with_one_line_and_nothing_changed(node, tamper, tmp_path, case)
 
 
 def test_delta_needs_its_base_on_the_node(node, tmp_path):
-    fresh = {"APPLIANCE_DATA_DIR": str(tmp_path / "fresh"), "APPLIANCE_INSTANCE": f"tf{uuid.uuid4().hex[:8]}"}
+    fresh = {"APPLIANCE_DATA_DIR": str(tmp_path / "fresh"), "APPLIANCE_INSTANCE": unique_instance("tf")}
     res = cli(node, "init", "--bundle", str(node.bundles.r2_delta), "--demo", "--yes", extra_env=fresh)
     assert res.returncode == 2, res.stderr
     assert "blob(s) it leaves out are not on this node" in res.stderr
