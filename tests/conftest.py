@@ -30,3 +30,41 @@ def shared_dir() -> Path:
 @pytest.fixture
 def h200_snapshot() -> Path:
     return SHARED / "fixtures" / "nodes" / "h200-1gpu"
+
+
+MANAGED_IMAGES = ["appliance.managed=true"]
+
+
+def _managed_image_ids() -> set[str] | None:
+    """Ids of images appliance built (label appliance.managed=true), or None without Docker."""
+    try:
+        from appliance.runtime.docker_adapter import Docker
+
+        with Docker() as d:
+            return {i["id"] for i in d.list_images(MANAGED_IMAGES)}
+    except Exception:  # noqa: BLE001 - no engine here: nothing to clean
+        return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_images_built_by_the_tests():
+    """Leave the engine as the suite found it: images the tests built (init, bundles, training)
+    are removed at the end; images that existed before the run are kept."""
+    before = _managed_image_ids()
+    yield
+    if before is None:
+        return
+    from docker.errors import DockerException
+
+    from appliance.runtime.docker_adapter import Docker
+
+    with Docker() as d:
+        for _ in range(4):  # children before their base image (pyrt): a few passes
+            left = [i for i in d.list_images(MANAGED_IMAGES) if i["id"] not in before]
+            if not left:
+                break
+            for image in left:
+                try:
+                    d.remove_image(image["id"])
+                except DockerException:
+                    pass  # still used by a child image or a container: next pass
