@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from appliance.errors import BundleError
 
@@ -48,6 +48,15 @@ def _pre_part(part: str) -> tuple:
         return (2, part, 0)
     word, num = m.groups()
     return (1 if word else 0, word, int(num) if num else -1)
+
+
+def _checked_version(version: str) -> str:
+    version_key(version)  # raises ValueError with the expected form
+    return version
+
+
+# A product version field (manifest and bundle spec): checked where it is read.
+Version = Annotated[str, AfterValidator(_checked_version)]
 
 
 def compare_versions(a: str, b: str) -> int:
@@ -152,26 +161,13 @@ class BaseRef(_Model):
 class Manifest(_Model):
     format_version: int
     product: str = "appliance"
-    version: str
-    upgrades_from: list[str] = Field(default_factory=list)
+    version: Version
+    upgrades_from: list[Version] = Field(default_factory=list)
     created: str
     base: BaseRef | None = None
     images: list[Image] = Field(default_factory=list)
     files: list[FileItem] = Field(default_factory=list)
     blobs: list[Blob] = Field(default_factory=list)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        version_key(v)
-        return v
-
-    @field_validator("upgrades_from")
-    @classmethod
-    def _from(cls, v: list[str]) -> list[str]:
-        for item in v:
-            version_key(item)
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from appliance.bundle.manifest import version_key
+from appliance.bundle.manifest import Version
 from appliance.errors import BundleError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -26,27 +26,14 @@ class BundleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     product: str = "appliance"
-    version: str = Field(description="the release this bundle installs, e.g. 2.0.0")
-    upgrades_from: list[str] = Field(default_factory=list,
+    version: Version = Field(description="the release this bundle installs, e.g. 2.0.0")
+    upgrades_from: list[Version] = Field(default_factory=list,
                                      description="installed versions this bundle may upgrade")
     images: list[str] = Field(default_factory=list, description="image references in the local engine")
     playbooks: str | None = None
     catalog: str | None = None
     packages: dict[str, str] = Field(default_factory=dict, description="chip family -> directory")
     models: dict[str, str] = Field(default_factory=dict, description="model name -> directory or file")
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        version_key(v)
-        return v
-
-    @field_validator("upgrades_from")
-    @classmethod
-    def _from(cls, v: list[str]) -> list[str]:
-        for item in v:
-            version_key(item)
-        return v
 
     @field_validator("packages", "models")
     @classmethod
