@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -55,6 +57,11 @@ class PassReport:
     degraded: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+
+
+def heartbeat_key(instance: str) -> str:
+    """The state meta key where the agent records each pass (read by ``appliance status``)."""
+    return f"agent.heartbeat.{instance}"
 
 
 def _device_key(ref) -> str:
@@ -126,6 +133,7 @@ class Agent:
                 self.stop_event.wait(max(0.0, self.config.interval_s - (time.monotonic() - start)))
         finally:
             self.close()
+            self._heartbeat(running=False)
             self.store.add_event("agent", "agent stopped", data={"instance": self.instance})
         return 0
 
@@ -171,7 +179,16 @@ class Agent:
         self.metrics.reconciles.inc()
         self.metrics.reconcile_seconds.observe(report.seconds)
         self.metrics.last_reconcile.set(time.time())
+        self._heartbeat(running=True)
         return report
+
+    def _heartbeat(self, *, running: bool) -> None:
+        """Record that the agent is alive (``appliance status`` warns when this goes stale)."""
+        try:
+            self.store.set_meta(heartbeat_key(self.instance), json.dumps(
+                {"ts": time.time(), "interval_s": self.config.interval_s, "pid": os.getpid(), "running": running}))
+        except ApplianceError as exc:  # a locked or unwritable state must not stop the loop
+            log.warning("cannot record the heartbeat: %s", exc.one_line())
 
     def _detect(self) -> None:
         from appliance.inventory.detect import detect

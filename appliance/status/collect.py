@@ -205,6 +205,29 @@ def _read_state(report: _Partial, store, inst: str, *, recover: bool, problems: 
     events = store.events(kind="agent", limit=1)
     if events:
         report.agent = AgentStatus(last_event=events[0]["message"], last_event_at=iso(events[0]["ts"]))
+    problems.extend(_agent_heartbeat(report, store, inst))
+
+
+def _agent_heartbeat(report, store, inst: str) -> list[Problem]:
+    """Is the node agent alive? It records a heartbeat each pass; stale after 3 intervals."""
+    import json
+
+    from appliance.agent.loop import heartbeat_key
+
+    raw = store.get_meta(heartbeat_key(inst))
+    beat = json.loads(raw) if raw else None
+    if beat:
+        interval_s = float(beat.get("interval_s") or 15.0)
+        report.agent.interval_s = interval_s
+        report.agent.last_pass_at = iso(beat["ts"])
+        report.agent.running = bool(beat.get("running")) and time.time() - float(beat["ts"]) <= 3 * interval_s + 10
+    if report.release is None or report.agent.running:
+        return []
+    when = f"last pass {report.agent.last_pass_at}" if beat else "it has never run"
+    return [Problem(severity="warning", code="agent_not_running", subject="node agent",
+                    message=f"the node agent is not running ({when}): stopped or crashed services are not repaired",
+                    fix="start it: `systemctl start appliance-agent` (installed by `appliance provision`) "
+                        "or run `appliance agent`")]
 
 
 def _recover(store) -> list[Problem]:

@@ -66,6 +66,9 @@ class DockerStatus(BaseModel):
 class AgentStatus(BaseModel):
     last_event: str | None = Field(default=None, description="the node agent's last recorded event")
     last_event_at: str | None = None
+    running: bool | None = Field(default=None, description="a reconcile pass within 3 intervals (null: never ran)")
+    last_pass_at: str | None = Field(default=None, description="when the agent last finished a reconcile pass")
+    interval_s: float | None = None
 
 
 class NodeStatus(BaseModel):
