@@ -36,6 +36,11 @@ from appliance.runtime import releases
 log = logging.getLogger("appliance.agent")
 
 
+# How long one state statement waits for another process's write lock. Short: a long
+# transaction elsewhere (an upgrade) costs the agent one pass, never its loop.
+STATE_BUSY_TIMEOUT_S = 2.0
+
+
 @dataclass
 class AgentConfig:
     interval_s: float = 15.0
@@ -69,21 +74,10 @@ def _device_key(ref) -> str:
 
 
 def missing_devices(device_refs, inventory) -> list[str]:
-    """The planned devices the inventory no longer has (matched by UUID, then BDF, then index)."""
+    """The planned devices the inventory no longer has (:meth:`Inventory.find`)."""
     if inventory is None:
         return []
-    out = []
-    for ref in device_refs:
-        pool = [a for a in inventory.accelerators if a.vendor == ref.vendor]
-        if ref.uuid:
-            hit = any(a.uuid == ref.uuid for a in pool)
-        elif ref.pci_bdf:
-            hit = any(a.pci_bdf == ref.pci_bdf for a in pool)
-        else:
-            hit = any(a.index == ref.index for a in pool)
-        if not hit:
-            out.append(_device_key(ref))
-    return out
+    return [_device_key(ref) for ref in device_refs if inventory.find(ref) is None]
 
 
 class Agent:
@@ -93,6 +87,10 @@ class Agent:
 
         self.config = config or AgentConfig()
         self.instance = instance or L.instance()
+        if store is None:
+            from appliance.state.store import StateStore
+
+            store = StateStore.open_default(busy_timeout_s=STATE_BUSY_TIMEOUT_S)
         self.store = releases.open_store(store)
         self.metrics = AgentMetrics(self.instance, __version__)
         self.stop_event = threading.Event()
@@ -122,8 +120,8 @@ class Agent:
         return f"http://{self.config.metrics_addr}:{self.config.metrics_port}/metrics"
 
     def run(self) -> int:
-        self.store.add_event("agent", "agent started", data={"instance": self.instance,
-                                                            "interval_s": self.config.interval_s})
+        self._event("agent started", data={"instance": self.instance, "interval_s": self.config.interval_s})
+        self.recover()
         try:
             while not self.stop_event.is_set():
                 start = time.monotonic()
@@ -134,8 +132,29 @@ class Agent:
         finally:
             self.close()
             self._heartbeat(running=False)
-            self.store.add_event("agent", "agent stopped", data={"instance": self.instance})
+            self._event("agent stopped", data={"instance": self.instance})
         return 0
+
+    def recover(self) -> None:
+        """Finish or roll back an upgrade a crash interrupted (once, when the agent starts: the
+        box comes back from a power cut in one consistent release without anyone typing)."""
+        from appliance.bundle.apply import recover
+
+        try:
+            res = recover(store=self.store, say=lambda m: log.info("recovery: %s", m))
+        except ApplianceError as exc:
+            log.warning("recovering an interrupted upgrade failed: %s", exc.one_line())
+            return
+        if res is not None:
+            log.info("recovery: %s", res.message)
+            self._event(f"recovered an interrupted {res.kind}: {res.message}", data={"action": res.action})
+
+    def _event(self, message: str, **kw) -> None:
+        """Record an agent event; a locked or unwritable state costs the event, not the agent."""
+        try:
+            self.store.add_event("agent", message, **kw)
+        except ApplianceError as exc:
+            log.warning("cannot record an event (%s): %s", message, exc.one_line())
 
     def close(self) -> None:
         if self._http is not None:
@@ -291,24 +310,25 @@ class Agent:
         from appliance.runtime.converge import container_spec
         from appliance.runtime.images import ImageEnsurer
 
+        from appliance.errors import RuntimeFailure
+
         docker = self.docker
         want = release.stack.hash_of(svc.name)
         for c in docker.list_containers(L.instance_filter(self.instance) + [f"{L.SERVICE}={svc.name}"]):
             if c.labels.get(L.SPEC_HASH) != want:  # a stale definition must not hold the name or port
                 docker.remove(c.id, force=True)
-        if svc.build and docker.image_labels(svc.image) is None:
-            ImageEnsurer(docker).ensure(svc.image, svc.build)
+        if svc.build and docker.image_labels(svc.run_image()) is None:
+            rebuilt = ImageEnsurer(docker).ensure(svc.image, svc.build)
+            if rebuilt.ref != svc.run_image():
+                raise RuntimeFailure(f"image {svc.run_image()} is gone and its sources have changed since "
+                                     f"(they build {rebuilt.ref} now)", where=f"service {svc.name}",
+                                     fix="re-apply the stack with `appliance init --yes`")
         if not docker.network_exists(release.stack.network):
             docker.ensure_network(release.stack.network, {**L.base_labels(self.instance), L.SERVICE: "network"})
         for b in svc.binds:
             if b.volume:
                 docker.ensure_volume(b.source, {**L.base_labels(self.instance), L.SERVICE: "volume"})
-        spec = container_spec(svc, release.stack, release.id)
-        leftover = docker.inspect_container(spec.name)
-        if leftover is not None:
-            docker.remove(leftover["Id"], force=True)
-        cid = docker.create_container(spec)
-        docker.start(cid)
+        docker.replace_container(container_spec(svc, release.stack, release.id), start=True)
 
     def _mark_degraded(self, release, report: PassReport) -> None:
         if release is None or release.stack is None:

@@ -18,6 +18,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from appliance.atomic import place_file
 from appliance.bundle.manifest import Blob, Manifest, digest_hex
 from appliance.bundle.progress import NullProgress, Progress
 from appliance.bundle.reader import CHUNK_BYTES, BundleIndex, default_workers
@@ -117,8 +118,8 @@ class ContentStore:
                 advance(n)
             os.close(out_fd)
             out_fd = -1
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, self.path(blob.digest))
+            # no fsync per blob: every use of a stored blob hashes it again (see StoreWriter.commit)
+            place_file(tmp, self.path(blob.digest), mode=0o444, fsync=False)
         finally:
             if out_fd >= 0:
                 os.close(out_fd)
@@ -155,7 +156,7 @@ class ContentStore:
         if not mode & 0o111:
             try:
                 os.link(src, tmp)
-                os.replace(tmp, target)
+                place_file(tmp, target, fsync=False)  # a link to a stored blob: no new bytes
                 return
             except OSError:
                 pass
@@ -165,8 +166,7 @@ class ContentStore:
                 if not chunk:
                     break
                 fout.write(chunk)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        place_file(tmp, target, mode=mode)
 
     def digests(self) -> set[str]:
         if not self.root.is_dir():
@@ -216,8 +216,8 @@ class StoreWriter:
         if self.size != self.blob.size or "sha256:" + self.hash.hexdigest() != self.blob.digest:
             raise BundleError(f"blob {self.blob.digest} changed between verification and staging",
                               fix="keep the bundle file unchanged during the upgrade and re-run it")
-        os.chmod(self.tmp, 0o444)  # read-only: release files may be hard links to it
-        os.replace(self.tmp, self.target)
+        # read-only: release files may be hard links to it
+        place_file(self.tmp, self.target, mode=0o444, fsync=False)
         self.tmp = None
 
     def abort(self) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from appliance.atomic import place_file
 from appliance.bundle import keys as keymod
 from appliance.bundle.dockersave import Spool, split_save_stream
 from appliance.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, SIGNATURE_NAME, BaseRef, Blob, FileItem,
@@ -169,10 +170,8 @@ def create_bundle(spec_path: Path, out_path: Path, key_path: Path, *, base: Path
                                    mtime, writing.advance)
             out.write(b"\0" * (2 * tarfile.BLOCKSIZE))
             out.write(b"\0" * (-out.tell() % tarfile.RECORDSIZE))
-            out.flush()
-            os.fsync(out.fileno())
         writing.done()
-        os.replace(partial, out_path)
+        place_file(partial, out_path)  # fsyncs the bundle's bytes and the rename
     finally:
         shutil.rmtree(spool_dir, ignore_errors=True)
         partial.unlink(missing_ok=True)

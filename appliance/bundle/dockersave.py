@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from appliance.atomic import place_file
 from appliance.bundle.manifest import Image, blob_member
 from appliance.errors import BundleError
 
@@ -89,7 +90,7 @@ class Spool:
         if final.exists():
             tmp.unlink()
         else:
-            os.replace(tmp, final)
+            place_file(tmp, final, fsync=False)  # a spool: temporary by design, durability buys nothing
         return digest, size
 
 

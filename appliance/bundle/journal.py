@@ -8,6 +8,12 @@ finishes it or undoes it (:func:`appliance.bundle.apply.recover`). The final com
 the runtime's release switch and the journal's ``done`` in ONE transaction, so there is no
 moment where the state names a release the journal does not agree with.
 
+``bundle_installed`` is the installed version: the bundle version the box runs and the release
+directory its catalog, playbooks and packages come from. It is monotonic state: only a
+committed upgrade (in the same transaction as its journal's ``done``) and a rollback change it
+-- never ``init`` or ``serve`` -- so rollback protection cannot be bypassed by re-running
+``init``.
+
 ``bundle_versions`` remembers each installed bundle's manifest (images and blob digests):
 rollback uses it to re-tag or reload the previous release's images, and the content store
 is trimmed to the blobs of the versions still referenced.
@@ -26,7 +32,7 @@ from appliance.errors import BundleError
 from appliance.state.store import StateStore
 
 DOMAIN = "bundle"
-VERSION = 1
+VERSION = 2
 _DDL = """
 CREATE TABLE IF NOT EXISTS bundle_ops (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -45,6 +51,13 @@ CREATE TABLE IF NOT EXISTS bundle_ops (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS bundle_ops_instance ON bundle_ops(instance, id);
+CREATE TABLE IF NOT EXISTS bundle_installed (
+    instance TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    manifest_sha256 TEXT,
+    release_dir TEXT,
+    updated_ts REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bundle_versions (
     instance TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -109,7 +122,7 @@ def begin(store: StateStore, *, instance: str, kind: str, bundle: str | None, ma
 
 
 def get(store: StateStore, op_id: int) -> Op:
-    return _op(store.conn.execute("SELECT * FROM bundle_ops WHERE id=?", (op_id,)).fetchone())
+    return _op(store.one("SELECT * FROM bundle_ops WHERE id=?", (op_id,)))
 
 
 def set_step(store: StateStore, op: Op, step: str, **fields) -> None:
@@ -137,15 +150,44 @@ def finish(store: StateStore, op: Op, status: str, error: str | None = None) -> 
 
 
 def running(store: StateStore, instance: str) -> Op | None:
-    row = store.conn.execute("SELECT * FROM bundle_ops WHERE instance=? AND status=? ORDER BY id DESC LIMIT 1",
-                             (instance, RUNNING)).fetchone()
+    row = store.one("SELECT * FROM bundle_ops WHERE instance=? AND status=? ORDER BY id DESC LIMIT 1",
+                             (instance, RUNNING))
     return _op(row) if row else None
 
 
 def last(store: StateStore, instance: str) -> Op | None:
-    row = store.conn.execute("SELECT * FROM bundle_ops WHERE instance=? ORDER BY id DESC LIMIT 1",
-                             (instance,)).fetchone()
+    row = store.one("SELECT * FROM bundle_ops WHERE instance=? ORDER BY id DESC LIMIT 1",
+                             (instance,))
     return _op(row) if row else None
+
+
+# ---- the installed version ---------------------------------------------------------------------
+@dataclass
+class Installed:
+    version: str
+    manifest_sha256: str | None
+    release_dir: str | None
+    updated_ts: float
+
+
+def installed(store: StateStore, instance: str) -> Installed | None:
+    """The bundle version this box runs (None: nothing was installed from a bundle)."""
+    row = store.one("SELECT * FROM bundle_installed WHERE instance=?", (instance,))
+    if row is None:
+        return None
+    return Installed(version=row["version"], manifest_sha256=row["manifest_sha256"],
+                     release_dir=row["release_dir"], updated_ts=row["updated_ts"])
+
+
+def set_installed(store: StateStore, instance: str, version: str, *, manifest_sha256: str | None,
+                  release_dir: str | None) -> None:
+    """Record the installed version (joins the caller's transaction: the commit of an upgrade)."""
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO bundle_installed(instance, version, manifest_sha256, release_dir, updated_ts) "
+                     "VALUES(?,?,?,?,?) ON CONFLICT(instance) DO UPDATE SET version=excluded.version, "
+                     "manifest_sha256=excluded.manifest_sha256, release_dir=excluded.release_dir, "
+                     "updated_ts=excluded.updated_ts",
+                     (instance, version, manifest_sha256, release_dir, time.time()))
 
 
 # ---- installed bundle versions -----------------------------------------------------------------
@@ -163,8 +205,8 @@ def record_version(store: StateStore, instance: str, version: str, manifest_sha2
 def version_manifest(store: StateStore, instance: str, version: str | None) -> dict | None:
     if version is None:
         return None
-    row = store.conn.execute("SELECT manifest_json FROM bundle_versions WHERE instance=? AND version=?",
-                             (instance, version)).fetchone()
+    row = store.one("SELECT manifest_json FROM bundle_versions WHERE instance=? AND version=?",
+                             (instance, version))
     return json.loads(row["manifest_json"]) if row else None
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from appliance.atomic import write_atomic
 from appliance.errors import BundleError
 
 ENV_PUBKEYS = "APPLIANCE_BUNDLE_PUBKEYS"
@@ -138,9 +139,7 @@ def trust_key(pub_path: Path) -> TrustedKey:
     d = trust_dir()
     d.mkdir(parents=True, exist_ok=True)
     target = d / f"{key.key_id}.pub"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(pub_path.read_bytes())
-    os.replace(tmp, target)
+    write_atomic(target, pub_path.read_bytes(), mode=0o644)
     return TrustedKey(key_id=key.key_id, path=str(target), key=key.key)
 
 

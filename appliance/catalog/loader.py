@@ -199,14 +199,20 @@ def _overlay_files() -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_catalog(path: str | os.PathLike | None = None, *, use_cache: bool = True) -> Catalog:
-    """Load, validate and cross-check the catalog in ``path`` (default: the shipped one plus the
-    local overlay, :func:`overlay_dir`)."""
+def load_catalog(path: str | os.PathLike | None = None, *, use_cache: bool = True,
+                 overlay: bool | None = None) -> Catalog:
+    """Load, validate and cross-check the catalog in ``path`` (default: the shipped one).
+
+    ``overlay`` merges the node's local additions (:func:`overlay_dir`, e.g. fine-tuned models);
+    default: only for the shipped catalog. A release's catalog (an upgrade's) is loaded with
+    ``overlay=True`` so the node's fine-tuned models survive it -- and are checked against the
+    new catalog's base models (a missing one is an error naming the overlay file).
+    """
     from pydantic import ValidationError
 
     directory = Path(path) if path is not None else default_catalog_dir()
     files = _files(directory)
-    if path is None:
+    if overlay if overlay is not None else path is None:
         files += _overlay_files()
     stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
     if use_cache and stamp in _CACHE:

@@ -241,21 +241,28 @@ class AppRole(Strict):
 
 
 class App(Strict):
-    name: str
+    """A sample app and how the runtime wires it (the one source of truth for that wiring)."""
+
+    name: str = Field(description="title shown on the app's page")
     description: str
     image: str
     build: str | None = None
-    port: int = Field(description="host port the app is published on")
+    port: int = Field(ge=1, le=65535, description="default host port the app is published on "
+                      "(the site configuration's app_port_base overrides it)")
+    listen_port: int = Field(default=8080, ge=1, le=65535, description="port the app listens on in its container")
     health: str = "/healthz"
     roles: list[AppRole] = Field(min_length=1)
     prefer_tags: list[str] = Field(default_factory=list, description="prefer chat models with these tags")
+    data_volume: bool = Field(default=False, description="keeps data (a volume at /data)")
+    key_rpm: int | None = Field(default=None, ge=1, description="request-rate limit of the app's own API key")
     env: dict[str, str] = Field(default_factory=dict)
 
 
 class PlatformImage(Strict):
     image: str
     build: str | None = None
-    port: int
+    port: int = Field(ge=1, le=65535, description="port it listens on in its container")
+    health: str = "/healthz"
 
 
 class Platform(Strict):

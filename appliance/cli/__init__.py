@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "preflight": ("appliance.cli.provision_cmd", "preflight", "Check the host before anything changes."),
     "provision": ("appliance.cli.provision_cmd", "provision", "Prepare the host with the Ansible playbooks."),
     "init": ("appliance.cli.stack_cmd", "init", "Install and start the whole stack (detect, plan, provision, start)."),
+    "config": ("appliance.cli.config_cmd", "config", "Show or change the site configuration init and upgrade start from."),
     "up": ("appliance.cli.stack_cmd", "up", "Start the recorded stack again."),
     "down": ("appliance.cli.stack_cmd", "down", "Stop the stack (--purge removes everything it created)."),
     "logs": ("appliance.cli.stack_cmd", "logs", "Show a service's logs."),

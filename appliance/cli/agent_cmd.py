@@ -30,7 +30,8 @@ def agent(interval_s: float, detect_every: int, metrics_addr: str, metrics_port:
           once: bool, as_json: bool) -> None:
     """Run the node agent: every INTERVAL seconds restore missing or stopped containers of
     the recorded release (with backoff), re-detect the hardware (services whose devices
-    vanished are marked degraded) and export Prometheus metrics. Exits 0 on SIGTERM;
+    vanished are marked degraded) and export Prometheus metrics. When it starts it first
+    finishes or rolls back an upgrade a crash interrupted. Exits 0 on SIGTERM;
     with --once, exits 1 when the pass failed (e.g. Docker unreachable)."""
     from dataclasses import asdict
 
@@ -44,6 +45,7 @@ def agent(interval_s: float, detect_every: int, metrics_addr: str, metrics_port:
                       metrics_port=0 if once else metrics_port, snapshot=snapshot, once=once)
     runner = Agent(cfg)
     if once:
+        runner.recover()  # like a starting agent: finish or undo an interrupted upgrade first
         report = runner.reconcile_once()
         runner.close()
         emit(asdict(report), as_json, lambda r: click.echo(

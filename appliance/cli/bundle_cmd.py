@@ -202,13 +202,14 @@ def _confirm(question: str, yes: bool) -> None:
 def _render_upgrade(r) -> None:
     if r.recovered:
         click.echo(f"recovered first: {r.recovered.message}")
-    for s in r.steps:
+    for s in r.phases:
         click.echo(f"  {s.name:<10} {s.seconds:7.2f}s  {s.detail}")
     for c in r.changes:
-        click.echo(f"  {c.action:<10} {c.target}" + (f"  ({c.detail})" if c.detail else ""))
+        if c.action != "keep":
+            click.echo(f"  {c.action:<10} {c.target}" + (f"  ({c.detail})" if c.detail else ""))
     for note in r.cleanup:
         click.echo(f"  cleanup: {note}")
-    for w in getattr(r, "warnings", []):
+    for w in r.warnings:
         click.echo(f"warning: {w}", err=True)
     click.echo(f"{r.kind} {r.from_version or '(nothing)'} -> {r.to_version}: {r.message}")
 
@@ -223,18 +224,21 @@ def _render_upgrade(r) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, as_json: bool, quiet: bool) -> None:
     """Apply an offline bundle: verify everything, then stage, load, provision, switch
-    blue/green and commit; any failure rolls back to the running release.
+    blue/green and commit; any failure rolls back to the running release. The site
+    configuration (ports, models, served fine-tuned models) is kept.
 
     Exit 0 upgraded, 1 failed and rolled back, 2 refused (nothing changed), 3 preflight failed.
     """
-    from appliance.bundle.apply import apply_bundle, preview, recover
+    from appliance.bundle.apply import recover
+    from appliance.deploy.requests import run, upgrade_request
+    from appliance.deploy.upgrade import preview
 
     recovered = recover(say=progress_printer(quiet or as_json))  # an interrupted operation first, then the policy
     pv = preview(file, pubkey=pubkey, allow_downgrade=allow_downgrade)
     _confirm(f"upgrade this node from {pv['from_version'] or '(nothing installed)'} to {pv['to_version']}?", yes)
+    req = upgrade_request(str(file), allow_downgrade=allow_downgrade, pubkey=str(pubkey) if pubkey else None)
     with _progress(not (as_json or quiet)) as progress:
-        res = apply_bundle(file, allow_downgrade=allow_downgrade, pubkey=pubkey, progress=progress,
-                           say=progress_printer(quiet or as_json))
+        res = run(req, say=progress_printer(quiet or as_json), progress=progress)
     if recovered is not None and res.recovered is None:
         res.recovered = recovered
     emit(res, as_json, _render_upgrade)
@@ -245,11 +249,14 @@ def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, a
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def rollback(yes: bool, as_json: bool, quiet: bool) -> None:
-    """Return to the previous release (blue/green behind health gates, journaled)."""
-    from appliance.bundle.apply import recover, rollback as do_rollback, rollback_target
+    """Return to the previous release (its stack and site configuration; blue/green behind
+    health gates, journaled)."""
+    from appliance.bundle.apply import recover
+    from appliance.deploy.requests import rollback_request, run
+    from appliance.deploy.upgrade import rollback_target
 
     recover(say=progress_printer(quiet or as_json))
     cur, target = rollback_target()
     _confirm(f"roll back from {cur} to {target}?", yes)
-    res = do_rollback(say=progress_printer(quiet or as_json))
+    res = run(rollback_request(), say=progress_printer(quiet or as_json))
     emit(res, as_json, _render_upgrade)

@@ -1,7 +1,7 @@
 """``appliance init``, ``up``, ``down`` and ``logs``: the stack's lifecycle.
 
-Thin: options -> one library call (:mod:`appliance.runtime.install`,
-:mod:`appliance.runtime.stack`) -> render. Progress lines go to stderr so ``--json`` stays
+Thin: options -> one library call (:mod:`appliance.deploy` for init, :mod:`appliance.runtime.stack`
+for up/down/logs) -> render. Progress lines go to stderr so ``--json`` stays
 clean on stdout. A service that never becomes healthy prints its last log lines to stderr,
 then the usual one-line error (exit 1).
 """
@@ -43,23 +43,26 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 
 
 @click.command("init")
-@click.option("--models", multiple=True, metavar="ID[,ID...]", help="Models to serve (default: the catalog's choice).")
+@click.option("--models", multiple=True, metavar="ID[,ID...]",
+              help="Models to serve ('default': the catalog's choice). Default: as recorded.")
 @click.option("--bundle", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Install from an offline bundle (images, catalog).")
-@click.option("--demo", is_flag=True, help="The built-in CPU demo stack (no accelerator, registry or weights).")
+@click.option("--demo/--no-demo", default=None, help="The built-in CPU demo stack (no accelerator, registry or "
+              "weights). Default: as recorded.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and every change, change nothing.")
 @click.option("--force", is_flag=True, help="Go on even when a preflight check fails.")
-@click.option("--profile", default="default", show_default=True, help="Planner profile.")
+@click.option("--profile", default=None, help="Planner profile (default, throughput, latency). Default: as recorded.")
 @click.option("--snapshot", type=click.Path(exists=True, file_okay=False), default=None, hidden=True,
               help="Plan for a node snapshot instead of this machine (dry runs, tests).")
-@click.option("--bind", "bind_ip", default="127.0.0.1", show_default=True, envvar="APPLIANCE_BIND",
-              help="Host address the gateway and apps listen on (0.0.0.0: every interface).")
-@click.option("--gateway-port", type=int, default=8080, show_default=True, envvar="APPLIANCE_GATEWAY_PORT",
-              help="Host port of the gateway.")
-@click.option("--app-port-base", type=int, default=None, envvar="APPLIANCE_APP_PORT_BASE",
-              help="Host port of the first app, the others follow (default: the catalog's ports).")
-@click.option("--health-timeout", type=float, default=None, metavar="SECONDS",
+@click.option("--bind", "bind_ip", default=None, envvar="APPLIANCE_BIND",
+              help="Host address the gateway and apps listen on (0.0.0.0: every interface). "
+                   "Default: as recorded, first 127.0.0.1.")
+@click.option("--gateway-port", type=click.IntRange(1, 65535), default=None, envvar="APPLIANCE_GATEWAY_PORT",
+              help="Host port of the gateway. Default: as recorded, first 8080.")
+@click.option("--app-port-base", type=click.IntRange(1, 65535), default=None, envvar="APPLIANCE_APP_PORT_BASE",
+              help="Host port of the first app, the others follow. Default: as recorded, first the catalog's ports.")
+@click.option("--health-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="How long to wait for each new service to become healthy (default: per service).")
 @click.option("--create-only", is_flag=True,
               help="Create the containers without starting them (check device wiring, e.g. with --snapshot).")
@@ -70,22 +73,24 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
     """Install and start the whole stack: detect, preflight, plan, provision, images,
     start in dependency order, wait for health, record the release.
 
-    Safe to re-run: unchanged services are left alone; changed ones are replaced one by
-    one (new container healthy first). Exit 0 ok, 1 a service failed (the previous
-    release keeps running), 2 bad input, 3 preflight failed or no model fits.
+    Starts from the recorded site configuration (`appliance config show`): options you leave
+    out keep their recorded values, and the ones you give are recorded (init says what they
+    change). Safe to re-run: unchanged services are left alone; changed ones are replaced one
+    by one (new container healthy first). Exit 0 ok, 1 a service failed (the previous release
+    keeps running), 2 bad input, 3 preflight failed or no model fits.
     """
+    from appliance.deploy.requests import init_request, run
     from appliance.runtime.converge import ServiceUnhealthy
-    from appliance.runtime.install import init as run_init
-    from appliance.runtime.models import Settings
 
+    req = init_request(models=_split(models), demo=demo, profile=profile, bind_ip=bind_ip, gateway_port=gateway_port,
+                       app_port_base=app_port_base, health_timeout_s=health_timeout, bundle=bundle,
+                       dry_run=dry_run, force=force, create_only=create_only, snapshot=snapshot)
     if not dry_run and not yes:
         _confirm("Install/update the appliance stack on this machine?", yes)
-    settings = Settings(bind_ip=bind_ip, gateway_port=gateway_port, app_port_base=app_port_base,
-                        health_timeout_s=health_timeout)
+    for line in req.site_changes:
+        click.echo(f"configuration: {line}", err=True)
     try:
-        result = run_init(models=_split(models), demo=demo, dry_run=dry_run, force=force, profile=profile,
-                          snapshot=snapshot, bundle=bundle, settings=settings, progress=progress_printer(quiet),
-                          create_only=create_only)
+        result = run(req, say=progress_printer(quiet))
     except ServiceUnhealthy as exc:
         _show_unhealthy(exc)
         raise
@@ -100,6 +105,9 @@ def _render_init(r) -> None:
     con = console()
     title = ("DRY RUN: nothing was changed" if r.dry_run else f"release {r.release} is active" if r.release
              else "containers created, not started (no release recorded)")
+    if r.plan is None or r.stack is None:
+        con.print(f"[bold]{title}[/bold] (instance {r.instance})")
+        return
     plan = Table(title=f"plan ({r.plan.profile}, {r.plan.plan_hash or ''})", title_justify="left")
     for col in ("service", "model", "engine", "image", "devices"):
         plan.add_column(col)

@@ -240,11 +240,11 @@ def cancel(job_id: str, as_json: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def serve(ref: str, as_json: bool, quiet: bool) -> None:
     """Serve a fine-tuned model (by job id or model id) behind the gateway, beside what runs."""
+    from appliance.deploy.requests import serve as serve_model
     from appliance.runtime.converge import ServiceUnhealthy
-    from appliance.train.serve import serve_model
 
     try:
-        result = serve_model(ref, progress=progress_printer(quiet))
+        result = serve_model(ref, say=progress_printer(quiet))
     except ServiceUnhealthy as exc:
         click.echo(f"last log lines of {exc.service}:", err=True)
         for line in exc.log_lines or ["(no output)"]:
@@ -256,8 +256,9 @@ def serve(ref: str, as_json: bool, quiet: bool) -> None:
             click.echo(f"{r.model} is already served by {r.service} (release {r.release})")
         else:
             click.echo(f"{r.model} is served by {r.service} (release {r.release})")
-        if r.gateway:
-            click.echo(f"call it: curl -s {r.gateway}/chat/completions -H \"Authorization: Bearer $KEY\" "
+        gateway = r.endpoints.get("gateway")
+        if gateway:
+            click.echo(f"call it: curl -s {gateway}/chat/completions -H \"Authorization: Bearer $KEY\" "
                        f"-H 'Content-Type: application/json' -d '{{\"model\": \"{r.served_model_name}\", "
                        f"\"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
 

@@ -20,18 +20,13 @@ Keys (:mod:`appliance.gateway.keys`) -- all take an optional ``store=StateStore`
   ``keys.json``, the gateway writes ``usage.json``. The gateway re-reads keys and routes
   within a second of a change (mtime poll), so neither needs a restart.
 
-Wiring (:mod:`appliance.gateway.wiring`):
+App keys (:mod:`appliance.gateway.wiring`):
 
-* ``APPS`` -- ``{name: AppDef}`` for customer-service, knowledge-base, code-assistant:
-  image build dir ``apps/<name>`` (image ``appliance/app-<name>``), container port 8080,
-  health ``GET /healthz``, model ``roles`` it needs, ``needs_data_volume`` (mount a volume
-  at ``/data``).
-* ``ensure_app_key(app, models, owner_uid=None) -> AppKey`` -- idempotent; the key lives in
-  ``AppKey.secrets_dir/api_key`` (0600). Bind ``secrets_dir`` read-only at
-  ``/run/appliance``.
-* ``app_env(app, gateway_url=, public_gateway_url=, chat_model=, embedding_model=,
-  completion_model=, rerank_model=) -> dict`` and ``gateway_env(port) -> dict``.
-* ``stack_endpoints(store=None, instance=None)`` (the active release), ``endpoints(gateway_url,
-  {app: url})``, ``endpoints_from_stack(stack)`` ->
-  ``{"gateway": url, "apps": {name: url}}`` for ``appliance status --json``.
+* ``ensure_app_key(app, models, rpm=None, owner_uid=None) -> AppKey`` -- idempotent; the key
+  lives in ``AppKey.secrets_dir/api_key`` (0600). The runtime binds ``secrets_dir`` read-only
+  at ``/run/appliance``. ``ensure_app_keys(stack, catalog, store)`` does it for every app of a
+  stack (the deploy pipeline calls it before converging).
+* How each app is wired (ports, health path, data volume, model roles, its key's rate limit)
+  is the catalog's ``apps.yaml`` and :func:`appliance.runtime.compose.compose`; endpoints of a
+  stack are :meth:`appliance.runtime.models.StackSpec.endpoints`.
 """

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from appliance.atomic import write_atomic
 from appliance.errors import StateError, UsageError
 from appliance.state.store import StateStore
 
@@ -283,13 +283,9 @@ def export_keys_file(*, store: StateStore | None = None, directory: Path | None 
                              "rpm": r["rpm"], "tokens_per_day": r["tokens_per_day"]}
     doc = {"format": KEYS_FILE_FORMAT, "generated_at": time.time(), "keys": keys}
     path = directory / "keys.json"
-    tmp = directory / f".keys.json.{os.getpid()}.tmp"
     try:
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o644)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StateError(f"cannot write the gateway's key file: {exc.strerror or exc}", where=str(path),
                          fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
     return path

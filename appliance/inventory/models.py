@@ -149,6 +149,23 @@ class Inventory(Record):
     probes: list[Probe] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def find(self, ref) -> "Accelerator | None":
+        """The accelerator a device reference means, or None when this node has no such device.
+
+        ``ref`` is anything with ``vendor`` and optional ``uuid``, ``pci_bdf``, ``physical_id``,
+        ``index`` (a plan's DeviceRef). The most specific identity the reference carries decides,
+        with no fallback to a weaker one: a planned GPU whose UUID is gone is gone, even if
+        another card now sits at the same PCI address or index. Order: UUID, PCI address,
+        physical id, index. The runtime (device exposure) and the agent and status (missing
+        devices) all match through this one rule.
+        """
+        pool = [a for a in self.accelerators if a.vendor == ref.vendor]
+        for key in ("uuid", "pci_bdf", "physical_id", "index"):
+            want = getattr(ref, key, None)
+            if want is not None:
+                return next((a for a in pool if getattr(a, key) == want), None)
+        return None
+
     def backends(self) -> list[str]:
         seen: list[str] = []
         for acc in self.accelerators:

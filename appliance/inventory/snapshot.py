@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from appliance import __version__
+from appliance.atomic import replace_dir
 from appliance.errors import SnapshotError
 from appliance.inventory.hostview import SNAPSHOT_FORMAT, HostView, LiveHost
 from appliance.subproc import CommandResult
@@ -288,7 +289,7 @@ def capture(directory: str | Path, *, root: str | Path | None = None) -> Snapsho
         (tmp / "tool-output" / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
         if directory.is_dir():
             directory.rmdir()  # empty (checked above); the rename below needs the name free
-        os.replace(tmp, directory)
+        replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

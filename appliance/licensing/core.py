@@ -15,6 +15,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from appliance.atomic import write_atomic
 from appliance.errors import LicenseError
 from appliance.licensing.models import LICENSE_FORMAT, LicenseFile, LicenseList, LicensePayload, LicenseStatus
 
@@ -142,9 +143,7 @@ def install(path: str | os.PathLike, *, now: datetime | None = None, fingerprint
     target_dir = licenses_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{status.license_id}.json"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomic(target, Path(path).read_bytes(), mode=0o644)
     status.path = str(target)
     return status
 

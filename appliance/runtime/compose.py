@@ -11,8 +11,6 @@ Device exposure comes from the chip driver (``container_access``); never privile
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,11 @@ from appliance.runtime import labels as L
 from appliance.runtime.models import Bind, HealthSpec, ServiceSpec, Settings, StackSpec
 
 GATEWAY = "gateway"
-GATEWAY_IMAGE = "appliance/gateway:0.1.0"
-GATEWAY_PORT = 8080
+# The container contract of the locally built gateway and apps (where the runtime mounts what).
+GATEWAY_CONFIG_TARGET = "/etc/appliance/gateway"
+APP_SECRETS_TARGET = "/run/appliance"
+APP_KEY_FILENAME = "api_key"
+APP_DATA_TARGET = "/data"
 LOCAL_HEALTH_INTERVAL_S = 5.0   # pyrt services start in well under a second
 LOCAL_START_PERIOD_S = 30.0
 LOCAL_WAIT_TIMEOUT_S = 60.0
@@ -57,18 +58,11 @@ def app_secrets_dir(app: str, root: Path | None = None) -> Path:
 
 # ---- devices ----------------------------------------------------------------------------------
 def _match(ref: DeviceRef, inventory: Inventory | None) -> Accelerator:
-    """The inventory accelerator a plan's DeviceRef means (by BDF, UUID, then index)."""
-    if inventory is not None:
-        pool = [a for a in inventory.accelerators if a.vendor == ref.vendor]
-        for key in ("pci_bdf", "uuid", "physical_id"):
-            want = getattr(ref, key)
-            if want is not None:
-                hit = next((a for a in pool if getattr(a, key) == want), None)
-                if hit:
-                    return hit
-        hit = next((a for a in pool if a.index == ref.index), None)
-        if hit:
-            return hit
+    """The inventory accelerator a plan's DeviceRef means (:meth:`Inventory.find`); without an
+    inventory (or for a device the node lacks) one built from the reference itself."""
+    hit = inventory.find(ref) if inventory is not None else None
+    if hit is not None:
+        return hit
     from chip_drivers import backend_of
     return Accelerator(vendor=ref.vendor, model=ref.model or ref.vendor, index=ref.index,
                        backend=backend_of(ref.vendor), pci_bdf=ref.pci_bdf, uuid=ref.uuid,
@@ -165,61 +159,27 @@ def routes_for(services: list[ServiceSpec]) -> dict:
     return {"format": "appliance-routes/1", "models": dict(sorted(models.items()))}
 
 
-def _models_for(roles: list[str], services: list[ServiceSpec]) -> dict[str, str]:
-    """role -> the first served model of that role (e.g. chat -> demo-chat).
-
-    ``completion`` falls back to the chat model: every OpenAI-compatible chat engine here
-    also serves /v1/completions.
-    """
-    out = {}
-    for role in roles:
-        for want in ([role, "chat"] if role == "completion" else [role]):
-            hit = next((svc.served_models[0] for svc in services if svc.kind == "inference"
-                        and svc.env.get("MODEL_ROLE") == want and svc.served_models), None)
-            if hit:
-                out[role] = hit
-                break
-    return out
-
-
 def _buildable(build: str | None) -> bool:
     return bool(build) and (images_dir() / build / "main.py").is_file()
 
 
-def _plan_apps(plan: Plan, catalog: Any, services: list[ServiceSpec], warnings: list[str]) -> list[dict]:
-    """The apps to run: the plan's (it bound their roles to models), else the catalog's."""
-    from appliance.runtime.images import normalize_build
-
-    if plan.apps:
-        return [{"name": a.name, "image": a.image, "build": normalize_build(a.build), "port": a.port,
-                 "health": a.health_path, "models": dict(a.models), "env": dict(a.env)} for a in plan.apps]
-    out = []
-    for name, app in sorted((catalog.apps if catalog is not None else {}).items()):
-        models = _models_for([r.role for r in app.roles], services)
-        missing = [r.role for r in app.roles if r.required and r.role not in models]
-        if missing:
-            warnings.append(f"app {name} is left out: the plan serves no {'/'.join(missing)} model")
-            continue
-        out.append({"name": name, "image": app.image, "build": normalize_build(app.build), "port": app.port,
-                    "health": app.health, "models": models, "env": dict(app.env)})
-    return out
-
-
-def compose(plan: Plan, *, catalog: Any = None, inventory: Inventory | None = None,
+def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
             settings: Settings | None = None, instance: str | None = None,
-            root: Path | None = None, warnings: list[str] | None = None) -> StackSpec:
+            root: Path | None = None, warnings: list[str] | None = None,
+            extra_services: list[ServiceSpec] | None = None) -> StackSpec:
     """The complete stack for ``plan`` (deterministic: same inputs, same spec).
 
-    The gateway and apps come from the plan (``plan.gateway``, ``plan.apps``; the catalog's
-    when the plan has none). How the gateway and each app are wired -- container port,
-    health path, key file, data volume, environment -- is the gateway package's contract
-    (:mod:`appliance.gateway.wiring`). Host ports: ``settings.gateway_port``, and each app's
-    planned port unless ``settings.app_port_base`` is set (then consecutive, in name order).
-    An image whose sources are not shipped (no ``images/<build>/main.py``) is left out with
-    a warning.
+    The gateway and apps come from the plan (``plan.gateway``, ``plan.apps``: the planner bound
+    every app's roles to served models). How each is wired -- container port, health path,
+    data volume, its key's rate limit -- comes from the catalog (``platform.gateway``,
+    ``apps``), the one source of truth; the key file and data mounts are this module's
+    container contract (:data:`GATEWAY_CONFIG_TARGET`, :data:`APP_SECRETS_TARGET`,
+    :data:`APP_DATA_TARGET`). Host ports: ``settings.gateway_port``, and each app's catalog port
+    unless ``settings.app_port_base`` is set (then consecutive, in name order). An image whose
+    sources are not shipped (no ``images/<build>/main.py``) is left out with a warning.
+    ``extra_services`` (e.g. a training service) are appended as given.
     """
-    from appliance.gateway import wiring as W
-    from appliance.runtime.images import build_dir_for, normalize_build
+    from appliance.runtime.images import normalize_build
 
     settings = settings or Settings()
     warnings = warnings if warnings is not None else []
@@ -228,67 +188,63 @@ def compose(plan: Plan, *, catalog: Any = None, inventory: Inventory | None = No
     services = [inference_service(ps, inventory, catalog) for ps in plan.services]
     inference_names = [s.name for s in services]
     app_names: list[str] = []
-    gw = plan.gateway or (catalog.platform.gateway if catalog is not None else None)
-    gw_image = gw.image if gw else GATEWAY_IMAGE
-    gw_build = normalize_build(gw.build) if gw and gw.build else build_dir_for(gw_image)
+    gw_cat = catalog.platform.gateway
+    gw_image = plan.gateway.image if plan.gateway else gw_cat.image
+    gw_build = normalize_build(plan.gateway.build if plan.gateway else gw_cat.build)
     if gw_build and not _buildable(gw_build):
         warnings.append(f"the gateway and apps are left out: images/{gw_build}/main.py is missing")
     else:
-        gw_port = gw.port if gw else W.GATEWAY_PORT
+        gw_port = plan.gateway.port if plan.gateway else gw_cat.port
         gateway = _local_service(
             GATEWAY, "gateway", gw_image, gw_build, gw_port, settings.gateway_port, settings,
-            env=W.gateway_env(gw_port),
-            binds=[Bind(source=str(gateway_dir(root)), target=W.GATEWAY_CONFIG_TARGET, read_only=False)],
-            depends_on=inference_names, health_path=W.GATEWAY_HEALTH_PATH, demo=demo)
+            env={"GATEWAY_CONFIG_DIR": GATEWAY_CONFIG_TARGET},
+            binds=[Bind(source=str(gateway_dir(root)), target=GATEWAY_CONFIG_TARGET, read_only=False)],
+            depends_on=inference_names, health_path=gw_cat.health, demo=demo)
         services.append(gateway)
         gateway_url = f"http://{GATEWAY}:{gw_port}/v1"
         public_url = f"{gateway.endpoint()}/v1"
-        for i, app in enumerate(sorted(_plan_apps(plan, catalog, services, warnings), key=lambda a: a["name"])):
-            name = app["name"]
-            wired = W.APPS.get(name)
-            build = app["build"] or (wired.build if wired else build_dir_for(app["image"]))
+        for i, planned in enumerate(sorted(plan.apps, key=lambda a: a.name)):
+            name = planned.name
+            app = catalog.apps.get(name)
+            if app is None:
+                warnings.append(f"app {name} is left out: the catalog no longer has it")
+                continue
+            build = normalize_build(planned.build or app.build)
             if build and not _buildable(build):
                 warnings.append(f"app {name} is left out: images/{build}/main.py is missing")
                 continue
-            models = app["models"]
-            if wired:
-                env = W.app_env(name, gateway_url=gateway_url, public_gateway_url=public_url,
-                                chat_model=models.get("chat"), embedding_model=models.get("embedding"),
-                                completion_model=models.get("completion"))
-                port, health_path, needs_data = wired.port, wired.health_path, wired.needs_data_volume
-            else:
-                env = {"PORT": str(app["port"]), "GATEWAY_URL": gateway_url, "GATEWAY_PUBLIC_URL": public_url,
-                       "APP_API_KEY_FILE": f"{W.APP_SECRETS_TARGET}/{W.APP_KEY_FILENAME}",
-                       **{f"{r.upper()}_MODEL": m for r, m in sorted(models.items())}}
-                port, health_path, needs_data = app["port"], app["health"], True
-            env.update({k: str(v) for k, v in app["env"].items()})
-            binds = [Bind(source=str(app_secrets_dir(name, root)), target=W.APP_SECRETS_TARGET)]
-            if needs_data:
-                binds.append(Bind(source=L.volume_name(inst, f"{name}-data"), target=W.APP_DATA_TARGET,
+            models = dict(planned.models)
+            env = app_env(app, models, gateway_url=gateway_url, public_gateway_url=public_url)
+            env.update({k: str(v) for k, v in planned.env.items()})
+            binds = [Bind(source=str(app_secrets_dir(name, root)), target=APP_SECRETS_TARGET)]
+            if app.data_volume:
+                binds.append(Bind(source=L.volume_name(inst, f"{name}-data"), target=APP_DATA_TARGET,
                                   read_only=False, volume=True))
-            host_port = app["port"] if settings.app_port_base is None else settings.app_port_base + i
+            host_port = app.port if settings.app_port_base is None else settings.app_port_base + i
             services.append(_local_service(
-                name, "app", app["image"], build, port, host_port, settings, env=env, binds=binds,
-                depends_on=[GATEWAY], health_path=health_path, served_models=sorted(set(models.values())),
+                name, "app", planned.image, build, app.listen_port, host_port, settings, env=env, binds=binds,
+                depends_on=[GATEWAY], health_path=app.health, served_models=sorted(set(models.values())),
                 demo=demo))
             app_names.append(name)
-    services += _extra_services(plan, settings, inst)
+    services += list(extra_services or [])
     return StackSpec(instance=inst, network=L.network_name(inst), settings=settings,
                      plan_hash=plan.plan_hash or plan.compute_hash(), services=services,
                      routes=routes_for(services), apps=app_names)
 
 
-def _extra_services(plan: Plan, settings: Settings, inst: str) -> list[ServiceSpec]:
-    """Services other packages add to every stack (the training service).
+# The environment variable that tells an app which served model plays a role.
+ROLE_ENV = {"chat": "CHAT_MODEL", "embedding": "EMBED_MODEL", "completion": "COMPLETION_MODEL",
+            "rerank": "RERANK_MODEL"}
 
-    A package that wants a long-running service in the stack provides
-    ``appliance.train.stack.stack_services(plan, settings, instance) -> list[ServiceSpec]``.
-    """
-    name = "appliance.train.stack"
-    try:
-        if importlib.util.find_spec(name) is None:
-            return []
-    except ModuleNotFoundError:
-        return []
-    module = importlib.import_module(name)
-    return list(module.stack_services(plan, settings, inst))
+
+def app_env(app, models: dict[str, str], *, gateway_url: str, public_gateway_url: str) -> dict[str, str]:
+    """The environment of an app container: where the gateway is, where its key file is, the
+    served model bound to each of its roles (every role the plan bound, the optional reranker
+    included), its title and data directory. No secret: the key comes from the mounted file."""
+    env = {"PORT": str(app.listen_port), "GATEWAY_URL": gateway_url, "GATEWAY_PUBLIC_URL": public_gateway_url,
+           "APP_API_KEY_FILE": f"{APP_SECRETS_TARGET}/{APP_KEY_FILENAME}", "APP_TITLE": app.name}
+    for role, model in sorted(models.items()):
+        env[ROLE_ENV.get(role, f"{role.upper()}_MODEL")] = model
+    if app.data_volume:
+        env["APP_DATA_DIR"] = APP_DATA_TARGET
+    return env

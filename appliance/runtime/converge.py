@@ -16,11 +16,11 @@ Each service's container is named and labelled with the hash of its full definit
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.atomic import write_if_changed
 from appliance.errors import RuntimeFailure
 from appliance.runtime import labels as L
 from appliance.runtime.docker_adapter import ContainerCreate, ContainerInfo, Docker
@@ -58,7 +58,7 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
     from appliance.runtime.compose import health_test
 
     return ContainerCreate(
-        name=L.container_name(stack.instance, svc.name, h), image=svc.image, labels=labels,
+        name=L.container_name(stack.instance, svc.name, h), image=svc.run_image(), labels=labels,
         command=svc.command or None, entrypoint=svc.entrypoint or None, env=dict(svc.env), network=stack.network, aliases=svc.aliases,
         ports={f"{svc.port}/tcp": (svc.host_ip or "127.0.0.1", svc.host_port)} if svc.host_port else {},
         binds=binds, tmpfs=dict(svc.tmpfs), devices=list(svc.devices),
@@ -79,23 +79,6 @@ def stack_containers(docker: Docker, instance: str) -> dict[str, list[ContainerI
         if c.labels.get(L.KIND) in STACK_KINDS and c.service:
             out.setdefault(c.service, []).append(c)
     return out
-
-
-def write_file_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
-    """Atomic write (temp + rename) only when the content differs; True when written."""
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
 
 
 def routes_text(stack: StackSpec) -> str:
@@ -160,7 +143,7 @@ class Converger:
                 self._change("write-config", str(path),
                              f"gateway routes: {', '.join(self.stack.routes.get('models', {})) or 'none'}")
                 if not self.dry_run:
-                    write_file_if_changed(path, text)
+                    write_if_changed(path, text)
 
     # ---- services ---------------------------------------------------------------------------
     def apply(self) -> ApplyResult:
@@ -183,6 +166,7 @@ class Converger:
             for old in p.old:
                 self.progress(f"removing the old {p.svc.name} container {old.name}")
                 self.docker.remove(old.id, force=True)
+                self.result.removed_images.append(old.image)
                 self._change("remove", old.name, f"replaced by {self.stack.hash_of(p.svc.name)[:8]}")
         return self.result
 
@@ -236,7 +220,7 @@ class Converger:
                     self.docker.remove(o.id)
             return None
         action = "replace" if old else "create"
-        detail = f"image {svc.image}"
+        detail = f"image {svc.run_image()}"
         if old:
             detail += f"; replaces {', '.join(o.name for o in old)}"
             if svc.host_port is not None:
@@ -252,18 +236,14 @@ class Converger:
                     self.docker.stop(o.id)
                     stopped.append(o.id)
         spec = container_spec(svc, self.stack, self.release)
-        existing = self.docker.inspect_container(spec.name)
-        if existing is not None:  # same name, not ours per labels (e.g. half-created): replace it
-            self.docker.remove(existing["Id"])
-        self.progress(f"starting {svc.name} ({svc.image})")
-        cid = self.docker.create_container(spec)
-        pending = _Pending(svc=svc, container_id=cid, started_ts=time.monotonic(), old=old, stopped_old=stopped)
+        self.progress(f"starting {svc.name} ({svc.run_image()})")
         try:
-            self.docker.start(cid)
+            # a leftover holding the name (e.g. half-created, not ours per labels) is replaced
+            cid = self.docker.replace_container(spec, start=True)
         except BaseException:
-            self._undo([pending])
+            self._undo([_Pending(svc=svc, container_id="", started_ts=0.0, old=old, stopped_old=stopped, new=False)])
             raise
-        return pending
+        return _Pending(svc=svc, container_id=cid, started_ts=time.monotonic(), old=old, stopped_old=stopped)
 
     def _remove_orphans(self, existing: dict[str, list[ContainerInfo]]) -> None:
         for name, containers in sorted(existing.items()):
@@ -274,6 +254,7 @@ class Converger:
                 self.result.removed.append(name)
                 if not self.dry_run:
                     self.docker.remove(c.id)
+                    self.result.removed_images.append(c.image)
 
     # ---- health -----------------------------------------------------------------------------
     def _wait_healthy(self, pending: list[_Pending]) -> None:

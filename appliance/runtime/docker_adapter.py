@@ -140,13 +140,31 @@ class Docker:
         self.close()
 
     def _errors(self):
+        """The exceptions an engine call can raise: the SDK's own, and the HTTP client's when
+        the engine goes away mid-call (``requests`` connection errors and timeouts)."""
         from docker.errors import DockerException
-        return DockerException
+        from requests.exceptions import RequestException
+        return (DockerException, RequestException)
+
+    def _failed(self, what: str, exc: Exception, where: str = "docker") -> RuntimeFailure:
+        """One mapping of an engine failure to a typed error: connection trouble means the
+        engine is unreachable (DockerUnavailable), anything else is the call failing."""
+        from requests.exceptions import ConnectionError as ReqConnectionError, Timeout
+
+        if isinstance(exc, (ReqConnectionError, Timeout)):
+            return DockerUnavailable(f"the Docker engine at {docker_host()} stopped answering while {what}: "
+                                     f"{_short(exc)}", where="docker",
+                                     fix="check the engine (systemctl status docker) and re-run")
+        return RuntimeFailure(f"{what} failed: {_short(exc)}", where=where,
+                              fix="check the engine's log (journalctl -u docker) and re-run")
 
     # ---- containers ------------------------------------------------------------------------
     def list_containers(self, label_filters: list[str], *, all: bool = True) -> list[ContainerInfo]:
         """One API call: every container matching all ``label_filters`` ("k=v" or "k")."""
-        rows = self.client.api.containers(all=all, filters={"label": label_filters})
+        try:
+            rows = self.client.api.containers(all=all, filters={"label": label_filters})
+        except self._errors() as exc:
+            raise self._failed("listing containers", exc) from None
         out = []
         for row in rows:
             status = row.get("Status", "")
@@ -164,6 +182,8 @@ class Docker:
             return self.client.api.inspect_container(ref)
         except NotFound:
             return None
+        except self._errors() as exc:
+            raise self._failed(f"inspecting container {ref[:12]}", exc) from None
 
     def create_container(self, spec: ContainerCreate) -> str:
         """Create (not start) a container; returns its id. Never privileged."""
@@ -235,6 +255,8 @@ class Docker:
             self.client.api.stop(ref, timeout=timeout_s)
         except NotFound:
             pass
+        except self._errors() as exc:
+            raise self._failed(f"stopping container {ref[:12]}", exc) from None
 
     def remove(self, ref: str, *, force: bool = True) -> None:
         from docker.errors import NotFound
@@ -242,15 +264,43 @@ class Docker:
             self.client.api.remove_container(ref, force=force, v=False)
         except NotFound:
             pass
+        except self._errors() as exc:
+            raise self._failed(f"removing container {ref[:12]}", exc) from None
+
+    def replace_container(self, spec: ContainerCreate, *, start: bool = True) -> str:
+        """The one way a container is (re)created: whatever holds ``spec.name`` is removed, the
+        new one created and (``start``) started; returns its id.
+
+        On a failed start the new container is removed again, so a caller never leaves a
+        created-but-dead container behind. Callers decide *when* to replace (blue/green,
+        agent repair, create-only); this decides *how*.
+        """
+        leftover = self.inspect_container(spec.name)
+        if leftover is not None:
+            self.remove(leftover["Id"], force=True)
+        cid = self.create_container(spec)
+        if start:
+            try:
+                self.start(cid)
+            except BaseException:
+                self.remove(cid, force=True)
+                raise
+        return cid
 
     def wait(self, ref: str, timeout_s: float = 60.0) -> int:
         """Wait for the container to exit; its exit code."""
-        return int(self.client.api.wait(ref, timeout=int(timeout_s)).get("StatusCode", -1))
+        try:
+            return int(self.client.api.wait(ref, timeout=int(timeout_s)).get("StatusCode", -1))
+        except self._errors() as exc:
+            raise self._failed(f"waiting for container {ref[:12]}", exc) from None
 
     def logs(self, ref: str, *, tail: int | str = 100, follow: bool = False,
              timestamps: bool = False) -> Iterator[bytes] | bytes:
-        return self.client.api.logs(ref, stdout=True, stderr=True, tail=tail, follow=follow,
-                                    stream=follow, timestamps=timestamps)
+        try:
+            return self.client.api.logs(ref, stdout=True, stderr=True, tail=tail, follow=follow,
+                                        stream=follow, timestamps=timestamps)
+        except self._errors() as exc:
+            raise self._failed(f"reading the logs of {ref[:12]}", exc) from None
 
     def log_tail(self, ref: str, lines: int = 20) -> list[str]:
         try:
@@ -287,18 +337,28 @@ class Docker:
 
     # ---- networks and volumes --------------------------------------------------------------
     def network_exists(self, name: str) -> bool:
-        return any(n.get("Name") == name for n in self.client.api.networks(names=[name]))
+        try:
+            return any(n.get("Name") == name for n in self.client.api.networks(names=[name]))
+        except self._errors() as exc:
+            raise self._failed(f"looking up network {name}", exc) from None
 
-    def ensure_network(self, name: str, labels: dict[str, str]) -> bool:
+    def ensure_network(self, name: str, labels: dict[str, str], *, internal: bool = False) -> bool:
         """Create the bridge network unless it exists; True when created."""
         if self.network_exists(name):
             return False
-        self.client.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+        try:
+            self.client.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True,
+                                           internal=internal)
+        except self._errors() as exc:
+            raise self._failed(f"creating network {name}", exc, where=f"network {name}") from None
         return True
 
     def list_networks(self, label_filters: list[str]) -> list[dict]:
-        return [{"id": n["Id"], "name": n["Name"], "labels": n.get("Labels") or {}}
-                for n in self.client.api.networks(filters={"label": label_filters})]
+        try:
+            rows = self.client.api.networks(filters={"label": label_filters})
+        except self._errors() as exc:
+            raise self._failed("listing networks", exc) from None
+        return [{"id": n["Id"], "name": n["Name"], "labels": n.get("Labels") or {}} for n in rows]
 
     def remove_network(self, ref: str) -> None:
         from docker.errors import NotFound
@@ -306,18 +366,26 @@ class Docker:
             self.client.api.remove_network(ref)
         except NotFound:
             pass
+        except self._errors() as exc:
+            raise self._failed(f"removing network {ref[:24]}", exc) from None
 
     def ensure_volume(self, name: str, labels: dict[str, str]) -> bool:
         from docker.errors import NotFound
         try:
-            self.client.api.inspect_volume(name)
-            return False
-        except NotFound:
-            self.client.api.create_volume(name, driver="local", labels=labels)
-            return True
+            try:
+                self.client.api.inspect_volume(name)
+                return False
+            except NotFound:
+                self.client.api.create_volume(name, driver="local", labels=labels)
+                return True
+        except self._errors() as exc:
+            raise self._failed(f"creating volume {name}", exc, where=f"volume {name}") from None
 
     def list_volumes(self, label_filters: list[str]) -> list[dict]:
-        res = self.client.api.volumes(filters={"label": label_filters}) or {}
+        try:
+            res = self.client.api.volumes(filters={"label": label_filters}) or {}
+        except self._errors() as exc:
+            raise self._failed("listing volumes", exc) from None
         return [{"name": v["Name"], "labels": v.get("Labels") or {}} for v in res.get("Volumes") or []]
 
     def remove_volume(self, name: str) -> None:
@@ -326,6 +394,8 @@ class Docker:
             self.client.api.remove_volume(name, force=True)
         except NotFound:
             pass
+        except self._errors() as exc:
+            raise self._failed(f"removing volume {name}", exc) from None
 
     # ---- images ----------------------------------------------------------------------------
     def image_labels(self, ref: str) -> dict[str, str] | None:
@@ -335,6 +405,8 @@ class Docker:
             info = self.client.api.inspect_image(ref)
         except (ImageNotFound, NotFound):
             return None
+        except self._errors() as exc:
+            raise self._failed(f"inspecting image {ref}", exc) from None
         return (info.get("Config") or {}).get("Labels") or {}
 
     def image_id(self, ref: str) -> str | None:
@@ -343,6 +415,8 @@ class Docker:
             return self.client.api.inspect_image(ref)["Id"]
         except (ImageNotFound, NotFound):
             return None
+        except self._errors() as exc:
+            raise self._failed(f"inspecting image {ref}", exc) from None
 
     def build_image(self, context: IO[bytes], tag: str, labels: dict[str, str],
                     timeout_s: float = 600.0) -> str:
@@ -395,21 +469,40 @@ class Docker:
                                  fix="load it from an offline bundle (appliance init --bundle FILE) "
                                      "or `docker load` it first") from None
 
-    def list_images(self, label_filters: list[str]) -> list[dict]:
-        return [{"id": i["Id"], "tags": i.get("RepoTags") or [], "labels": i.get("Labels") or {},
-                 "size": i.get("Size", 0)}
-                for i in self.client.api.images(filters={"label": label_filters})]
+    def list_images(self, label_filters: list[str], *, dangling: bool | None = None) -> list[dict]:
+        filters: dict = {"label": label_filters}
+        if dangling is not None:
+            filters["dangling"] = dangling
+        try:
+            rows = self.client.api.images(filters=filters)
+        except self._errors() as exc:
+            raise self._failed("listing images", exc) from None
+        return [{"id": i["Id"], "tags": [t for t in (i.get("RepoTags") or []) if t != "<none>:<none>"],
+                 "labels": i.get("Labels") or {}, "size": i.get("Size", 0), "created_ts": float(i.get("Created", 0))}
+                for i in rows]
 
-    def remove_image(self, ref: str) -> None:
-        from docker.errors import ImageNotFound, NotFound
+    def remove_image(self, ref: str) -> bool:
+        """Remove an image (never forced); False when the engine keeps it because a container
+        (of any instance) still uses it -- keeping an image is always safe."""
+        from docker.errors import APIError, ImageNotFound, NotFound
         try:
             self.client.api.remove_image(ref, force=False, noprune=False)
         except (ImageNotFound, NotFound):
-            pass
+            return True
+        except APIError as exc:
+            if exc.status_code == 409:  # conflict: in use by a container, or referenced by tags
+                return False
+            raise self._failed(f"removing image {ref}", exc) from None
+        except self._errors() as exc:
+            raise self._failed(f"removing image {ref}", exc) from None
+        return True
 
     # ---- engine facts ----------------------------------------------------------------------
     def runtimes(self) -> list[str]:
-        return sorted((self.client.api.info().get("Runtimes") or {}).keys())
+        try:
+            return sorted((self.client.api.info().get("Runtimes") or {}).keys())
+        except self._errors() as exc:
+            raise self._failed("reading the engine's runtimes", exc) from None
 
 
 def _short(exc: Exception) -> str:
@@ -434,7 +527,10 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.25):
 # streams (docker save / docker load) so no image is ever held whole in memory.
 def docker_root_dir(docker: Docker) -> str:
     """Where the engine keeps its data (for disk-space checks)."""
-    return str(docker.client.api.info().get("DockerRootDir") or "/var/lib/docker")
+    try:
+        return str(docker.client.api.info().get("DockerRootDir") or "/var/lib/docker")
+    except docker._errors() as exc:
+        raise docker._failed("reading the engine's info", exc) from None
 
 
 def image_size_bytes(docker: Docker, ref: str) -> int:
@@ -478,4 +574,7 @@ def tag_image(docker: Docker, image: str, ref: str) -> None:
     repo, _, tag = ref.rpartition(":")
     if not repo or "/" in tag:
         repo, tag = ref, "latest"
-    docker.client.api.tag(image, repo, tag)
+    try:
+        docker.client.api.tag(image, repo, tag)
+    except docker._errors() as exc:
+        raise docker._failed(f"tagging {image[:19]} as {ref}", exc, where=f"image {ref}") from None

@@ -5,21 +5,27 @@ copied to ``/app`` on top of the Python runtime base (:mod:`appliance.runtime.py
 ``python3 /app/main.py``. Files of a ``common/`` directory beside the build directory
 (``images/apps/common/appkit.py``) are copied in beside ``main.py`` too, so the apps share one
 copy of their plumbing. Each carries the hash of its files and base
-(``appliance.content-hash``): an image is rebuilt only when that hash changed, so re-running
-``init`` costs a few stat/read calls, not a build. Engine images from the catalog are never
-built here: they must already be present (or be loaded from a bundle, or pulled where a
+(``appliance.content-hash``) and is **tagged by that hash** (``appliance/gateway:0.1.0-<hash>``,
+see :func:`content_tag`): a build is done only when no image has that tag, containers run
+exactly the build they were planned with, and two instances (or two appliance versions) on one
+engine never re-tag each other's images. Builds of one tag are serialised across processes by a
+host-wide lock, so concurrent ``init`` runs build it once. Engine images from the catalog are
+never built here: they must already be present (or be loaded from a bundle, or pulled where a
 registry is reachable).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
 import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 from appliance.errors import RuntimeFailure
 from appliance.paths import images_dir
@@ -142,6 +148,43 @@ def _service_context(build: str, base_tag: str) -> io.BytesIO:
     return buf
 
 
+def content_tag(image: str, digest: str) -> str:
+    """The tag a local build of ``image`` with content hash ``digest`` carries.
+
+    ``appliance/demo-engine:0.1.0`` + ``3f9c...`` -> ``appliance/demo-engine:0.1.0-3f9c...`` (the
+    catalog's tag stays readable in front; Docker allows 128 characters per tag).
+    """
+    last = image.rsplit("/", 1)[-1]
+    repo, tag = (image.rsplit(":", 1) if ":" in last else (image, "latest"))
+    return f"{repo}:{tag}-{digest}"
+
+
+def lock_dir() -> Path:
+    """Host-wide (not per data dir): instances with different data dirs share one engine."""
+    return Path(os.environ.get("APPLIANCE_LOCK_DIR") or tempfile.gettempdir()) / "appliance-locks"
+
+
+@contextmanager
+def build_lock(tag: str) -> Iterator[None]:
+    """Serialise builds of one tag across processes (flock on a file named by the tag's hash)."""
+    directory = lock_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"image-{hashlib.sha256(tag.encode()).hexdigest()[:24]}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Ensured(NamedTuple):
+    """An image made present: the reference containers run, and its content hash (local builds)."""
+
+    ref: str
+    content_hash: str | None
+
+
 class ImageEnsurer:
     """Plans and performs the image work of one ``init`` (dry-run safe)."""
 
@@ -162,37 +205,46 @@ class ImageEnsurer:
             self.changes.append(Change(action="build-image", target=tag,
                                        detail=f"Python {pyrt.python_version()} runtime from the host interpreter"))
             if not self.dry_run:
-                start = time.monotonic()
-                self.progress(f"building {tag} (the host's Python as a scratch image)")
-                with tempfile.TemporaryFile() as fh:
-                    pyrt.write_context(fh)
-                    fh.seek(0)
-                    self.docker.build_image(fh, tag, {L.MANAGED: "true", "appliance.image": "pyrt",
-                                                      "appliance.python": pyrt.python_version()})
-                self.build_s += time.monotonic() - start
+                with build_lock(tag):
+                    if self.docker.image_labels(tag) is None:  # another process may have built it meanwhile
+                        start = time.monotonic()
+                        self.progress(f"building {tag} (the host's Python as a scratch image)")
+                        with tempfile.TemporaryFile() as fh:
+                            pyrt.write_context(fh)
+                            fh.seek(0)
+                            self.docker.build_image(fh, tag, {L.MANAGED: "true", "appliance.image": "pyrt",
+                                                              "appliance.python": pyrt.python_version()})
+                        self.build_s += time.monotonic() - start
         self._base_tag = tag
         return tag
 
-    def ensure(self, image: str, build: str | None) -> str | None:
-        """Make ``image`` present (built from images/``build`` when given); returns its content hash."""
+    def ensure(self, image: str, build: str | None) -> Ensured:
+        """Make ``image`` present: a local build from images/``build`` under its content tag, or
+        an external engine image as it is named. Returns what containers must run."""
         if build is None:
             self._ensure_external(image)
-            return None
+            return Ensured(image, None)
         base = self.base_tag()
         want = content_hash(build, base)
-        have = self.docker.image_labels(image)
-        if have is not None and have.get(L.CONTENT_HASH) == want:
-            return want
-        why = "absent" if have is None else "its sources changed"
-        self.changes.append(Change(action="build-image", target=image, detail=f"from images/{build} ({why})"))
+        named = self.docker.image_labels(image)
+        if named is not None and named.get(L.CONTENT_HASH) == want:
+            # the catalog's name already holds this exact build (an image a bundle loaded with
+            # its own tag, FROM this build): run it as named
+            return Ensured(image, want)
+        ref = content_tag(image, want)
+        if self.docker.image_labels(ref) is not None:
+            return Ensured(ref, want)
+        self.changes.append(Change(action="build-image", target=ref, detail=f"from images/{build}"))
         if not self.dry_run:
-            start = time.monotonic()
-            self.progress(f"building {image} from images/{build}")
-            self.docker.build_image(_service_context(build, base), image,
-                                    {L.MANAGED: "true", L.CONTENT_HASH: want, "appliance.base": base,
-                                     "appliance.image": build})
-            self.build_s += time.monotonic() - start
-        return want
+            with build_lock(ref):
+                if self.docker.image_labels(ref) is None:
+                    start = time.monotonic()
+                    self.progress(f"building {ref} from images/{build}")
+                    self.docker.build_image(_service_context(build, base), ref,
+                                            {L.MANAGED: "true", L.CONTENT_HASH: want, "appliance.base": base,
+                                             "appliance.image": build, "appliance.family": image})
+                    self.build_s += time.monotonic() - start
+        return Ensured(ref, want)
 
     def _ensure_external(self, image: str) -> None:
         """Engine images: present, else pulled where a registry answers (never on

@@ -20,14 +20,25 @@ from appliance.planner.models import DeviceRef, Plan
 STACK_FORMAT = "appliance-stack/1"
 
 
-class Settings(BaseModel):
-    """Site settings that shape the stack but not the plan (recorded with each release)."""
+DEFAULT_BIND_IP = "127.0.0.1"
+DEFAULT_GATEWAY_PORT = 8080
 
-    bind_ip: str = Field(default="127.0.0.1", description="host address the gateway and apps publish on")
-    gateway_port: int = Field(default=8080, description="host port of the gateway (OpenAI-compatible API)")
-    app_port_base: int | None = Field(default=None, description="host port of the first app (apps in name order "
+
+class Settings(BaseModel):
+    """Site settings that shape the stack but not the plan (recorded with each release).
+
+    The defaults here are the one place the box's default bind address and gateway port are
+    defined; the site configuration (:mod:`appliance.deploy.site`) extends this model.
+    """
+
+    bind_ip: str = Field(default=DEFAULT_BIND_IP, description="host address the gateway and apps publish on")
+    gateway_port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=1, le=65535,
+                              description="host port of the gateway (OpenAI-compatible API)")
+    app_port_base: int | None = Field(default=None, ge=1, le=65535,
+                                      description="host port of the first app (apps in name order "
                                       "get consecutive ports); default: each app's catalog port")
-    health_timeout_s: float | None = Field(default=None, description="override of every service's health-wait timeout")
+    health_timeout_s: float | None = Field(default=None, gt=0,
+                                           description="override of every service's health-wait timeout")
 
 
 class Bind(BaseModel):
@@ -50,9 +61,11 @@ class HealthSpec(BaseModel):
 class ServiceSpec(BaseModel):
     name: str
     kind: Literal["inference", "gateway", "app", "training"]
-    image: str
+    image: str = Field(description="the image the plan names (catalog reference)")
     build: str | None = Field(default=None, description="images/ subdirectory the image is built from locally")
     content_hash: str | None = Field(default=None, description="hash of the build directory (local images)")
+    image_ref: str | None = Field(default=None, description="what Docker runs: a local build's content tag "
+                                  "(appliance.runtime.images.content_tag), else the image itself")
     entrypoint: list[str] = Field(default_factory=list, description="overrides the image's entrypoint when set")
     command: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
@@ -82,6 +95,10 @@ class ServiceSpec(BaseModel):
         """Fingerprint of the container definition (start order is not part of it)."""
         data = self.model_dump(mode="json", exclude={"depends_on"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def run_image(self) -> str:
+        """The reference a container of this service is created from."""
+        return self.image_ref or self.image
 
     def endpoint(self) -> str | None:
         if self.host_port is None:
@@ -139,6 +156,17 @@ class StackSpec(BaseModel):
     def stack_hash(self) -> str:
         data = self.model_dump(mode="json")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def endpoints(self) -> dict:
+        """``{"gateway": ".../v1", "apps": {name: url}}`` from the published host ports: the
+        gateway's OpenAI base URL (what clients paste) and each app's page."""
+        gateway = next((s.endpoint() for s in self.services if s.kind == "gateway" and s.endpoint()), None)
+        apps = {s.name: s.endpoint() + "/" for s in self.services if s.kind == "app" and s.endpoint()}
+        return {"gateway": gateway + "/v1" if gateway else None, "apps": dict(sorted(apps.items()))}
+
+    def host_ports(self) -> dict[str, int]:
+        """service -> host port it publishes (what preflight checks, what the site owns)."""
+        return {s.name: s.host_port for s in self.services if s.host_port is not None}
 
 
 class Change(BaseModel):
@@ -199,6 +227,8 @@ class ApplyResult(BaseModel):
     replaced: list[str] = Field(default_factory=list)
     kept: list[str] = Field(default_factory=list)
     removed: list[str] = Field(default_factory=list)
+    removed_images: list[str] = Field(default_factory=list,
+                                      description="images of the containers this apply removed (prune candidates)")
     waiting_s: float = 0.0
 
 

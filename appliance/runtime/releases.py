@@ -100,13 +100,13 @@ def fail(store: StateStore, release_id: int, note: str) -> None:
 
 
 def current(store: StateStore, instance: str) -> Release | None:
-    r = store.conn.execute("SELECT * FROM releases WHERE instance=? AND status='active' ORDER BY id DESC LIMIT 1",
-                           (instance,)).fetchone()
+    r = store.one("SELECT * FROM releases WHERE instance=? AND status='active' ORDER BY id DESC LIMIT 1",
+                           (instance,))
     return _row(r) if r else None
 
 
 def get(store: StateStore, release_id: int) -> Release | None:
-    r = store.conn.execute("SELECT * FROM releases WHERE id=?", (release_id,)).fetchone()
+    r = store.one("SELECT * FROM releases WHERE id=?", (release_id,))
     return _row(r) if r else None
 
 
@@ -123,13 +123,13 @@ def previous(store: StateStore, instance: str) -> Release | None:
     if cur is not None:
         sql += " AND id<?"
         params = (instance, cur.id)
-    r = store.conn.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+    r = store.one(sql + " ORDER BY id DESC LIMIT 1", params)
     return _row(r) if r else None
 
 
 # ---- desired state and agent findings ------------------------------------------------------
 def desired(store: StateStore, instance: str) -> str:
-    r = store.conn.execute("SELECT state FROM runtime_desired WHERE instance=?", (instance,)).fetchone()
+    r = store.one("SELECT state FROM runtime_desired WHERE instance=?", (instance,))
     return r["state"] if r else "up"
 
 

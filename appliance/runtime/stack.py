@@ -5,8 +5,12 @@ Docker or the release tables directly:
 
 * :func:`current_release` -- the active release (plan + stack) of an instance;
 * :func:`list_services` -- every service with its container state (one Docker list call);
-* :func:`apply_plan` / :func:`apply_stack` -- compose, ensure images, converge blue/green behind
-  health gates, record the release (``pending`` -> ``active``, or ``failed`` with nothing changed);
+* :func:`apply_stack` -- ensure images, converge blue/green behind health gates, record the
+  release (``pending`` -> ``active``, or ``failed`` with nothing changed); the deploy pipeline
+  (:mod:`appliance.deploy`) is its caller for init, upgrade, rollback and serve;
+* :func:`own_host_ports` -- host ports this instance's containers publish (preflight treats
+  them as the box's own, not as a conflict);
+* :func:`prune_images` -- remove the local builds a run replaced;
 * :func:`stop_services` / :func:`start_services` -- hold services down (the agent leaves them
   alone) and bring them back;
 * :func:`up`, :func:`down`, :func:`service_logs`.
@@ -18,15 +22,14 @@ Every mutating call holds the instance lock (``<data_dir>/runtime-<instance>.loc
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from appliance.errors import RuntimeFailure, UsageError
 from appliance.planner.models import Plan
 from appliance.runtime import labels as L
 from appliance.runtime import releases
 from appliance.runtime.models import (
-    ApplyResult, Change, Release, ServiceState, Settings, StackSpec,
+    ApplyResult, Change, Release, ServiceState, StackSpec,
 )
 from appliance.state import locks
 from appliance.state.store import StateStore
@@ -77,7 +80,7 @@ def list_services(docker=None, store: StateStore | None = None, instance: str | 
         note = notes.get(name, {})
         if c is None:
             out.append(ServiceState(name=name, kind=svc.kind if svc else None, state="missing",
-                                    desired_hash=want, up_to_date=False, image=svc.image if svc else None,
+                                    desired_hash=want, up_to_date=False, image=svc.run_image() if svc else None,
                                     endpoint=svc.endpoint() if svc else None,
                                     served_models=svc.served_models if svc else [],
                                     degraded=note.get("degraded") or note.get("held")))
@@ -110,47 +113,26 @@ def ensure_images(stack: StackSpec, docker, *, dry_run: bool = False, progress: 
     distinct = sorted({(s.image, s.build) for s in stack.services}, key=lambda t: (t[0], t[1] or ""))
     workers = 1 if dry_run else min(3, max(1, len(distinct)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        hashes = dict(zip(distinct, pool.map(lambda t: ens.ensure(t[0], t[1]), distinct)))
-    services = [svc.model_copy(update={"content_hash": hashes[(svc.image, svc.build)]}) for svc in stack.services]
+        ensured = dict(zip(distinct, pool.map(lambda t: ens.ensure(t[0], t[1]), distinct)))
+    services = [svc.model_copy(update={"content_hash": ensured[(svc.image, svc.build)].content_hash,
+                                       "image_ref": ensured[(svc.image, svc.build)].ref})
+                for svc in stack.services]
     ens.changes.sort(key=lambda c: (c.target != ens.base_tag(), c.target))
     return stack.model_copy(update={"services": services}), ens.changes, ens.build_s
 
 
-def ensure_app_keys(stack: StackSpec, store: StateStore, root: Path | None = None) -> list[Change]:
-    """Give every app its own key, scoped to the models it uses (see appliance.gateway.wiring).
-
-    The key lives only in a 0600 file under ``<data_dir>/apps/<app>/secrets`` that the app
-    mounts read-only -- never in the state, the environment or a label. A still-valid key is
-    kept, so re-running init changes nothing. Also (re)exports the gateway's keys.json.
-    """
-    from appliance.gateway import keys as K
-    from appliance.gateway import wiring as W
-    from appliance.runtime.compose import app_secrets_dir
-
-    changes: list[Change] = []
-    for name in stack.apps:
-        svc = stack.service(name)
-        if name in W.APPS:
-            res = W.ensure_app_key(name, list(svc.served_models), store=store,
-                                   secrets_dir=app_secrets_dir(name, root))
-            if res.created:
-                changes.append(Change(action="write-config", target=res.key_file,
-                                      detail=f"API key {res.key_name} for app {name} "
-                                             f"({', '.join(svc.served_models)})"))
-    if stack.service("gateway") is not None:
-        K.export_keys_file(store=store)
-    return changes
-
-
 def apply_stack(stack: StackSpec, plan: Plan, *, docker=None, store: StateStore | None = None,
                 source: str = "init", version: str | None = None, dry_run: bool = False,
-                progress: Progress | None = None, timings: dict | None = None) -> tuple[int | None, ApplyResult]:
+                progress: Progress | None = None, timings: dict | None = None, reuse_same: bool = True,
+                before_converge=None) -> tuple[int | None, ApplyResult]:
     """Converge the instance to ``stack`` and record it as a new release (returns its id).
 
+    ``reuse_same``: when the active release already has exactly this stack, converge under it
+    and record no new release (a re-run of ``init``). ``before_converge(stack)`` runs under the
+    instance lock once images are resolved (the deploy pipeline writes the apps' keys there).
     On failure the release is marked ``failed``, the changes are undone (the previous release
     keeps running) and :class:`RuntimeFailure` is raised.
     """
-    from appliance.paths import data_dir
     from appliance.runtime.compose import gateway_dir
     from appliance.runtime.converge import Converger
 
@@ -166,17 +148,17 @@ def apply_stack(stack: StackSpec, plan: Plan, *, docker=None, store: StateStore 
     if dry_run:
         conv = Converger(docker, stack, dry_run=True, gateway_dir=gateway_dir())
         result = conv.apply()
-        from appliance.runtime.compose import app_secrets_dir
-        keys = [Change(action="write-config", target=str(app_secrets_dir(a) / "api_key"),
+        from appliance.runtime.compose import APP_KEY_FILENAME, app_secrets_dir
+        keys = [Change(action="write-config", target=str(app_secrets_dir(a) / APP_KEY_FILENAME),
                        detail=f"API key for app {a}")
-                for a in stack.apps if not (app_secrets_dir(a) / "api_key").exists()]
+                for a in stack.apps if not (app_secrets_dir(a) / APP_KEY_FILENAME).exists()]
         result.changes = image_changes + keys + result.changes
         return None, result
     store = releases.open_store(store)
     with instance_lock(inst):
-        key_changes = ensure_app_keys(stack, store, data_dir())
+        key_changes = list(before_converge(stack) or []) if before_converge else []
         cur = releases.current(store, inst)
-        same = cur is not None and cur.stack_hash == stack.stack_hash() and source == "init"
+        same = reuse_same and cur is not None and cur.stack_hash == stack.stack_hash()
         # the same stack again: converge under the current release, record no new one
         release_id = cur.id if same else releases.begin(store, inst, plan, stack, source=source, version=version)
         conv = Converger(docker, stack, release=release_id, progress=progress, gateway_dir=gateway_dir())
@@ -201,19 +183,6 @@ def apply_stack(stack: StackSpec, plan: Plan, *, docker=None, store: StateStore 
                             f"in release {release_id}", service=name, data={"release": release_id})
     result.changes = image_changes + key_changes + result.changes
     return release_id, result
-
-
-def apply_plan(plan: Plan, *, catalog: Any = None, inventory=None, settings: Settings | None = None,
-               source: str = "init", version: str | None = None, dry_run: bool = False,
-               docker=None, store: StateStore | None = None, progress: Progress | None = None,
-               warnings: list[str] | None = None, timings: dict | None = None):
-    """compose(plan) + :func:`apply_stack`. Returns (release id, ApplyResult, StackSpec)."""
-    from appliance.runtime.compose import compose
-
-    stack = compose(plan, catalog=catalog, inventory=inventory, settings=settings, warnings=warnings)
-    release_id, result = apply_stack(stack, plan, docker=docker, store=store, source=source, version=version,
-                                     dry_run=dry_run, progress=progress, timings=timings)
-    return release_id, result, stack
 
 
 def stop_services(names: list[str], *, reason: str = "stopped by request", docker=None,
@@ -370,9 +339,56 @@ def create_stack(stack: StackSpec, *, docker=None, progress: Progress | None = N
     out = {}
     for level in stack.start_order():
         for name in level:
-            spec = container_spec(stack.service(name), stack, None)
-            leftover = docker.inspect_container(spec.name)
-            if leftover is not None:
-                docker.remove(leftover["Id"])
-            out[name] = docker.create_container(spec)
+            out[name] = docker.replace_container(container_spec(stack.service(name), stack, None), start=False)
     return out
+
+
+def own_host_ports(docker, instance: str | None = None) -> set[int]:
+    """Host ports this instance's containers publish now (a re-run may reuse them)."""
+    if docker is None:
+        return set()
+    own: set[int] = set()
+    for c in docker.list_containers(L.instance_filter(instance or L.instance())):
+        own.update(int(p["PublicPort"]) for p in c.ports if p.get("PublicPort"))
+    return own
+
+
+def prune_images(docker, candidates: set[str], keep: set[str]) -> list[str]:
+    """Remove the local builds in ``candidates`` that no recorded stack in ``keep`` runs.
+
+    Only images this runtime built (label ``appliance.managed``) are touched, never forced: the
+    engine refuses an image a container of any instance still uses, and then it stays. Returns
+    the references removed.
+    """
+    removed = []
+    for ref in sorted(candidates - keep):
+        labels = docker.image_labels(ref)
+        if labels is None or labels.get(L.MANAGED) != "true" or not labels.get(L.CONTENT_HASH):
+            continue
+        if docker.remove_image(ref):
+            removed.append(ref)
+    return removed
+
+
+def converge_to(release: Release, *, docker, progress: Progress | None = None) -> ApplyResult:
+    """Make the containers match ``release``'s recorded stack again (health-gated), under the
+    instance lock; the release rows are not changed (crash recovery, failed upgrades)."""
+    from appliance.runtime.compose import gateway_dir
+    from appliance.runtime.converge import Converger
+
+    with instance_lock(release.stack.instance):
+        return Converger(docker, release.stack, release=release.id, progress=progress,
+                         gateway_dir=gateway_dir()).apply()
+
+
+def remove_instance_containers(*, docker, instance: str | None = None, progress: Progress | None = None) -> list[str]:
+    """Remove every container of the instance (a first install that failed: nothing ran before)."""
+    inst = instance or L.instance()
+    say = progress or (lambda msg: None)
+    removed = []
+    with instance_lock(inst):
+        for c in docker.list_containers(L.instance_filter(inst)):
+            say(f"removing {c.name}")
+            docker.remove(c.id, force=True)
+            removed.append(c.name)
+    return removed

@@ -3,9 +3,9 @@
 Library API:
 
 * :func:`collect_status` (``snapshot=None, instance=None, store=None, docker=None,
-  max_inspects=4, recover=True``) -> :class:`StatusReport` -- never raises for an unhealthy
-  or unreachable box (that is in the report); raises an ApplianceError only for bad input
-  (a broken ``--snapshot`` directory).
+  max_inspects=4``) -> :class:`StatusReport` -- only reads (an interrupted upgrade is reported,
+  never finished or undone here); never raises for an unhealthy or unreachable box (that is in
+  the report); raises an ApplianceError only for bad input (a broken ``--snapshot`` directory).
 * :class:`StatusReport` and its parts (:mod:`appliance.status.models`): the stable JSON
   schema ``appliance-status/1`` documented in ``docs/status.md``; ``report.exit_code`` is
   0 healthy, 1 degraded, 2 cannot tell (Docker unreachable, nothing installed).

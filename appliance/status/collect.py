@@ -3,9 +3,9 @@
 Sources, each read once:
 
 * the state database: the active release (plan + stack), the agent's notes, the desired
-  state, the bundle journal (an interrupted upgrade is finished or rolled back first, as
-  the bundle design requires), the agent's last event. Before anything is installed there
-  is no state file and nothing is created;
+  state, the bundle journal (an interrupted upgrade is reported as ``upgrade_interrupted``
+  with the fix -- status never finishes or undoes it: it changes nothing), the agent's last
+  event. Before anything is installed there is no state file and nothing is created;
 * Docker: one list call through the runtime (:func:`appliance.runtime.stack.list_services`)
   plus at most ``max_inspects`` inspects of containers that look wrong
   (:mod:`appliance.status.services`);
@@ -68,12 +68,12 @@ def _license_files() -> bool:
 
 
 def collect_status(*, snapshot: str | Path | None = None, instance: str | None = None, store=None, docker=None,
-                   max_inspects: int = MAX_INSPECTS, recover: bool = True) -> StatusReport:
-    """The status of ``instance`` (default ``APPLIANCE_INSTANCE``) on this node.
+                   max_inspects: int = MAX_INSPECTS) -> StatusReport:
+    """The status of ``instance`` (default ``APPLIANCE_INSTANCE``) on this node. Only reads:
+    nothing on the box changes, so ``status --watch`` is safe in a loop.
 
     ``snapshot``: take accelerators and node facts from a node snapshot directory instead of
-    this machine (the stack part still comes from the state and Docker). ``recover``: finish
-    or roll back an upgrade a crash interrupted (see :func:`appliance.bundle.apply.recover`).
+    this machine (the stack part still comes from the state and Docker).
     """
     from appliance import __version__
     from appliance.paths import state_path
@@ -94,7 +94,7 @@ def collect_status(*, snapshot: str | Path | None = None, instance: str | None =
 
         store = StateStore(state_path())
     if store is not None:
-        _read_state(report, store, inst, recover=recover and inst == L.instance(), problems=problems)
+        _read_state(report, store, inst, problems=problems)
 
     docker_status = DockerStatus(reachable=None, host=docker_host())
     own_docker = docker is None
@@ -166,13 +166,14 @@ class _Partial:
         self.inspects = 0
 
 
-def _read_state(report: _Partial, store, inst: str, *, recover: bool, problems: list[Problem]) -> None:
+def _read_state(report: _Partial, store, inst: str, *, problems: list[Problem]) -> None:
     from appliance.bundle import journal as J
     from appliance.runtime import releases
 
     jstore = J.open_store(store)
-    if recover and J.running(jstore, inst) is not None:
-        problems.extend(_recover(store))
+    interrupted = J.running(jstore, inst)
+    if interrupted is not None:
+        problems.append(_interrupted_problem(interrupted, inst))
     rstore = releases.open_store(store)
     release = releases.current(rstore, inst)
     report.release = release
@@ -230,23 +231,23 @@ def _agent_heartbeat(report, store, inst: str) -> list[Problem]:
                         "or run `appliance agent`")]
 
 
-def _recover(store) -> list[Problem]:
-    """Finish or roll back an upgrade a crash interrupted (the bundle package decides how)."""
-    from appliance.bundle.apply import recover
+def _interrupted_problem(op, inst: str) -> Problem:
+    """An upgrade/rollback the journal shows as running: in progress (its lock is held) or
+    interrupted by a crash. Status only reports it; the agent (at start), ``upgrade`` and
+    ``rollback`` finish or undo it."""
+    from appliance.bundle import journal as J
 
-    try:
-        res = recover(store=store)
-    except ApplianceError as exc:
-        return [Problem(severity="error", code="release_inconsistent", subject="upgrade",
-                        message=f"an interrupted upgrade could not be recovered: {exc.message}",
-                        fix=exc.fix or "re-run `appliance upgrade FILE` or `appliance rollback`")]
-    if res is None:
-        return []
-    if res.action == "in_progress":
-        return [Problem(severity="warning", code="upgrade_in_progress", subject=f"{res.kind} {res.to_version}",
-                        message=res.message, fix="wait for it to finish, then run `appliance status` again")]
-    return [Problem(severity="info", code="upgrade_recovered", subject=f"{res.kind} {res.to_version}",
-                    message=res.message, fix="nothing to do; `appliance status` shows the release now running")]
+    with J.op_lock(inst) as free:
+        pass
+    if not free:
+        return Problem(severity="warning", code="upgrade_in_progress", subject=f"{op.kind} {op.to_version}",
+                       message=f"{op.kind} to {op.to_version} is in progress (step {op.step})",
+                       fix="wait for it to finish, then run `appliance status` again")
+    return Problem(severity="error", code="upgrade_interrupted", subject=f"{op.kind} {op.to_version}",
+                   message=f"the {op.kind} {op.from_version or '-'} -> {op.to_version} was interrupted at step "
+                           f"{op.step}; the release it left is shown below until it is finished or rolled back",
+                   fix="run `appliance upgrade FILE` or `appliance rollback` (either first finishes or undoes it), "
+                       "or start the agent (`appliance agent`), which does so when it starts")
 
 
 def _pending_problem(row, release, inst: str) -> Problem:
@@ -399,9 +400,7 @@ def _models(plan, stack, services: list[ServiceStatus]) -> list[ModelServed]:
 def _endpoints(stack) -> Endpoints:
     if stack is None:
         return Endpoints()
-    from appliance.gateway.wiring import endpoints_from_stack
-
-    data = endpoints_from_stack(stack)
+    data = stack.endpoints()
     return Endpoints(gateway=data.get("gateway"), apps=dict(data.get("apps") or {}))
 
 

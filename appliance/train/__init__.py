@@ -12,7 +12,8 @@ Library entry points (the CLI in :mod:`appliance.cli.train_cmd` is a thin layer 
 - :func:`appliance.train.supervise.reconcile_jobs` -- one supervision pass (the agent calls
   it every interval): progress from the logs, endings, registration of the output
   (:mod:`appliance.train.register`, local catalog overlay), restoring preempted services;
-- :func:`appliance.train.serve.serve_model` -- add a fine-tuned model to the running stack.
+- :func:`appliance.train.serve.resolve_model` -- the model a job id or model id means (serving it
+  is a deploy: :func:`appliance.deploy.requests.serve`).
 
 Job records live in the state (``train_jobs``, :mod:`appliance.train.store`); job
 containers carry ``appliance.managed``, ``appliance.instance`` and ``appliance.job=<id>``.

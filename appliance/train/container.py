@@ -15,9 +15,9 @@ the stdlib-only demo trainer without a YAML parser).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from appliance.atomic import write_atomic
 from appliance.runtime import labels as L
 from appliance.runtime.docker_adapter import ContainerCreate
 from appliance.train.models import Job
@@ -55,11 +55,7 @@ def weights_dir(model_id: str, catalog) -> Path:
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode=mode)
 
 
 def _json(data: dict) -> str:

@@ -105,11 +105,11 @@ def submit_job(model: str, dataset: str | Path, method: str = "lora", *, devices
                                  fix="put the model's weights there (Hugging Face layout), e.g. from an offline bundle")
         if hyper.learning_rate is None:
             hyper = hyper.model_copy(update={"learning_rate": DEFAULT_LR.get((recipe.framework, method), 1e-4)})
-        _ensure_image(docker, sched.image, sched.build, say)
+        image_ref = _ensure_image(docker, sched.image, sched.build, say)
         job_id = f"job-{secrets.token_hex(4)}"
         root = job_root(job_id)
         job = Job(id=job_id, instance=inst, model=model, method=method, recipe=sched.recipe, backend=sched.backend,
-                  image=sched.image, build=sched.build, demo=sched.demo, dataset=summary, hyper=hyper,
+                  image=image_ref, build=sched.build, demo=sched.demo, dataset=summary, hyper=hyper,
                   devices=sched.devices, memory_mib_per_device=sched.memory.total_mib_per_device,
                   preempted=sched.preempt, job_dir=str(root / "job"), output_dir=str(root / "output"),
                   output_model=output_model or f"{model}-{method}-{job_id[4:]}",
@@ -145,21 +145,20 @@ def _docker(docker=None):
     return docker or Docker()
 
 
-def _ensure_image(docker, image: str, build: str | None, say: Progress) -> None:
+def _ensure_image(docker, image: str, build: str | None, say: Progress) -> str:
+    """Make the job's image present; returns the reference its container runs (a local
+    build's content tag)."""
     from appliance.runtime.images import ImageEnsurer, normalize_build
 
-    ImageEnsurer(docker, progress=say).ensure(image, normalize_build(build))
+    return ImageEnsurer(docker, progress=say).ensure(image, normalize_build(build)).ref
 
 
 def _start(job: Job, catalog, inventory, docker, store: StateStore, say: Progress) -> None:
     from appliance.train.container import job_container
 
     spec = job_container(job, catalog, inventory)
-    leftover = docker.inspect_container(spec.name)
-    if leftover is not None:
-        docker.remove(leftover["Id"], force=True)
     say(f"starting {spec.name} ({job.image})")
-    cid = docker.create_container(spec)
+    cid = docker.replace_container(spec, start=False)  # recorded before it starts: a crash leaves it known
     job.container_id, job.container_name = cid, spec.name
     S.save(store, job)
     docker.start(cid)

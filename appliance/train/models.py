@@ -130,13 +130,3 @@ class SubmitResult(BaseModel):
     dataset: DatasetSummary
     schedule: Schedule
     job: Job | None = None
-
-
-class ServeResult(BaseModel):
-    model: str
-    service: str
-    served_model_name: str
-    release: int | None = None
-    already_served: bool = False
-    gateway: str | None = None
-    changes: list[dict] = Field(default_factory=list)

@@ -12,12 +12,12 @@ file is rewritten) and checked: a file the catalog would reject is removed again
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import yaml
 
+from appliance.atomic import write_atomic
 from appliance.errors import RuntimeFailure
 from appliance.train.models import Job
 
@@ -85,9 +85,7 @@ def register(job: Job, catalog=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = ("# Registered by `appliance train` (job %s). Local to this node; remove the file to forget it.\n"
             % job.id) + yaml.safe_dump({"schema_version": 1, "models": {job.output_model: entry}}, sort_keys=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
     try:
         load_catalog()
     except CatalogError as exc:

@@ -53,7 +53,7 @@ def save(store: StateStore, job: Job) -> None:
 
 
 def get(store: StateStore, job_id: str, instance: str | None = None) -> Job | None:
-    row = store.conn.execute("SELECT job_json, instance FROM train_jobs WHERE id=?", (job_id,)).fetchone()
+    row = store.one("SELECT job_json, instance FROM train_jobs WHERE id=?", (job_id,))
     if row is None or (instance is not None and row["instance"] != instance):
         return None
     return Job.model_validate_json(row["job_json"])

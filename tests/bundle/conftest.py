@@ -198,13 +198,13 @@ def release_images(docker_engine):
     release layer each (so 2 differs from 1 by one layer and its config)."""
     from appliance.runtime.images import ImageEnsurer
 
-    ImageEnsurer(docker_engine).ensure(DEMO_BASE, "demo/engine")
+    base = ImageEnsurer(docker_engine).ensure(DEMO_BASE, "demo/engine").ref  # the build's content tag
     refs = {}
     try:
         for version in ("1.0.0", "2.0.0"):
             ref = f"{REPO}/demo-engine:{version}"
             ctx = _context({"release.txt": f"release {version}\n".encode() + _rand(version, 32 * 1024)},
-                           f"FROM {DEMO_BASE}\nCOPY release.txt /app/release.txt\n")
+                           f"FROM {base}\nCOPY release.txt /app/release.txt\n")
             docker_engine.build_image(ctx, ref, {TEST_LABEL: LABEL_VALUE})
             refs[version] = ref
         yield refs
@@ -217,10 +217,14 @@ def release_images(docker_engine):
 @pytest.fixture
 def release_kit(docker_engine, release_images):
     """Build one more labelled release image (FROM the demo engine) and write release specs."""
+    from appliance.runtime.images import ImageEnsurer
+
+    base = ImageEnsurer(docker_engine).ensure(DEMO_BASE, "demo/engine").ref
+
     def build_engine(version: str, files: dict[str, bytes], target: str) -> str:
         ref = f"{REPO}/demo-engine:{version}"
         name = next(iter(files))
-        ctx = _context(files, f"FROM {DEMO_BASE}\nCOPY {name} {target}\n")
+        ctx = _context(files, f"FROM {base}\nCOPY {name} {target}\n")
         docker_engine.build_image(ctx, ref, {TEST_LABEL: LABEL_VALUE})
         return ref
 

@@ -248,15 +248,23 @@ def test_kill_9_then_one_consistent_release(node, docker_engine, point, outcome)
     assert [op[1:] for op in interrupted["ops"] if op[1] == "running"], "the journal shows the interrupted upgrade"
     # the state names exactly one active release at every moment
     assert interrupted["release"][1] == ("2.0.0" if point == "commit" else "1.0.0")
-    # `appliance status` finishes or undoes the interrupted operation first, then reports
+    # `appliance status` only reports the interrupted operation (exit 1, with the fix): it
+    # changes nothing -- not the journal, not the releases, not a container
     res = cli(node, "status", "--json")
-    assert res.returncode == 0, (res.returncode, res.stdout[-3000:], res.stderr[-2000:])
+    assert res.returncode == 1, (res.returncode, res.stdout[-3000:], res.stderr[-2000:])
     report = json.loads(res.stdout)
+    flagged = [p for p in report["problems"] if p["code"] == "upgrade_interrupted"]
+    assert len(flagged) == 1 and f"interrupted at step" in flagged[0]["message"], report["problems"]
+    assert "appliance upgrade" in flagged[0]["fix"] and "appliance agent" in flagged[0]["fix"]
+    assert state(node) == interrupted, "status must not change anything"
+    # the node agent finishes or undoes it when it starts
+    res = cli(node, "agent", "--once", "--metrics-port", "0")
+    assert res.returncode == 0, res.stderr[-3000:]
     want = "2.0.0" if outcome == "completed" else "1.0.0"
+    res = cli(node, "status", "--json")
+    report = json.loads(res.stdout)
     assert report["release"]["version"] == want
-    recovered = [p for p in report["problems"] if p["code"] == "upgrade_recovered"]
-    assert len(recovered) == 1 and ("completed" if outcome == "completed" else "rolled back") in \
-        recovered[0]["message"], report["problems"]
+    assert not [p for p in report["problems"] if p["code"].startswith("upgrade_")], report["problems"]
     assert all(svc["health"] == "healthy" for svc in report["services"]), report["services"]
     assert_one_release(node, want)
     assert not _ops_done(node)

@@ -134,13 +134,16 @@ def test_ensure_app_key_is_idempotent_and_file_is_private():
     assert key.encode() not in state_bytes()
 
 
-def test_app_env_has_no_secret_and_endpoints_shape():
-    env = W.app_env("knowledge-base", gateway_url="http://gateway:8080", public_gateway_url="http://127.0.0.1:8080",
-                    chat_model="c", embedding_model="e")
+def test_app_env_has_no_secret_and_carries_every_bound_role():
+    from appliance.catalog import load_catalog
+    from appliance.runtime.compose import app_env
+
+    kb = load_catalog().apps["knowledge-base"]
+    env = app_env(kb, {"chat": "c", "embedding": "e", "rerank": "r"}, gateway_url="http://gateway:8080",
+                  public_gateway_url="http://127.0.0.1:8080")
     assert env["APP_API_KEY_FILE"] == "/run/appliance/api_key" and env["EMBED_MODEL"] == "e"
+    assert env["RERANK_MODEL"] == "r" and env["CHAT_MODEL"] == "c" and env["APP_DATA_DIR"] == "/data"
     assert not any(v.startswith("apk_") for v in env.values())
-    assert W.endpoints("http://127.0.0.1:8080", {"knowledge-base": "http://127.0.0.1:8082", "x": None}) == {
-        "gateway": "http://127.0.0.1:8080", "apps": {"knowledge-base": "http://127.0.0.1:8082"}}
 
 
 def test_usage_file_is_read_into_list():
