@@ -11,8 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # --import-mode=importlib: `from tests.stack_support import ...` (shared helpers)
     sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from tests.support import H200  # noqa: E402 - after the sys.path line above
 
 
 @pytest.fixture(autouse=True)
@@ -23,13 +22,8 @@ def _isolated_data_dir(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def shared_dir() -> Path:
-    return SHARED
-
-
-@pytest.fixture
 def h200_snapshot() -> Path:
-    return SHARED / "fixtures" / "nodes" / "h200-1gpu"
+    return H200
 
 
 MANAGED_IMAGES = ["appliance.managed=true"]

@@ -17,11 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-H200 = SHARED / "fixtures" / "nodes" / "h200-1gpu"
-NODES = REPO / "tests" / "fixtures" / "nodes"
-SAMPLES = REPO / "tests" / "fixtures" / "tool-samples"
+from tests.support import H200, NODES, REPO  # noqa: F401 - re-exported to the detection tests
+from tests.support import TOOL_SAMPLES as SAMPLES
 
 
 def sample(name: str) -> str:
@@ -46,7 +43,7 @@ def copy_snapshot(src: Path | str, dst: Path) -> Path:
     """A writable copy of a snapshot: a path, or the name of one under tests/fixtures/nodes/."""
     src = NODES / src if isinstance(src, str) else src
     shutil.copytree(src, dst, symlinks=True)
-    for p in [dst, *dst.rglob("*")]:  # the shared copy is read-only
+    for p in [dst, *dst.rglob("*")]:  # a source may be read-only
         if not p.is_symlink():
             p.chmod(0o755 if p.is_dir() else 0o644)
     return dst

@@ -93,7 +93,7 @@ class _Hanging(ChipDriver):
     tool_timeout_s = 0.2
 
     def enrich(self, host, accs, *, usage, steps):
-        time.sleep(5)  # a vendor library call that never returns in time
+        time.sleep(5)  # on purpose: a vendor library call that never returns in time
         return accs
 
 
@@ -150,7 +150,7 @@ def test_uname_and_df_parsing_from_a_snapshot(tmp_path):
     import shutil
 
     snap = tmp_path / "snap"
-    shutil.copytree(H200, snap)
+    shutil.copytree(H200, snap, symlinks=True)  # keep the sysfs `driver` symlinks as they are
     for p in [snap, *snap.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     (snap / "root/proc/mounts").write_text(

@@ -18,10 +18,11 @@ import pytest
 
 from appliance.inventory import models as M
 from appliance.inventory.detect import detect
+from tests.support import H200, NODES
 
 REPO = Path(__file__).resolve().parents[2]
-SNAPSHOTS = sorted(p for p in (REPO / "tests" / "fixtures" / "nodes").iterdir() if (p / "root").is_dir())
-SNAPSHOTS.append(REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu")
+SNAPSHOTS = sorted(p for p in NODES.iterdir() if (p / "root").is_dir())
+assert H200 in SNAPSHOTS
 
 
 def _matches(value, annotation) -> bool:

@@ -18,9 +18,9 @@ from appliance.errors import LicenseError, NoFitError
 from appliance.licensing import (
     entitlements, generate_keypair, install, installed, issue, node_fingerprint, read, verify_file,
 )
+from tests.support import H200
 
 REPO = Path(__file__).resolve().parent.parent.parent
-H200 = REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu"
 NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
 
 

@@ -11,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent.parent
-REPO = TESTS.parent
-NODES = TESTS / "fixtures" / "nodes"
-SHARED_NODES = REPO.parent / "shared" / "fixtures" / "nodes"
+from tests.support import NODES, REPO
 
 
 def node(name: str) -> Path:
-    for base in (NODES, SHARED_NODES):
-        if (base / name).is_dir():
-            return base / name
-    raise FileNotFoundError(f"node snapshot {name} not found under {NODES} or {SHARED_NODES}")
+    if (NODES / name).is_dir():
+        return NODES / name
+    raise FileNotFoundError(f"node snapshot {name} not found under {NODES}")
 
 
 @lru_cache(maxsize=None)

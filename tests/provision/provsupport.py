@@ -20,16 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-NODES = REPO / "tests" / "fixtures" / "nodes"
-SHARED_NODES = REPO.parent / "shared" / "fixtures" / "nodes"
+from tests.support import NODES, REPO
 
 
 def snapshot_dir(name: str) -> Path:
-    for base in (NODES, SHARED_NODES):
-        if (base / name).is_dir():
-            return base / name
-    raise FileNotFoundError(name)
+    if (NODES / name).is_dir():
+        return NODES / name
+    raise FileNotFoundError(f"node snapshot {name} not found under {NODES}")
 
 
 def copy_snapshot_root(name: str, dest: Path) -> Path:

@@ -20,9 +20,9 @@ from appliance.inventory.detect import detect
 from appliance.planner import plan as make_plan
 from appliance.runtime import releases
 from appliance.runtime.compose import compose
+from tests.support import H200
 
 REPO = Path(__file__).resolve().parents[2]
-H200 = REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu"
 GPU_BDF = "0000:00:06.0"
 
 pytestmark = [pytest.mark.docker]

@@ -14,9 +14,9 @@ from appliance.inventory.detect import detect
 from appliance.planner import plan as make_plan
 from appliance.runtime.compose import compose
 from appliance.runtime.models import Settings
+from tests.support import H200
 
 REPO = Path(__file__).resolve().parents[2]
-H200 = REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu"
 ASCEND = REPO / "tests" / "fixtures" / "nodes" / "ascend-910b-8npu"
 CPU = REPO / "tests" / "fixtures" / "nodes" / "cpu-only"
 

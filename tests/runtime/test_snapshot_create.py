@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.stack_support import REPO, purge_instance, run_cli
+from tests.support import H200
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-H200 = REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu"
 ASCEND = REPO / "tests" / "fixtures" / "nodes" / "ascend-910b-8npu"
 
 

@@ -21,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.cli import cli
+from tests.support import H200
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = REPO / "tests" / "fixtures" / "nodes"
-H200 = REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu"
 
 # snapshot -> (vendor, count, a model name fragment, a driver, a runtime) as the snapshot's tools say
 VENDORS = {

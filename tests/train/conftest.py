@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack_support import REPO, purge_instance, unique_instance
+from tests.stack_support import purge_instance, unique_instance
+from tests.support import H200, NODES
 
-SHARED = REPO.parent / "shared"
-H200 = SHARED / "fixtures" / "nodes" / "h200-1gpu"
-ASCEND8 = REPO / "tests" / "fixtures" / "nodes" / "ascend-910b-8npu"
+ASCEND8 = NODES / "ascend-910b-8npu"
 
 CHAT = [
     {"messages": [{"role": "user", "content": "What are your opening hours?"},

@@ -3,7 +3,7 @@
 Every vendor tool output is either a real sample from tests/fixtures/tool-samples/ copied
 verbatim, or composed from such a sample by repeating its device block with other bus ids
 (each snapshot's README says which). sysfs/proc/dev files follow the layout of the real
-capture shared/fixtures/nodes/h200-1gpu. Re-run after changing this script:
+capture tests/fixtures/nodes/h200-1gpu. Re-run after changing this script:
 
     python3 tests/vendors1/make_vendor1_fixtures.py
 """
@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-NODES = REPO / "tests" / "fixtures" / "nodes"
-SAMPLES = REPO / "tests" / "fixtures" / "tool-samples"
-H200 = REPO.parent / "shared" / "fixtures" / "nodes" / "h200-1gpu"
+if str(REPO) not in sys.path:  # run as a script: make `tests.support` importable
+    sys.path.insert(0, str(REPO))
+
+from tests.support import H200, NODES  # noqa: E402
+from tests.support import TOOL_SAMPLES as SAMPLES  # noqa: E402
 
 
 def sample(name: str) -> str:

@@ -239,7 +239,7 @@ def test_one_vendor_failing_never_hides_another(tmp_path):
     src = NODES / "cambricon-mlu370-8"
     import shutil
     for bdf in ("0000:39:00.0", "0000:3d:00.0"):
-        shutil.copytree(src / "root/sys/bus/pci/devices" / bdf, snap / "root/sys/bus/pci/devices" / bdf)
+        shutil.copytree(src / "root/sys/bus/pci/devices" / bdf, snap / "root/sys/bus/pci/devices" / bdf, symlinks=True)
     modules = (src / "root/proc/modules").read_text().splitlines(keepends=True)[0]
     write_root_file(snap, "/proc/modules", modules + (snap / "root/proc/modules").read_text())
     set_tool_output(snap, ["cnmon"], "cnmon: fatal: cndev init failed (garbage)\n")
