@@ -15,9 +15,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
+
+from tests.support import poll
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,14 +72,9 @@ def purge_instance(inst: str) -> None:
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.25):
-    """``predicate()``'s first truthy value within ``timeout_s``, else its last value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    return predicate()
+    """``predicate()``'s first truthy value within ``timeout_s``, else its last value
+    (bounded polling, :func:`tests.support.poll`; :func:`tests.support.wait_until` raises instead)."""
+    return poll(predicate, timeout_s, interval_s)[0]
 
 
 class DemoStack:

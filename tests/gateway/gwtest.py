@@ -12,10 +12,11 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tests.support import poll
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY_MAIN = REPO / "images" / "gateway" / "main.py"
@@ -29,17 +30,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def answers_http(url: str) -> bool:
+    """Whether something answers HTTP at ``url`` now (any status)."""
+    try:
+        urllib.request.urlopen(url, timeout=1).read()
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answers
+    except OSError:
+        return False
+
+
 def wait_http(url: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+    if not poll(lambda: answers_http(url), timeout_s, interval_s=0.05)[0]:
+        raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
 def call(url: str, *, key: str | None = None, body: dict | None = None, method: str | None = None,
@@ -86,15 +90,9 @@ class Proc:
 
 
 def eventually(check, timeout_s: float = 8.0, interval_s: float = 0.1):
-    """Poll ``check()`` until truthy; returns (value, seconds waited)."""
-    start = time.monotonic()
-    while True:
-        value = check()
-        if value:
-            return value, time.monotonic() - start
-        if time.monotonic() - start > timeout_s:
-            return value, time.monotonic() - start
-        time.sleep(interval_s)
+    """Poll ``check()`` until truthy (bounded, tests.support.poll); returns (value, seconds waited)."""
+    value, waited, _ = poll(check, timeout_s, interval_s)
+    return value, waited
 
 
 def chromium() -> str | None:

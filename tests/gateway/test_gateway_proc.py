@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from gwtest import DEMO_ENGINE, call, eventually, free_port, wait_http
 
 from appliance.gateway import keys as K
+from tests.support import wait_until
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "SECRET-PROMPT-TEXT please"}]}
 
@@ -60,15 +61,23 @@ def test_auth_scope_routing_and_no_key_forwarded(upstream, gateway):
                            body={"model": "m1", "query": "cat", "documents": ["dog", "cat"]})
     assert status == 200 and body["results"][1]["relevance_score"] > body["results"][0]["relevance_score"]
 
-    time.sleep(2.5)  # one usage flush
+    def flushed():  # the gateway writes its usage counters every 2 s: wait for the flush with all of them
+        usage = {k.name: k.usage for k in K.list_keys().keys}
+        return usage if usage["full"].requests >= 5 and usage["scoped"].denied >= 1 else None
+
+    usage = wait_until(flushed, what="the gateway's usage flush (5 requests of 'full', 1 denial of 'scoped')")
+    # chat m1, chat m2, completions, embeddings, rerank
+    assert usage["full"].requests == 5 and usage["full"].completion_tokens > 0
+    assert usage["scoped"].denied == 1
+
+    def chat_lines():
+        lines = [json.loads(line) for line in gw.proc.output().splitlines() if line.startswith("{")]
+        return [r for r in lines if r.get("path") == "/v1/chat/completions" and r.get("status") == 200]
+
+    ok = wait_until(chat_lines, what="the gateway's log line of a successful chat request")
+    assert ok[0]["key"] == "full" and ok[0]["model"] == "m1" and ok[0]["prompt_tokens"] > 0
     logs = gw.proc.output()
     assert full not in logs and scoped not in logs and "SECRET-PROMPT-TEXT" not in logs
-    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    ok = [r for r in lines if r.get("path") == "/v1/chat/completions" and r.get("status") == 200]
-    assert ok and ok[0]["key"] == "full" and ok[0]["model"] == "m1" and ok[0]["prompt_tokens"] > 0
-    usage = {k.name: k.usage for k in K.list_keys().keys}
-    assert usage["full"].requests == 5  # chat m1, chat m2, completions, embeddings, rerank and usage["full"].completion_tokens > 0
-    assert usage["scoped"].denied == 1
 
 
 def urllib_post(url: str, raw: bytes, key: str):
@@ -101,8 +110,8 @@ def test_expired_key_is_401(upstream, gateway):
     key = K.create_key("short", expires="2s").key
     gw = gateway({"m1": u1})
     assert call(gw.url + "/v1/models", key=key)[0] == 200
-    time.sleep(2.2)
-    status, _, body = call(gw.url + "/v1/models", key=key)
+    status, _, body = wait_until(lambda: (lambda r: r if r[0] != 200 else None)(call(gw.url + "/v1/models", key=key)),
+                                 what="the gateway to refuse a key 2 s after its creation", timeout_s=10)
     assert status == 401 and body["error"]["code"] == "expired_api_key"
 
 

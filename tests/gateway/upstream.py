@@ -94,7 +94,7 @@ class H(BaseHTTPRequestHandler):
             data = f"data: {json.dumps(chunk)}\n\n".encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
-            time.sleep(delay_s)
+            time.sleep(delay_s)  # on purpose: a slow engine, one chunk per delay_s (streaming tests)
         if (req.get("stream_options") or {}).get("include_usage"):
             data = f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

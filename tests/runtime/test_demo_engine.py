@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack_support import free_port_block
+from tests.support import poll
 
 ENGINE = Path(__file__).resolve().parents[2] / "images" / "demo" / "engine" / "main.py"
 
@@ -34,13 +34,16 @@ def _call(port: int, path: str, body: dict | None = None) -> tuple[int, dict | s
 def _start(port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, str(ENGINE), "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1).read()
-            return proc
+            return True
         except OSError:
-            time.sleep(0.05)
+            return False
+
+    if poll(answers, timeout_s=10, interval_s=0.05)[0]:
+        return proc
     proc.kill()
     raise AssertionError(f"demo engine did not start: {proc.stderr.read().decode()}")
 

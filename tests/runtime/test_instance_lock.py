@@ -22,6 +22,7 @@ def test_a_held_lock_is_busy_for_others_and_only_in_its_own_domain(tmp_path):
 
 
 def test_the_lock_goes_with_a_killed_holder():
+    # the holder sleeps on purpose: it keeps the lock until the test kills it (nothing to wait for)
     holder = subprocess.Popen([sys.executable, "-c",
                                "import sys, time\nfrom appliance.state import locks\n"
                                "with locks.instance_lock('train', 'inst-k'):\n"
