@@ -101,6 +101,17 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def needs_chromium(test):
+    """For a test that drives a real headless Chromium: marks it ``browser`` (not in the fast tier)
+    and skips it when none is installed, except under CI, where a missing browser fails."""
+    import pytest
+
+    test = pytest.mark.browser(test)
+    missing = chromium() is None and not os.environ.get("CI")
+    return pytest.mark.skipif(missing, reason="chromium is not installed (.ci/run installs it; "
+                                              "under CI a missing browser fails)")(test)
+
+
 def browser_dom(url: str, tmp_dir: Path, budget_ms: int = 15000, timeout_s: float = 90.0) -> str:
     """The DOM of ``url`` after a real headless Chromium ran its scripts.
 

@@ -47,6 +47,10 @@ def port():
     return _free_port()
 
 
+# a test whose healthy root must pass the `docker` rule reaches the real engine (DOCKER_HOST)
+needs_engine = pytest.mark.docker
+
+
 def preflight(root, port, **kw):
     from appliance.provision.preflight import run_preflight
 
@@ -64,6 +68,7 @@ def test_live_preflight_json_lists_every_rule_with_status_and_hint():
     assert report["host"] == "live"
 
 
+@needs_engine
 def test_healthy_root_passes_every_rule_exit_0(root, port):
     res = run_cli("preflight", "--root", str(root), "--port", str(port), "--json")
     report = json.loads(res.stdout)
@@ -93,6 +98,7 @@ def test_old_kernel_fails(root, port):
     assert "4.18" in report.rule("kernel").message
 
 
+@needs_engine
 def test_too_little_memory_fails_and_few_cpus_warn(root, port):
     write(root, "/proc/meminfo", "MemTotal:        2048000 kB\n")
     report = preflight(root, port)
@@ -121,6 +127,7 @@ def test_unreachable_docker_fails(root, port, monkeypatch):
     assert docker["fix"] and res.returncode == 3
 
 
+@needs_engine
 def test_missing_cgroup_fails_and_v1_warns(root, port):
     (root / "sys/fs/cgroup/cgroup.controllers").unlink()
     assert preflight(root, port).rule("cgroup").status == "fail"
@@ -141,6 +148,7 @@ def test_busy_port_fails_unless_it_is_ours(root):
         assert ours.rule("ports").status == "pass"
 
 
+@needs_engine
 def test_no_time_sync_warns_exit_4(root, port):
     (root / "run/systemd/timesync/synchronized").unlink()
     res = run_cli("preflight", "--root", str(root), "--port", str(port), "--json")
@@ -180,6 +188,7 @@ def test_driver_outside_the_catalog_matrix_fails(root, port):
     assert report.rule("accelerators").status == "pass"
 
 
+@needs_engine
 def test_driver_inside_the_matrix_passes(root, port):
     nvidia_gpu(root, driver="580.159.04")
     report = preflight(root, port)
@@ -214,6 +223,7 @@ def test_snapshot_preflight_skips_what_a_snapshot_cannot_show(h200_snapshot):
     assert res.returncode == {"pass": 0, "warn": 4, "fail": 3}[report["status"]]
 
 
+@needs_engine
 def test_raise_for_failure_is_for_init_and_upgrade(root, port):
     from appliance.errors import PreflightFailed
 

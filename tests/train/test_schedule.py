@@ -157,6 +157,10 @@ def test_cli_snapshot_with_chosen_inference_models(chat_dataset):
                   "--snapshot", str(H200), "--inference-models", "llama-3.1-8b-instruct", "--json")
     assert res.returncode == 3
     assert "llm-llama-3-1-8b-instruct" in res.stderr
+
+
+@pytest.mark.docker  # without --snapshot, `train submit` reaches the engine before it checks this option
+def test_inference_models_without_snapshot_is_a_usage_error(chat_dataset):
     res = run_cli("train", "submit", "--model", "qwen2.5-7b-instruct", "--dataset", str(chat_dataset),
                   "--inference-models", "llama-3.1-8b-instruct")
     assert res.returncode == 2 and "only applies to --snapshot" in res.stderr
