@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from appliance.errors import ApplianceError
 from appliance.runtime import labels as L
 from appliance.runtime import releases
+from appliance.runtime.models import DEFAULT_AGENT_METRICS_PORT
 
 log = logging.getLogger("appliance.agent")
 
@@ -48,7 +49,7 @@ class AgentConfig:
     backoff_max_s: float = 300.0
     unhealthy_passes: int = 4           # consecutive unhealthy observations before a restart
     metrics_addr: str = "127.0.0.1"
-    metrics_port: int = 9464            # 0: no metrics endpoint
+    metrics_port: int = DEFAULT_AGENT_METRICS_PORT  # 0: no metrics endpoint
     snapshot: str | None = None         # detect from a node snapshot (tests, support)
     once: bool = False
 
@@ -205,7 +206,8 @@ class Agent:
         """Record that the agent is alive (``appliance status`` warns when this goes stale)."""
         try:
             self.store.set_meta(heartbeat_key(self.instance), json.dumps(
-                {"ts": time.time(), "interval_s": self.config.interval_s, "pid": os.getpid(), "running": running}))
+                {"ts": time.time(), "interval_s": self.config.interval_s, "pid": os.getpid(), "running": running,
+                 "metrics_port": self.config.metrics_port or None}))
         except ApplianceError as exc:  # a locked or unwritable state must not stop the loop
             log.warning("cannot record the heartbeat: %s", exc.one_line())
 

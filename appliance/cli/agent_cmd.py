@@ -11,6 +11,7 @@ import logging
 import click
 
 from appliance.cli.output import emit
+from appliance.runtime.models import DEFAULT_AGENT_METRICS_PORT
 
 
 @click.command("agent")
@@ -20,7 +21,7 @@ from appliance.cli.output import emit
               help="Re-detect the hardware every N passes.")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, envvar="APPLIANCE_METRICS_ADDR",
               help="Address of the Prometheus endpoint.")
-@click.option("--metrics-port", type=int, default=9464, show_default=True, envvar="APPLIANCE_METRICS_PORT",
+@click.option("--metrics-port", type=int, default=DEFAULT_AGENT_METRICS_PORT, show_default=True, envvar="APPLIANCE_METRICS_PORT",
               help="Port of the Prometheus endpoint (0: none).")
 @click.option("--snapshot", type=click.Path(exists=True, file_okay=False), default=None, hidden=True,
               help="Detect from a node snapshot (tests, support).")

@@ -25,21 +25,22 @@ def _default_packages_dir() -> Path | None:
 @click.option("--images-mib", type=click.IntRange(min=0), default=0, show_default=True,
               help="Size of the images about to be loaded (free disk must be twice that).")
 @click.option("--port", "ports", type=click.IntRange(1, 65535), multiple=True,
-              help="A port that must be free (repeatable; default: the gateway and agent ports).")
+              help="A port that must be free (repeatable; default: the site's gateway and app ports and the "
+                   "agent's metrics port; those this box's own services hold count as free).")
 @click.option("--packages", type=click.Path(file_okay=False), default=None,
               help="Offline package directory (default: <data dir>/packages).")
 @click.pass_context
 def preflight(ctx: click.Context, as_json: bool, snapshot: str | None, root: str | None, images_mib: int,
               ports: tuple[int, ...], packages: str | None) -> None:
     """Check the host before anything changes. Exit 0 pass, 4 warning, 3 failure."""
+    from appliance.deploy.checks import box_preflight
     from appliance.errors import UsageError
-    from appliance.provision.preflight import run_preflight
 
     if snapshot and root:
         raise UsageError("--snapshot and --root are exclusive", where="--root", fix="pass one of them")
     if root and not Path(root).is_dir():
         raise UsageError("root directory does not exist", where=root, fix="pass an existing directory")
-    report = run_preflight(snapshot=snapshot, root=root, images_mib=images_mib, ports=list(ports) or None,
+    report = box_preflight(snapshot=snapshot, root=root, images_mib=images_mib, ports=list(ports) or None,
                            packages_dir=packages or _default_packages_dir())
     emit(report, as_json, _render_preflight)
     ctx.exit(report.exit_code)

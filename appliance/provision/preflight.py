@@ -40,7 +40,6 @@ MIN_CPUS, RECOMMENDED_CPUS = 2, 8
 MIN_MEMORY_MIB, RECOMMENDED_MEMORY_MIB = 8 * 1024, 32 * 1024
 MIN_FREE_DISK_MIB = 10 * 1024  # warn below this even with no images to load
 MIN_DOCKER, RECOMMENDED_DOCKER = "19.03", "20.10"   # 19.03: first with --gpus / device requests
-DEFAULT_PORTS: dict[str, int] = {"gateway": 8080, "agent-metrics": 9464}
 DOCKER_DATA_ROOT = "/var/lib/docker"
 # What a chip needs from the kernel: (kind, level); level "require" fails, "recommend" warns.
 CHIP_KERNEL_NEEDS: dict[str, list[tuple[str, str]]] = {
@@ -439,18 +438,12 @@ RULE_IDS = tuple(rule_id for rule_id, _ in RULES)
 
 
 def default_ports(plan=None) -> dict[str, int]:
-    """Ports the stack needs on the host: the gateway, the agent's metrics, the plan's services."""
-    ports = dict(DEFAULT_PORTS)
-    try:
-        from appliance.catalog import load_catalog
+    """Host ports a box needs when the caller names none: the default gateway port and the
+    agent's metrics port (inference services publish no host port; the deploy pipeline passes
+    the site configuration's ports instead)."""
+    from appliance.runtime.models import DEFAULT_AGENT_METRICS_PORT, DEFAULT_GATEWAY_PORT
 
-        ports["gateway"] = load_catalog().platform.gateway.port
-    except Exception:  # noqa: BLE001 - a broken catalog is reported by `catalog validate`, not here
-        pass
-    if plan is not None:
-        for svc in plan.services:
-            ports[f"service {svc.name}"] = svc.port
-    return ports
+    return {"gateway": DEFAULT_GATEWAY_PORT, "agent-metrics": DEFAULT_AGENT_METRICS_PORT}
 
 
 def run_preflight(inventory=None, *, host: HostView | None = None, snapshot: str | Path | None = None,
