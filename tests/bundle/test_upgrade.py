@@ -302,3 +302,59 @@ def test_cleanup_keeps_current_and_previous_only(node):
         m = Manifest.model_validate_json((node.data / "releases" / v / "manifest.json").read_text())
         needed |= {b.digest.split(":")[1] for b in m.blobs}
     assert set(s["blobs"]) == needed
+
+
+# ---- 4. the site configuration and the installed version across init, serve and upgrade -----------
+def _status(node) -> dict:
+    res = cli(node, "status", "--json")
+    assert res.returncode in (0, 1), res.stderr[-2000:]
+    return json.loads(res.stdout)
+
+
+def test_serve_and_reinit_keep_the_installed_version_and_an_upgrade_keeps_the_served_model(node, tmp_path):
+    """Before the one pipeline: `serve` and a plain `init` recorded their release as the shipped
+    0.1.0, so an older bundle then passed as an "upgrade" (rollback protection bypassed); a re-run
+    without `--gateway-port` moved the endpoints; and every upgrade after `serve` failed with
+    `unknown model 'demo-chat-lora-...'` (the bundle's catalog lacked the node's overlay)."""
+    if state(node)["release"][1] == "1.0.0":  # run alone (-k): get to 2.0.0 first
+        assert cli(node, "upgrade", str(node.bundles.r2), "--yes").returncode == 0
+    assert_one_release(node, "2.0.0")
+    before = _status(node)
+    dataset = tmp_path / "faq.jsonl"
+    dataset.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"question {i}?"},
+                                                        {"role": "assistant", "content": f"answer {i}."}]}) + "\n"
+                               for i in range(12)))
+    res = cli(node, "train", "submit", "--model", "demo-chat", "--dataset", str(dataset), "--wait", "--json", "-q")
+    assert res.returncode == 0, res.stderr[-3000:]
+    job = json.loads(res.stdout)["job"]
+    assert job["status"] == "completed", job
+    res = cli(node, "serve", job["id"], "--json", "-q")
+    assert res.returncode == 0, res.stderr[-3000:]
+    served = json.loads(res.stdout)
+    tuned, tuned_service = served["model"], served["service"]
+    s = state(node)
+    assert s["release"][1] == "2.0.0", "serve records its release under the installed version"
+    assert tuned_service in {c[0] for c in s["containers"]}
+
+    # a plain re-run of init: nothing given, nothing forgotten
+    res = cli(node, "init", "--yes", "--json", "-q")
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = state(node)
+    assert again["release"] == s["release"] and again["containers"] == s["containers"]
+    after = _status(node)
+    assert after["endpoints"] == before["endpoints"]
+    config = json.loads(cli(node, "config", "show", "--json").stdout)["site"]
+    assert config["served"] == [tuned] and config["demo"] is True
+
+    # rollback protection still compares against 2.0.0
+    res = cli(node, "upgrade", str(node.bundles.r09), "--yes")
+    assert res.returncode == 2 and "older than the installed 2.0.0 (refused: rollback protection)" in res.stderr
+
+    # an upgrade keeps the fine-tuned model (its base is in the new catalog) and the ports
+    res = cli(node, "upgrade", str(node.bundles.r3), "--yes", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["from_version"] == "2.0.0" and out["to_version"] == "3.0.0"
+    report = _status(node)
+    assert report["release"]["version"] == "3.0.0" and report["endpoints"] == before["endpoints"]
+    assert any(m["name"] == tuned and m["ready"] for m in report["models"]), report["models"]

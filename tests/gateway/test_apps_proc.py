@@ -9,11 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from gwtest import (DEMO_ENGINE, GATEWAY_MAIN, REPO, Proc, browser_dom, call, chromium, eventually, free_port,
+from gwtest import (DEMO_ENGINE, GATEWAY_MAIN, REPO, Proc, browser_dom, call, eventually, free_port, needs_chromium,
                     wait_http)
 
 from appliance.gateway import keys as K
+from appliance.catalog import load_catalog
 from appliance.gateway import wiring as W
+from appliance.runtime.compose import app_env
+
+CATALOG = load_catalog()
 from appliance.state.store import StateStore
 
 APPS_DIR = REPO / "images" / "apps"
@@ -60,13 +64,13 @@ class Stack:
         self.gateway = self.start([sys.executable, str(GATEWAY_MAIN)],
                                   {"PORT": str(port), "GATEWAY_CONFIG_DIR": str(self.gw_dir)}, "gateway")
         self.apps, self.keys = {}, {}
-        for app, d in W.APPS.items():
-            models = ["demo-chat"] + (["demo-embed"] if "embedding" in d.roles else [])
-            ak = W.ensure_app_key(app, models, store=self.store, secrets_dir=self.root / app / "secrets",
-                                  export_dir=self.gw_dir)
+        for app, d in CATALOG.apps.items():
+            roles = {r.role for r in d.roles}
+            bound = {"chat": "demo-chat", **({"embedding": "demo-embed"} if "embedding" in roles else {})}
+            ak = W.ensure_app_key(app, sorted(bound.values()), store=self.store,
+                                  secrets_dir=self.root / app / "secrets", export_dir=self.gw_dir)
             self.keys[app] = ak
-            env = W.app_env(app, gateway_url=self.gateway_url + "/v1", public_gateway_url=self.gateway_url + "/v1",
-                            chat_model="demo-chat", embedding_model="demo-embed")
+            env = app_env(d, bound, gateway_url=self.gateway_url + "/v1", public_gateway_url=self.gateway_url + "/v1")
             port = free_port()
             env.update(PORT=str(port), APP_API_KEY_FILE=ak.key_file, APP_DATA_DIR=str(self.root / app / "data"))
             self.start([sys.executable, str(APPS_DIR / app / "main.py")], env, app)
@@ -99,8 +103,8 @@ def test_every_app_image_carries_the_one_shared_appkit():
 
     shared = APPS_DIR / "common" / "appkit.py"
     assert sorted(APPS_DIR.glob("*/appkit.py")) == [shared]  # one copy in the source tree
-    assert len(W.APPS) == 3
-    for app in W.APPS:
+    assert len(CATALOG.apps) == 3
+    for app in CATALOG.apps:
         files = {arc: path for path, arc in build_sources(f"apps/{app}")}
         assert "main.py" in files and files["appkit.py"] == shared, app
 
@@ -213,10 +217,6 @@ def test_app_units_chunking():
     assert abs(v[0] - 0.6) < 1e-6 and abs(v[1] - 0.8) < 1e-6
 
 
-needs_chromium = pytest.mark.skipif(chromium() is None and not os.environ.get("CI"),
-                                  reason="chromium is not installed (.ci/run installs it; under CI a missing browser fails)")
-
-
 @needs_chromium
 def test_pages_in_a_real_browser_reach_the_gateway(stack, tmp_path):
     from urllib.parse import quote
@@ -254,8 +254,9 @@ def test_knowledge_base_reranks_through_the_gateway_when_configured(stack):
     apps = {}
     for label, rerank in (("good", "test-rerank"), ("broken", "no-such-reranker")):
         app_port = free_port()
-        env = W.app_env("knowledge-base", gateway_url=stack.gateway_url, public_gateway_url=stack.gateway_url,
-                        chat_model="demo-chat", embedding_model="demo-embed", rerank_model=rerank)
+        env = app_env(CATALOG.apps["knowledge-base"], {"chat": "demo-chat", "embedding": "demo-embed",
+                                                        "rerank": rerank},
+                      gateway_url=stack.gateway_url, public_gateway_url=stack.gateway_url)
         assert env["RERANK_MODEL"] == rerank
         env.update(PORT=str(app_port), APP_API_KEY=key, APP_DATA_DIR=str(stack.root / f"kb-{label}"))
         stack.start([sys.executable, str(APPS_DIR / "knowledge-base" / "main.py")], env, f"kb-{label}")

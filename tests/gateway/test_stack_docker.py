@@ -15,9 +15,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from gwtest import browser_dom, call, chromium, eventually
+from gwtest import browser_dom, call, eventually, needs_chromium
 
 from tests.stack_support import DemoStack
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -43,8 +44,8 @@ class GatewayStack(DemoStack):
         return key
 
     def endpoints(self) -> dict:
-        code = ("import json; from appliance.gateway.wiring import stack_endpoints; "
-                "print(json.dumps(stack_endpoints()))")
+        code = ("import json; from appliance.runtime.stack import current_release; "
+                "print(json.dumps(current_release().stack.endpoints()))")
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**os.environ, **self.env}, timeout=60)
         assert res.returncode == 0, res.stderr
@@ -93,10 +94,14 @@ def test_models_needs_a_key_and_revocation_is_seen_within_seconds(demo):
     rejected, _ = eventually(lambda: call(url, key=key)[0] == 401, timeout_s=15)
     waited = time.monotonic() - t0
     assert rejected and waited < 5, f"revoked key accepted for {waited:.1f}s"
-    # usage was counted per key and is visible to the admin
-    time.sleep(2.5)
-    keys = json.loads(demo.cli("keys", "list", "--all", "--json").stdout)["keys"]
-    usage = next(k for k in keys if k["name"] == "must-show")["usage"]
+    # usage was counted per key and is visible to the admin (once the gateway flushed it, every 2 s)
+    def usage_of_must_show():
+        keys = json.loads(demo.cli("keys", "list", "--all", "--json").stdout)["keys"]
+        usage = next(k for k in keys if k["name"] == "must-show")["usage"]
+        return usage if usage["requests"] >= 3 else None
+
+    usage = wait_until(usage_of_must_show, what="the gateway's usage flush (3 requests of 'must-show')",
+                       timeout_s=20, interval_s=0.5)
     assert usage["requests"] == 3 and usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
 
 
@@ -110,8 +115,9 @@ def test_scope_expiry_and_quotas(demo):
 
     expiring = demo.create_key("--name", "expiring", "--expires", "3s")
     assert call(demo.gateway + "/v1/models", key=expiring)[0] == 200
-    time.sleep(3.2)
-    status, _, body = call(demo.gateway + "/v1/models", key=expiring)
+    status, _, body = wait_until(lambda: (lambda r: r if r[0] != 200 else None)(
+        call(demo.gateway + "/v1/models", key=expiring)), what="the gateway to refuse a key 3 s after its creation",
+        timeout_s=15, interval_s=0.2)
     assert status == 401 and body["error"]["code"] == "expired_api_key"
 
     limited = demo.create_key("--name", "rpm-2", "--rpm", "2")
@@ -139,8 +145,7 @@ def test_knowledge_base_answers_from_an_uploaded_document_with_citation(demo):
     assert {("app-knowledge-base", "/v1/embeddings"), ("app-knowledge-base", "/v1/chat/completions")} <= used
 
 
-@pytest.mark.skipif(chromium() is None and not os.environ.get("CI"),
-                                  reason="chromium is not installed (.ci/run installs it; under CI a missing browser fails)")
+@needs_chromium
 def test_each_app_page_in_a_real_browser_reaches_the_gateway(demo, tmp_path):
     apps = demo.endpoints()["apps"]
     assert set(apps) == {"customer-service", "knowledge-base", "code-assistant"}

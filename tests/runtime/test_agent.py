@@ -9,6 +9,7 @@ fail here because the engine image does not exist, which is what exercises the b
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,56 @@ def test_failing_repairs_back_off(h200_release, snapshot_copy, instance):
     assert note["failures"] == 2 and note["next_try_ts"] - note["last_restart_ts"] == pytest.approx(60, abs=1)
     assert 'appliance_service_repairs_total{action="recreate",service="' + chat + '"} 2.0' in _metrics(agent)
     agent.close()
+
+
+def test_a_locked_state_database_costs_passes_not_the_agent(tmp_path, instance, monkeypatch):
+    """Another process holding the state's write lock longer than the agent's busy timeout:
+    the agent's passes fail to record (typed StateError, logged), the agent keeps running and
+    records again once the lock is gone (before, a raw sqlite3 'database is locked' escaped
+    the heartbeat and ended the loop)."""
+    import json
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from appliance.agent.loop import heartbeat_key
+    from appliance.state.store import StateStore
+    from tests.support import wait_until
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(data))
+    db = data / "state.db"
+    releases.open_store(StateStore(db)).close()  # the state exists, nothing installed
+
+    def beat_ts() -> float:
+        store = StateStore(db)
+        try:
+            raw = store.get_meta(heartbeat_key(instance))
+        finally:
+            store.close()
+        return json.loads(raw)["ts"] if raw else 0.0
+
+    env = {**os.environ, "APPLIANCE_DATA_DIR": str(data), "APPLIANCE_INSTANCE": instance}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "agent", "--interval", "0.3", "--metrics-port", "0"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: beat_ts() > 0, what="the agent's first heartbeat", timeout_s=30)
+        holder = sqlite3.connect(str(db), timeout=1, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # every writer now waits, and gives up after its busy timeout
+        try:
+            locked_at = time.time()
+            time.sleep(5)  # the point of the test: longer than the agent's 2 s busy timeout, several passes
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert beat_ts() < locked_at, "no heartbeat could be written while the lock was held"
+        wait_until(lambda: beat_ts() > locked_at + 5, what="a heartbeat after the lock was released", timeout_s=30)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert "locked" in out and "Traceback" not in out, out[-3000:]

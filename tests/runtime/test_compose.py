@@ -110,3 +110,30 @@ def test_ascend_services_get_davinci_nodes_and_driver_mounts():
         mounts = {b.source: b for b in svc.binds}
         assert "/usr/local/Ascend/driver/lib64" in mounts and mounts["/usr/local/Ascend/driver/lib64"].read_only
         assert svc.device_requests == []
+
+
+def test_a_planned_reranker_reaches_the_knowledge_base_app():
+    """The knowledge base's optional rerank role: when the plan serves a reranker, the app's
+    container is told which one (before, compose dropped it and the app never reranked)."""
+    inv = detect(snapshot=str(H200), usage=False)
+    cat = load_catalog()
+    plan = make_plan(inv, cat, models=["qwen2.5-7b-instruct", "bge-m3", "bge-reranker-v2-m3"])
+    kb_plan = next(a for a in plan.apps if a.name == "knowledge-base")
+    assert set(kb_plan.models) == {"chat", "embedding", "rerank"}
+    stack = compose(plan, catalog=cat, inventory=inv, instance="unit")
+    kb = stack.service("knowledge-base")
+    assert kb.env["RERANK_MODEL"] == kb_plan.models["rerank"]
+    assert kb.env["EMBED_MODEL"] == kb_plan.models["embedding"] and kb.env["CHAT_MODEL"] == kb_plan.models["chat"]
+    assert kb_plan.models["rerank"] in kb.served_models  # its key's scope covers the reranker too
+    # apps that have no rerank role get no such variable
+    assert "RERANK_MODEL" not in stack.service("customer-service").env
+
+
+def test_app_wiring_comes_from_the_catalog():
+    """Ports, health path, data volume and key rate come from apps.yaml, the one source of truth."""
+    plan, stack = _stack(CPU, demo=True)
+    cat = load_catalog()
+    for name in stack.apps:
+        svc, app = stack.service(name), cat.apps[name]
+        assert svc.port == app.listen_port and svc.health.path == app.health and svc.host_port == app.port
+        assert any(b.target == "/data" for b in svc.binds) == app.data_volume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 import uuid
@@ -61,26 +62,91 @@ def test_shared_files_beside_a_build_are_in_its_image_and_its_hash(tmp_path, mon
         assert tar.extractfile("kit.py").read() == b"V = 2\n" and "main.py" in tar.getnames()
 
 
-def test_local_image_is_built_once_and_rebuilt_when_sources_change(tmp_path, monkeypatch, docker):
+def test_local_image_is_built_once_under_its_content_tag(tmp_path, monkeypatch, docker):
     res = tmp_path / "res"
     shutil.copytree(I.images_dir() / "demo" / "engine", res / "images" / "svc")
     monkeypatch.setenv("APPLIANCE_RESOURCES", str(res))
     tag = f"appliance/test-img-{uuid.uuid4().hex[:8]}:0.1.0"
+    built = []
     try:
         ens = I.ImageEnsurer(docker)
-        h1 = ens.ensure(tag, "svc")
-        assert [c.action for c in ens.changes if c.target == tag] == ["build-image"]
-        labels = docker.image_labels(tag)
-        assert labels["appliance.content-hash"] == h1 and labels["appliance.base"] == pyrt.image_tag()
+        first = ens.ensure(tag, "svc")
+        built.append(first.ref)
+        assert first.ref == I.content_tag(tag, first.content_hash) == f"{tag}-{first.content_hash}"
+        assert [c.action for c in ens.changes if c.target == first.ref] == ["build-image"]
+        labels = docker.image_labels(first.ref)
+        assert labels["appliance.content-hash"] == first.content_hash and labels["appliance.base"] == pyrt.image_tag()
+        assert docker.image_labels(tag) is None                               # no floating tag
         again = I.ImageEnsurer(docker)
-        assert again.ensure(tag, "svc") == h1 and again.changes == []          # nothing to do
+        assert again.ensure(tag, "svc") == first and again.changes == []       # nothing to do
         (res / "images" / "svc" / "main.py").write_text((res / "images" / "svc" / "main.py").read_text() + "\n# v2\n")
         third = I.ImageEnsurer(docker, dry_run=True)
-        h2 = third.ensure(tag, "svc")
-        assert h2 != h1 and third.changes[0].detail.endswith("(its sources changed)")
-        assert docker.image_labels(tag)["appliance.content-hash"] == h1        # dry run built nothing
+        second = third.ensure(tag, "svc")
+        assert second.content_hash != first.content_hash and third.changes[0].target == second.ref
+        assert docker.image_labels(second.ref) is None                        # dry run built nothing
+        assert docker.image_labels(first.ref)["appliance.content-hash"] == first.content_hash
     finally:
-        docker.remove_image(tag)
+        for ref in built:
+            docker.remove_image(ref)
+
+
+def test_two_instances_side_by_side_keep_their_own_images(tmp_path):
+    """Two instances whose sources differ (another appliance version's resources, here a changed
+    app) installed at the same time on one engine: each runs its own build under its own content
+    tag, a re-run of either changes nothing, and no untagged image is left behind. Before, both
+    re-tagged ``appliance/app-customer-service:0.1.0`` under each other, so each re-run rebuilt
+    and replaced the other's app, and every rebuild left the previous image untagged."""
+    import subprocess
+
+    from appliance.runtime import labels as L
+    from appliance.runtime.docker_adapter import Docker
+    from tests.stack_support import DemoStack, REPO
+
+    res_b = tmp_path / "resources-b"
+    for sub in ("images", "playbooks"):
+        shutil.copytree(REPO / sub, res_b / sub, symlinks=True)
+    app = res_b / "images" / "apps" / "customer-service" / "main.py"
+    app.write_text(app.read_text() + "\n# resources of another appliance version\n")
+    a = DemoStack(tmp_path / "a", "ia", ports_in_env=False)
+    b = DemoStack(tmp_path / "b", "ib", ports_in_env=False)
+    b.env["APPLIANCE_RESOURCES"] = str(res_b)
+
+    def start(stack):
+        import os
+        import sys
+        args = [sys.executable, "-m", "appliance", "init", "--demo", "--yes", "-q", "--json",
+                "--gateway-port", str(stack.gateway_port), "--app-port-base", str(stack.app_port_base)]
+        return subprocess.Popen(args, env={**os.environ, **stack.env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def images_of(stack, d) -> dict[str, str]:
+        return {c.service: d.client.api.inspect_container(c.id)["Image"]
+                for c in d.list_containers(L.instance_filter(stack.instance))}
+
+    try:
+        procs = [start(a), start(b)]  # at the same time
+        for p in procs:
+            out, err = p.communicate(timeout=900)
+            assert p.returncode == 0, err[-3000:]
+        with Docker() as d:
+            ia, ib = images_of(a, d), images_of(b, d)
+            assert ia["customer-service"] != ib["customer-service"]
+            assert {k: v for k, v in ia.items() if k != "customer-service"} == \
+                   {k: v for k, v in ib.items() if k != "customer-service"}     # same sources, one build
+            tags = {c.service: c.image for c in d.list_containers(L.instance_filter(a.instance))}
+            assert all("-" in t.rsplit(":", 1)[1] for t in tags.values()), tags   # content tags
+        for stack in (a, b):  # a re-run of either keeps everything
+            rerun = stack.cli("init", "--yes", "--json", "-q")
+            assert rerun.returncode == 0, rerun.stderr[-3000:]
+            changes = [c for c in json.loads(rerun.stdout)["changes"] if c["action"] != "keep"]
+            assert changes == [], changes
+        with Docker() as d:
+            assert images_of(a, d) == ia and images_of(b, d) == ib
+            dangling = d.list_images([f"{L.MANAGED}=true"], dangling=True)
+            assert dangling == [], dangling
+    finally:
+        a.purge()
+        b.purge()
 
 
 def test_missing_engine_image_is_pulled_or_explained(docker, monkeypatch):

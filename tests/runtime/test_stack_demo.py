@@ -136,6 +136,44 @@ def test_rerunning_init_recreates_nothing(demo):
     assert {k: v["id"] for k, v in _containers(demo["instance"]).items()} == {k: v["id"] for k, v in before.items()}
 
 
+def test_rerunning_init_without_its_options_keeps_them(demo):
+    """The installer's --gateway-port/--app-port-base/--demo are recorded: a bare `init --yes`
+    later keeps the endpoints and recreates nothing (before, it moved them back to 8080/8081+)."""
+    before = _containers(demo["instance"])
+    res = run_cli("init", "--yes", "--json", "-q", env=demo["env"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["endpoints"]["gateway"] == f"http://127.0.0.1:{demo['gateway']}/v1"
+    assert out["site_changes"] == [] and {c["action"] for c in out["changes"]} <= {"keep"}
+    assert {k: v["id"] for k, v in _containers(demo["instance"]).items()} == {k: v["id"] for k, v in before.items()}
+    shown = json.loads(run_cli("config", "show", "--json", env=demo["env"]).stdout)
+    assert shown["recorded"] and shown["site"]["gateway_port"] == demo["gateway"] and shown["site"]["demo"] is True
+    # a flag given now is a change, said as such, and recorded
+    res = run_cli("init", "--yes", "--dry-run", "--health-timeout", "45", env=demo["env"])
+    assert res.returncode == 0 and "configuration: health_timeout_s: default -> 45.0" in res.stderr
+
+
+def test_preflight_on_the_installed_box_counts_its_own_ports_as_free(demo):
+    """The box's own gateway and apps hold their ports: `appliance preflight` must not fail on
+    them (before, it failed on the box's own gateway port), while a stranger's port still fails."""
+    import socket
+
+    res = run_cli("preflight", "--json", env=demo["env"])
+    report = json.loads(res.stdout)
+    ports = next(r for r in report["rules"] if r["id"] == "ports")
+    assert ports["status"] == "pass", ports
+    assert demo["gateway"] in ports["details"]["checked"] and demo["apps"] in ports["details"]["checked"]
+    res = run_cli("preflight", "--json", "--port", str(demo["gateway"]), env=demo["env"])
+    assert next(r for r in json.loads(res.stdout)["rules"] if r["id"] == "ports")["status"] == "pass"
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        taken = stranger.getsockname()[1]
+        res = run_cli("preflight", "--json", "--port", str(taken), env=demo["env"])
+        rule = next(r for r in json.loads(res.stdout)["rules"] if r["id"] == "ports")
+        assert rule["status"] == "fail" and str(taken) in rule["message"], rule
+
+
 def test_dry_run_on_the_converged_stack_would_keep_everything(demo):
     res = run_cli("init", "--demo", "--dry-run", "--json", "--gateway-port", str(demo["gateway"]),
                   "--app-port-base", str(demo["apps"]), env=demo["env"])
@@ -154,7 +192,10 @@ def test_a_changed_plan_replaces_only_the_affected_service(in_demo):
     target = next(s for s in plan.services if s.role == "embedding")
     target.env["DEMO_NOTE"] = "changed"
     since = int(time.time()) - 1
-    release_id, result, _ = S.apply_plan(plan, catalog=load_catalog(), settings=rel.stack.settings)
+    from appliance.runtime.compose import compose
+
+    stack = compose(plan, catalog=load_catalog(), settings=rel.stack.settings)
+    release_id, result = S.apply_stack(stack, plan)
     # blue/green, from the engine's own event log: the new container is healthy before the old one goes
     from appliance.runtime.docker_adapter import Docker
 
