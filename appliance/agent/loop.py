@@ -19,8 +19,6 @@ agent only observes. SIGTERM/SIGINT end the loop after the current pass; exit co
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field
 from appliance.errors import ApplianceError
 from appliance.runtime import labels as L
 from appliance.runtime import releases
+from appliance.runtime.releases import heartbeat_key  # noqa: F401 - re-exported for readers
 from appliance.runtime.models import DEFAULT_AGENT_METRICS_PORT
 
 log = logging.getLogger("appliance.agent")
@@ -65,9 +64,6 @@ class PassReport:
     seconds: float = 0.0
 
 
-def heartbeat_key(instance: str) -> str:
-    """The state meta key where the agent records each pass (read by ``appliance status``)."""
-    return f"agent.heartbeat.{instance}"
 
 
 def _device_key(ref) -> str:
@@ -354,18 +350,11 @@ class Agent:
                                      data={"action": "recovered"})
 
     def _supervise_jobs(self, docker) -> None:
-        """Hook for the training package: ``appliance.train.supervise.reconcile_jobs`` (job state is
-        derived from the job containers + the state each pass, so a restarted agent picks up)."""
-        name = "appliance.train.supervise"
+        """Training jobs: their state is derived from the job containers + the state each pass
+        (:func:`appliance.train.supervise.reconcile_jobs`), so a restarted agent picks up."""
+        from appliance.train.supervise import reconcile_jobs
+
         try:
-            if importlib.util.find_spec(name) is None:
-                return
-        except ModuleNotFoundError:
-            return
-        hook = getattr(importlib.import_module(name), "reconcile_jobs", None)
-        if hook is None:
-            return
-        try:
-            hook(docker=docker, store=self.store, instance=self.instance)
+            reconcile_jobs(docker=docker, store=self.store, instance=self.instance)
         except Exception:  # noqa: BLE001 - a job problem must not stop service repair
             log.exception("training job supervision failed")

@@ -17,7 +17,7 @@ from appliance.provision.models import PreflightReport
 
 def own_agent_port(store, inst: str) -> int | None:
     """The metrics port of this instance's agent while it runs (from its heartbeat)."""
-    from appliance.agent.loop import heartbeat_key
+    from appliance.runtime.releases import heartbeat_key
 
     raw = store.get_meta(heartbeat_key(inst)) if store is not None else None
     beat = json.loads(raw) if raw else None

@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS runtime_desired (
 """
 
 
+def heartbeat_key(instance: str) -> str:
+    """The state meta key where the node agent records each pass (``appliance status`` and
+    ``appliance preflight`` read it: is the agent alive, which metrics port does it hold)."""
+    return f"agent.heartbeat.{instance}"
+
+
 def open_store(store: StateStore | None = None) -> StateStore:
     store = store or StateStore.open_default()
     store.ensure_schema(DOMAIN, VERSION, _DDL)
