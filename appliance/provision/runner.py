@@ -141,7 +141,8 @@ class _EventCollector:
         ignored = bool(kind == "runner_on_failed" and data.get("ignore_errors"))
         task = data.get("task") or data.get("task_action") or "?"
         role = data.get("role") or None
-        # our task names carry their vendor/role ("nvidia | ..."); prefix only foreign ones
+        # our task names carry their role ("Base | ...", "Packages | ... | nvidia driver");
+        # prefix only foreign ones
         label = task if (not role or " | " in task) else f"{role} : {task}"
         message = _message(res) if status in ("failed", "unreachable") or data.get("task_action") in (
             "debug", "ansible.builtin.debug") else None

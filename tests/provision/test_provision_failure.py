@@ -56,13 +56,14 @@ def test_failure_is_one_clear_block_and_nonzero_exit(failed_then_fixed):
     res = failed_then_fixed["failed"]
     assert res.returncode == 1
     err = res.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: provision: host localhost: task 'nvidia | driver: a matching package is in "
-                          "the package directory' failed: nvidia driver is at 470.57.02")
+    assert err.startswith("error: provision: host localhost: task 'Packages | A matching package is in "
+                          "the package directory | nvidia driver' failed: nvidia driver is at 470.57.02")
     assert "Traceback" not in res.stderr
     block = res.stdout
     assert "provisioning failed" in block
     assert re.search(r"host:\s+localhost", block)
-    assert re.search(r"task:\s+nvidia \| driver: a matching package is in the package directory", block)
+    assert re.search(r"task:\s+Packages \| A matching package is in the package directory \| nvidia driver",
+                     block)
     assert "message: nvidia driver is at 470.57.02" in " ".join(block.split())
     assert "nvidia/driver" in block                      # says where the package must go
 
@@ -78,7 +79,7 @@ def test_failed_run_keeps_its_artifacts(failed_then_fixed):
     assert saved["status"] == "failed"
     assert saved["failures"][0]["host"] == "localhost"
     # the run stopped at the failure: later roles never ran for this host
-    assert not [t for t in saved["tasks"] if t["task"].startswith("docker |")]
+    assert not [t for t in saved["tasks"] if t["role"] in ("docker", "agent")]
 
 
 def test_rerun_after_fix_completes(failed_then_fixed):
@@ -86,8 +87,8 @@ def test_rerun_after_fix_completes(failed_then_fixed):
     root: Path = failed_then_fixed["root"]
     assert fixed.status == "successful", fixed.failure_block()
     by_task = {t.task: t.status for t in fixed.tasks}
-    assert by_task["nvidia | driver: copy packages to the host"] == "changed"
-    assert by_task["nvidia | driver: run .run installers"] == "skipped"     # appliance_manage_system false
+    assert by_task["Packages | Copy the packages to the host | nvidia driver"] == "changed"
+    assert by_task["Packages | Run the .run installers | nvidia driver"] == "skipped"  # manage_system: false
     marker = json.loads((root / "var/lib/appliance/provision/packages/nvidia-driver.json").read_text())
     assert marker == {"component": "driver", "executed": False, "files": [f"NVIDIA-Linux-x86_64-{NEW_DRIVER}.run"],
                       "vendor": "nvidia", "version": NEW_DRIVER}

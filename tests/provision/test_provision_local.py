@@ -85,8 +85,8 @@ def test_check_mode_reports_changes_but_changes_nothing(runs):
     assert after == before                        # ... and no user or group appeared on the machine
     tasks = {t.task: t.status for t in check.tasks}
     if before == (False, False):                  # the system tasks were selected (would create)
-        assert tasks["base | appliance group"] == "changed" and tasks["base | appliance user"] == "changed"
-    merge = next(t for t in check.tasks if t.task.startswith("docker | merge daemon.json"))
+        assert tasks["Base | Appliance group"] == "changed" and tasks["Base | Appliance user"] == "changed"
+    merge = next(t for t in check.tasks if t.task.startswith("Docker | Merge daemon.json"))
     assert merge.status == "changed"
     assert merge.diff and '+  "live-restore": true' in merge.diff
 
@@ -135,7 +135,7 @@ def test_base_and_agent_files_are_under_the_root(runs):
     assert "WantedBy=multi-user.target" in unit
     # system-wide effects were off: the tasks that would touch the real system were skipped
     skipped = {t.task for t in runs["first"].tasks if t.status == "skipped"}
-    assert {"base | appliance group", "base | appliance user", "agent | enable and start the node agent"} <= skipped
+    assert {"Base | Appliance group", "Base | Appliance user", "Agent | Enable and start the node agent"} <= skipped
 
 
 def test_each_run_keeps_its_artifacts(runs):

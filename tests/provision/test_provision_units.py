@@ -28,7 +28,7 @@ def test_every_chip_driver_has_a_role_wired_into_site_yml():
 
     site = yaml.safe_load((playbooks_dir() / "site.yml").read_text())
     entries = {r["role"]: r for r in site[0]["roles"]}
-    assert list(entries)[0] == "common" and list(entries)[-2:] == ["docker", "agent"]
+    assert list(entries)[0] == "appliance" and list(entries)[-2:] == ["docker", "agent"]
     for cls in DRIVERS:
         role = cls.provision_role
         assert role, cls.vendor
