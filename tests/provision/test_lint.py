@@ -14,7 +14,6 @@ import sys
 
 import pytest
 import yaml
-
 from provsupport import REPO
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]
@@ -42,5 +41,6 @@ def test_playbooks_pass_ansible_lint_production_profile():
     output = res.stdout + res.stderr
     findings = [line for line in output.splitlines() if FINDING.match(line)]
     assert res.returncode == 0 and not findings, (
-        f"ansible-lint exited {res.returncode} with {len(findings)} finding(s):\n" + "\n".join(findings or [output[-4000:]]))
+        f"ansible-lint exited {res.returncode} with {len(findings)} finding(s):\n"
+        + "\n".join(findings or [output[-4000:]]))
     assert "Profile 'production' was required, and it passed" in output, output[-2000:]

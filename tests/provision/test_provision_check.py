@@ -23,7 +23,6 @@ import pwd
 import stat
 
 import pytest
-
 from provsupport import data_dir_env, tree_state, write
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]
