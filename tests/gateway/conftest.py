@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: make gwtest importable
 
-from gwtest import UPSTREAM, GATEWAY_MAIN, Proc, free_port, wait_http  # noqa: E402
+from gwtest import UPSTREAM, GATEWAY_MAIN, Proc, free_port, stop_all, wait_http  # noqa: E402
 
 
 @pytest.fixture
@@ -24,8 +24,7 @@ def procs():
         return p
 
     yield start
-    for p in reversed(started):
-        p.stop()
+    stop_all(started[::-1], graceful=False)  # cleanup: a test that checks a clean shutdown stops it itself
 
 
 @pytest.fixture

@@ -75,18 +75,31 @@ class Proc:
         self.p = subprocess.Popen(argv, env={**os.environ, **env}, stdout=self._fh, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self._fh.close()
+        """SIGTERM and wait (what a test that checks a clean shutdown wants: the gateway flushes usage)."""
+        stop_all([self])
 
     def output(self) -> str:
         self._fh.flush()
         return self.log.read_text(errors="replace")
+
+
+def stop_all(procs: list[Proc], *, graceful: bool = True) -> None:
+    """End processes together: SIGTERM (SIGKILL when not ``graceful``, for cleanup after a test)
+    to all of them first, then wait for each (SIGKILL after 10 s), so their shutdowns overlap."""
+    running = [p for p in procs if p.p.poll() is None]
+    for p in running:
+        if graceful:
+            p.p.terminate()
+        else:
+            p.p.kill()
+    for p in running:
+        try:
+            p.p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.p.kill()
+            p.p.wait()
+    for p in procs:
+        p._fh.close()
 
 
 def eventually(check, timeout_s: float = 8.0, interval_s: float = 0.1):

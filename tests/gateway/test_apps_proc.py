@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from gwtest import (DEMO_ENGINE, GATEWAY_MAIN, REPO, Proc, browser_dom, call, eventually, free_port, needs_chromium,
-                    wait_http)
+                    stop_all, wait_http)
 
 from appliance.gateway import keys as K
 from appliance.catalog import load_catalog
@@ -82,8 +82,7 @@ class Stack:
         return self
 
     def down(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
+        stop_all(self.procs[::-1])
         self.store.close()
 
 
