@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import NODES, REPO
+from tests.support import NODES, REPO  # noqa: F401 - REPO re-exported to the provisioning tests
 
 
 def snapshot_dir(name: str) -> Path:

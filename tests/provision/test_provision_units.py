@@ -145,9 +145,13 @@ def test_provision_and_preflight_help_do_not_import_ansible_runner():
 def test_every_playbook_file_ships_in_the_wheel():
     """pyproject's data-files globs (not recursive) must cover every file under playbooks/."""
     import glob
-    import tomllib
 
     from provsupport import REPO
+
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:  # Python 3.10: no tomllib; pytest depends on tomli there (same API)
+        import tomli as tomllib
 
     data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     shipped = {f for target, patterns in data_files.items() if target.startswith("share/appliance/playbooks")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack_support import purge_instance, unique_instance
-from tests.support import H200, NODES
+from tests.support import H200, NODES  # noqa: F401 - H200 re-exported to the training tests
 
 ASCEND8 = NODES / "ascend-910b-8npu"
 
