@@ -1,8 +1,9 @@
 """Progress reporting for long byte-moving steps, decoupled from how it is shown.
 
-Library code reports bytes through this small protocol; the CLI plugs in rich progress
-bars (bytes and rate), tests and scripts use :class:`NullProgress`. Implementations must
-accept ``advance`` from several threads (blobs are hashed in parallel).
+Library code (bundles, the model store) reports bytes through this small protocol; the CLI
+plugs in rich progress bars on a terminal and periodic lines (bytes, rate, ETA) in logs
+(:mod:`appliance.cli.progress`); tests and scripts use :class:`NullProgress`. Implementations
+must accept ``advance`` from several threads (blobs are hashed in parallel).
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ _DOCKER_HOST = os.environ.get("DOCKER_HOST")  # the engine of this run, for the 
 def pytest_configure(config):
     # also declared in pyproject.toml; registered here so the marker works whatever that file says
     config.addinivalue_line("markers", "browser: drives a real headless Chromium")
+    # No test may provision the machine it runs on (users, sysctl, Docker's daemon.json): the
+    # playbooks run for real only into temporary roots (--root) or in check mode. This process
+    # and every process it starts inherit the interlock (appliance/provision/site.py).
+    os.environ["APPLIANCE_NO_LIVE_PROVISION"] = "1"
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

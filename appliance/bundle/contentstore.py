@@ -20,7 +20,7 @@ from pathlib import Path
 
 from appliance.atomic import place_file
 from appliance.bundle.manifest import Blob, Manifest, digest_hex
-from appliance.bundle.progress import NullProgress, Progress
+from appliance.progress import NullProgress, Progress
 from appliance.bundle.reader import CHUNK_BYTES, BundleIndex, default_workers
 from appliance.errors import BundleError
 

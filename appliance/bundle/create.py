@@ -27,7 +27,7 @@ from appliance.bundle import keys as keymod
 from appliance.bundle.dockersave import Spool, split_save_stream
 from appliance.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, SIGNATURE_NAME, BaseRef, Blob, FileItem,
                                        Image, Manifest, blob_member)
-from appliance.bundle.progress import NullProgress, Progress
+from appliance.progress import NullProgress, Progress
 from appliance.bundle.reader import open_bundle
 from appliance.bundle.spec import load_spec, spec_files
 from appliance.errors import BundleError

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from appliance.bundle import keys as keymod
 from appliance.bundle.manifest import (BLOB_PREFIX, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES,
                                        SIGNATURE_NAME, Manifest, parse_manifest)
-from appliance.bundle.progress import NullProgress, Progress
+from appliance.progress import NullProgress, Progress
 from appliance.errors import BundleError
 
 CHUNK_BYTES = 1024 * 1024

@@ -162,8 +162,12 @@ class Mla(Strict):
 
 class ModelVariant(Strict):
     precision: str
-    source: str | None = Field(default=None, description="public weights (Hugging Face repo)")
+    source: str | None = Field(default=None, description="public weights (Hugging Face repo), or "
+                               "'package:<name>' for a Python package that ships them")
     file: str | None = Field(default=None, description="file inside the repo (GGUF)")
+    size_bytes: int | None = Field(default=None, gt=0, description="size of that file, when it is known exactly")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                               description="sha256 of that file: an import of it must match")
     engines: list[str] | None = Field(default=None, description="only these engines")
 
 

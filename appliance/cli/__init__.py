@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "catalog": ("appliance.cli.catalog_cmd", "catalog", "Inspect and validate the image/model catalog."),
     "license": ("appliance.cli.license_cmd", "license", "Issue and verify licenses for closed models."),
     "plan": ("appliance.cli.plan_cmd", "plan", "Plan which engine image serves each model on this node, and why."),
+    "models": ("appliance.cli.models_cmd", "models", "Import, verify and place model weights offline (the model store)."),
     "preflight": ("appliance.cli.provision_cmd", "preflight", "Check the host before anything changes."),
     "provision": ("appliance.cli.provision_cmd", "provision", "Prepare the host with the Ansible playbooks."),
     "init": ("appliance.cli.stack_cmd", "init", "Install and start the whole stack (detect, plan, provision, start)."),

@@ -1,7 +1,7 @@
 """`appliance bundle ...`, `appliance upgrade`, `appliance rollback`: thin wrappers over appliance.bundle.
 
-Progress bars (bytes and rate) go to stderr and only when stderr is a terminal, so ``--json``
-output and logs stay clean.
+Progress (bytes, rate, time left) goes to stderr -- bars on a terminal, periodic lines in a
+log -- so ``--json`` output stays clean.
 """
 
 from __future__ import annotations
@@ -19,66 +19,11 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-class _RichProgress:
-    """appliance.bundle.progress.Progress on rich progress bars (thread-safe)."""
-
-    def __init__(self):
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-
-        self._p = Progress(TextColumn("{task.description:<28}"), BarColumn(), DownloadColumn(),
-                           TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
-                           transient=False)
-
-    def __enter__(self):
-        self._p.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._p.stop()
-
-    def task(self, label: str, total_bytes: int):
-        p = self._p
-        tid = p.add_task(label[:28], total=max(total_bytes, 1))
-
-        class _Task:
-            def advance(self, n_bytes: int) -> None:
-                p.advance(tid, n_bytes)
-
-            def done(self) -> None:
-                p.update(tid, completed=max(total_bytes, 1))
-
-        return _Task()
-
-    def note(self, message: str) -> None:
-        self._p.console.print(message)
-
-
-class _Quiet:
-    def __enter__(self):
-        from appliance.bundle.progress import NullProgress
-
-        return _NoteOnly(NullProgress())
-
-    def __exit__(self, *exc):
-        pass
-
-
-class _NoteOnly:
-    def __init__(self, inner):
-        self._inner = inner
-
-    def task(self, label, total_bytes):
-        return self._inner.task(label, total_bytes)
-
-    def note(self, message: str) -> None:
-        click.echo(message, err=True)
-
-
 def _progress(enabled: bool = True):
-    if enabled and sys.stderr.isatty():
-        return _RichProgress()
-    return _Quiet()
+    """Bars on a terminal; in logs, a line per step every few seconds (appliance.cli.progress)."""
+    from appliance.cli.progress import byte_progress
+
+    return byte_progress(enabled)
 
 
 @click.group("bundle")

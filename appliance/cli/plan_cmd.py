@@ -28,6 +28,7 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
     from appliance.catalog import load_catalog
     from appliance.errors import NoFitError
     from appliance.inventory.detect import detect
+    from appliance.models.store import stored_models
     from appliance.planner import plan as make_plan
 
     catalog = load_catalog(catalog_dir)
@@ -37,7 +38,7 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
     wanted = [m for m in models.split(",") if m.strip()] if models else None
     try:
         result = make_plan(inventory, catalog, models=wanted, profile=profile, demo=demo,
-                           licenses=list(license_files) or None)
+                           licenses=list(license_files) or None, available=None if snapshot else stored_models())
     except NoFitError as exc:
         partial = getattr(exc, "plan", None)
         if partial is not None:

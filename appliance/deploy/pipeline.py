@@ -176,45 +176,54 @@ def preflight(run: Run, *, images_mib: int = 0) -> None:
 def plan(run: Run) -> None:
     """Plan the site's models (chosen or default, then the served fine-tuned ones, then the
     request's extra ones: appended last so the services already running keep their ports)."""
+    from appliance.models.store import stored_models
     from appliance.planner import plan as make_plan
 
     t = time.monotonic()
     run.say("planning")
     site = run.req.site
+    available = None if run.req.snapshot else stored_models()
     served = [m for m in site.served if m in run.catalog.models]
     for gone in sorted(set(site.served) - set(served)):
         run.warn(f"served model {gone} is no longer in the catalog (its overlay file was removed): not served")
     extra = [m for m in [*served, *run.req.extra_models]]
     models = site.models
     if models is None and extra:
-        base = make_plan(run.inventory, run.catalog, models=None, profile=site.profile, demo=site.demo)
+        base = make_plan(run.inventory, run.catalog, models=None, profile=site.profile, demo=site.demo,
+                         available=available)
         models = [s.model for s in base.services]
     if models is not None:
         models = list(dict.fromkeys([*models, *extra]))
-    run.plan = make_plan(run.inventory, run.catalog, models=models, profile=site.profile, demo=site.demo)
+    run.plan = make_plan(run.inventory, run.catalog, models=models, profile=site.profile, demo=site.demo,
+                         available=available)
     run.result.plan = run.plan
     run.timed("plan", t, f"{len(run.plan.services)} inference service(s)")
 
 
-def weights(run: Run) -> None:
-    """Every planned model's weights are on the node before any container is created: a
-    missing or empty weights path stops a real deploy (exit 3) naming the model and path;
-    a dry run or create-only reports it."""
+def weights(run: Run, *, shipped: set[str] | None = None) -> None:
+    """Every planned model's weights are in the model store, undamaged, at the path the plan
+    mounts, before any container is created (:mod:`appliance.deploy.weights`). Missing or damaged
+    weights stop a real deploy (exit 3) naming the model, the file and the import command --
+    ``--force`` does not change that: nothing starts on missing or damaged weights; a dry run or
+    create-only reports them."""
+    from appliance.deploy.weights import check_plan
+
     t = time.monotonic()
-    missing = []
-    for ps in run.plan.services:
-        if ps.demo or not ps.model_path:
-            continue
-        path = Path(ps.model_path)
-        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-            missing.append((ps, path))
-    for ps, path in missing:
-        message = f"the weights of {ps.model} ({ps.precision}) are not at {path}"
-        if run.req.mutating and not run.req.force:
-            raise PreflightFailed(message, where=f"service {ps.name}",
-                                  fix=f"put the model's files at {path} (from an offline bundle or a copy), then re-run")
-        run.warn(message + (" (going on: --force)" if run.req.force else ""))
-    run.timed("weights", t, f"{len(run.plan.services) - len(missing)}/{len(run.plan.services)} present")
+    found = check_plan(run.plan, run.catalog, shipped=shipped)
+    for note in found.notes:
+        run.warn(note)
+    if found.damaged and run.req.mutating:
+        service, message = found.damaged[0]
+        raise PreflightFailed(message.split("; fix: ")[0], where=f"service {service}", fix=message.split("; fix: ")[1])
+    if found.missing and run.req.mutating:
+        service, message = found.missing[0]
+        more = f" (and {len(found.missing) - 1} more)" if len(found.missing) > 1 else ""
+        raise PreflightFailed(message.split("; fix: ")[0] + more, where=f"service {service}",
+                              fix=message.split("; fix: ")[1])
+    for _service, message in found.missing + found.damaged:
+        run.warn(message)
+    total = len([ps for ps in run.plan.services if ps.model_path and not ps.demo])
+    run.timed("weights", t, f"{found.present}/{total} present")
 
 
 def provision(run: Run) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from appliance.bundle import apply as B
 from appliance.bundle import journal as J
-from appliance.bundle.progress import NullProgress, Progress
+from appliance.progress import NullProgress, Progress
 from appliance.deploy import pipeline as P
 from appliance.deploy import site as site_mod
 from appliance.deploy.models import DeployRequest, DeployResult, StepTiming
@@ -103,7 +103,9 @@ def _install_locked(req: DeployRequest, path: Path, store: StateStore, inst: str
         P.preflight(run, images_mib=B.unpack_bytes(opened) // (1024 * 1024))
         P.plan(run)
         # the release directory replaces the temporary catalog once staged (same files)
-    P.weights(run)
+    from appliance.deploy.weights import bundle_models
+
+    P.weights(run, shipped=set(bundle_models(manifest)))
     op = J.begin(store, instance=inst, kind=kind, bundle=str(path.resolve()), manifest_sha256=opened.manifest_sha256,
                  from_version=from_version, to_version=manifest.version, from_release=current.id if current else None)
     try:
@@ -145,7 +147,11 @@ def _journaled_steps(run: P.Run, op: J.Op, opened, progress: Progress) -> None:
     t = step("staged")
     rdir, res.staged_bytes, res.reused_bytes = B.stage(opened, store, op.instance, progress)
     run.source = P.release_source(manifest.version, rdir)
-    run.timed("stage", t, f"{len(manifest.files)} file(s) in {rdir}")
+    from appliance.deploy.weights import import_bundle_models
+
+    imported = import_bundle_models(rdir, manifest, run.catalog, progress)
+    run.timed("stage", t, f"{len(manifest.files)} file(s) in {rdir}"
+                          + (f"; model store: {', '.join(imported)}" if imported else ""))
 
     t = step("loaded")
     run.say(f"loading {len(manifest.images)} image(s)")

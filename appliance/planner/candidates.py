@@ -82,6 +82,7 @@ class Context:
     cpu_flags: list[str]
     has_accelerators: bool
     license_reason: dict[str, str | None]   # closed model id -> None (licensed) or why not
+    available: set[str] | None = None       # "model@precision" in the model store (None: not considered)
 
 
 def _rej(model: str, code: str, reason: str, engine: str | None = None, precision: str | None = None,

@@ -130,7 +130,10 @@ def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, ca
         memory=cand.budget, entrypoint=entrypoint, command=command, env=dict(sorted(start.env.items())), port=port,
         health=HealthCheck(path=eng.health, port=port, start_period_s=start_period),
         model_path=model_path, model_container_path=container_path, model_source=cand.variant.source,
-        model_file=cand.variant.file, exclusive_devices=eng.exclusive_devices, build=eng.build,
+        model_file=cand.variant.file,
+        weights_files=[] if model.demo else ([cand.variant.file] if cand.variant.file
+                                             else ["config.json", "*.safetensors", "tokenizer files"]),
+        exclusive_devices=eng.exclusive_devices, build=eng.build,
         license_required=model.closed, demo=model.demo)
 
 
@@ -173,8 +176,14 @@ def bind_apps(catalog: Catalog, services: list[PlannedService]) -> tuple[list[Pl
 
 def plan(inventory: Inventory, catalog: Catalog | None = None, models: list[str] | None = None,
          profile: str = "default", demo: bool = False, *, licenses=None, now: datetime | None = None,
-         models_dir: str | Path | None = None) -> Plan:
-    """See :mod:`appliance.planner` for the contract."""
+         models_dir: str | Path | None = None, available: set[str] | None = None) -> Plan:
+    """See :mod:`appliance.planner` for the contract.
+
+    ``available``: the ``model@precision`` whose weights are in the model store. When given, a
+    model some of whose precisions are stored is planned at a stored one (the others are rejected
+    with code ``weights_absent``), and the default set prefers models that are stored -- saying
+    which better model would fit if imported. The plan stays a pure function of its inputs.
+    """
     from appliance.catalog import load_catalog
     from appliance.catalog.loader import unknown_name_error
     from appliance.planner.selection import choose_default_set, license_reasons
@@ -192,7 +201,8 @@ def plan(inventory: Inventory, catalog: Catalog | None = None, models: list[str]
     has_acc = any(not g.is_cpu for g in groups)
     licensed = license_reasons(cat, inventory, models, licenses, now)
     ctx = Context(catalog=cat, profile_name=profile, profile=prof, groups=groups, node_arch=inventory.node.arch,
-                  cpu_flags=list(inventory.node.cpu_flags), has_accelerators=has_acc, license_reason=licensed)
+                  cpu_flags=list(inventory.node.cpu_flags), has_accelerators=has_acc, license_reason=licensed,
+                  available=None if demo else available)
     explain = _explain_header(cat, profile, groups, inventory)
     cache: dict[str, tuple[list[Candidate], list[Rejected]]] = {}
 
@@ -200,7 +210,7 @@ def plan(inventory: Inventory, catalog: Catalog | None = None, models: list[str]
         if mid not in cache:
             role = cat.models[mid].role
             cpu_ok = demo or cat.models[mid].demo or not has_acc or role in cat.planner.cpu_fallback_roles
-            cache[mid] = enumerate_model(mid, ctx, cpu_ok)
+            cache[mid] = _prefer_stored(mid, *enumerate_model(mid, ctx, cpu_ok), ctx.available)
         return cache[mid]
 
     extra_rejected: list[Rejected] = []
@@ -219,6 +229,22 @@ def plan(inventory: Inventory, catalog: Catalog | None = None, models: list[str]
         placements = _pack(requested, cands, by_key, cat)
     return _assemble(cat, inventory, profile, groups, by_key, requested, placements, cands, extra_rejected,
                      explain, models_dir, strict=True)
+
+
+def _prefer_stored(mid: str, found: list[Candidate], rejected: list[Rejected],
+                   available: set[str] | None) -> tuple[list[Candidate], list[Rejected]]:
+    """With some of ``mid``'s precisions in the model store, plan only those."""
+    if available is None:
+        return found, rejected
+    stored = [c for c in found if f"{mid}@{c.precision}" in available]
+    if not stored or len(stored) == len(found):
+        return found, rejected
+    have = ", ".join(sorted({c.precision for c in stored}))
+    dropped = [Rejected(model=mid, engine=c.engine, precision=c.precision, tensor_parallel=c.tp, code="weights_absent",
+                        image=c.image.image, reason=f"its {c.precision} weights are not in the model store "
+                                                    f"(it has {have}; import them with `appliance models import`)")
+               for c in found if c not in stored]
+    return stored, rejected + dropped
 
 
 def _pack(requested: list[str], cands, by_key: dict[str, DeviceGroup], cat: Catalog) -> dict[str, Placement]:

@@ -71,6 +71,8 @@ class PlannedService(BaseModel):
     model_container_path: str | None = Field(default=None, description="where the weights appear in the container")
     model_source: str | None = Field(default=None, description="public weights (e.g. Hugging Face repo)")
     model_file: str | None = Field(default=None, description="file inside the source (GGUF)")
+    weights_files: list[str] = Field(default_factory=list, description="the files expected at model_path "
+                                     "(appliance models import places them there)")
     image_version: str | None = None
     exclusive_devices: bool = Field(default=False, description="no other service may share its devices")
     build: str | None = Field(default=None, description="local build context: the runtime builds the image, never pulls it")

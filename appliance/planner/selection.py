@@ -28,13 +28,27 @@ def license_reasons(cat: Catalog, inventory: Inventory, models: list[str] | None
     return entitlements(wanted, inventory=inventory, licenses=licenses, now=now)
 
 
-def _best_of_role(cat: Catalog, role: str, cands) -> str | None:
+def _stored(mid: str, ctx, cands) -> bool:
+    """The model store holds weights of ``mid`` that the planner can use (True when not considered)."""
+    return ctx.available is None or any(f"{mid}@{c.precision}" in ctx.available for c in cands(mid)[0])
+
+
+def _best_of_role(cat: Catalog, role: str, cands, ctx=None) -> tuple[str | None, str | None]:
+    """(the best model of ``role`` that fits -- a stored one first --, a better one that is not stored)."""
     pool = sorted((m for m, spec in cat.models.items() if spec.role == role and spec.default and not spec.demo),
                   key=lambda m: (-cat.models[m].quality, m))
-    for mid in pool:
-        if cands(mid)[0]:
-            return mid
-    return None
+    fitting = [m for m in pool if cands(m)[0]]
+    if ctx is not None and ctx.available is not None:
+        stored = [m for m in fitting if _stored(m, ctx, cands)]
+        if stored:
+            better = fitting[0] if fitting[0] != stored[0] else None
+            return stored[0], better
+    return (fitting[0] if fitting else None), None
+
+
+def _import_note(mid: str, instead: str) -> str:
+    return (f"default set: {mid} would fit and ranks above {instead}, but its weights are not in the model store: "
+            f"`appliance models import SOURCE --model {mid}`, then re-run")
 
 
 def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
@@ -54,13 +68,18 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
     for role in cat.planner.default_roles:
         if role == "chat":
             continue
-        best = _best_of_role(cat, role, cands)
+        best, better = _best_of_role(cat, role, cands, ctx)
         if best is None:
             notes.append(f"default set: no {role} model fits this node")
         else:
             others.append(best)
+            if better:
+                notes.append(_import_note(better, best))
     chat_pool = sorted((m for m, spec in cat.models.items() if spec.role == "chat" and spec.default and not spec.demo),
                        key=lambda m: (-cat.models[m].quality, m))
+    if ctx.available is not None:  # stored models first, each part in quality order
+        skipped = [m for m in chat_pool if not _stored(m, ctx, cands)]
+        chat_pool = [m for m in chat_pool if _stored(m, ctx, cands)] + skipped
     limit = cat.planner.cpu_default_max_params
     for mid in chat_pool:
         spec = cat.models[mid]
@@ -83,9 +102,29 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
         requested = [mid] + others
         placements = _pack(requested, cands, by_key, cat)
         if all(m in placements for m in requested):
-            notes.insert(0, f"default set: chat {mid} (best chat model that fits) + {', '.join(others) or 'nothing else'}")
+            why = "best chat model that fits" + (" and whose weights are stored" if ctx.available is not None
+                                                  and _stored(mid, ctx, cands) else "")
+            notes.insert(0, f"default set: chat {mid} ({why}) + {', '.join(others) or 'nothing else'}")
+            better = _better_unstored(cat, mid, ctx, cands)
+            if better:
+                notes.append(_import_note(better, mid))
             return requested, placements, rejected, notes
         rejected.append(Rejected(model=mid, code="default_set",
                                  reason=f"not in the default set: fits alone but not together with {', '.join(others)}"))
     notes.append("default set: no chat model fits this node")
     return others, _pack(others, cands, by_key, cat), rejected, notes
+
+
+def _better_unstored(cat: Catalog, chosen: str, ctx, cands) -> str | None:
+    """A chat model ranked above ``chosen`` that fits but is not in the store (the import hint)."""
+    if ctx.available is None or not _stored(chosen, ctx, cands):
+        return None
+    limit = cat.planner.cpu_default_max_params
+    for mid, spec in sorted(cat.models.items(), key=lambda kv: (-kv[1].quality, kv[0])):
+        if spec.role != "chat" or not spec.default or spec.demo or spec.quality <= cat.models[chosen].quality:
+            continue
+        if not ctx.has_accelerators and spec.params > limit:
+            continue
+        if cands(mid)[0] and not _stored(mid, ctx, cands):
+            return mid
+    return None

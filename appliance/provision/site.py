@@ -85,6 +85,11 @@ def local_inventory(run_dir: Path, *, root: str, manage_system: bool, chips: lis
     return path
 
 
+# Test and CI machines set this: a real run against "/" would change the machine itself (users,
+# sysctl, Docker's daemon.json). Runs into a --root directory and check mode are unaffected.
+NO_LIVE_ENV = "APPLIANCE_NO_LIVE_PROVISION"
+
+
 def provision(*, inventory=None, plan=None, inventory_file: str | Path | None = None,
               root: str | Path | None = None, packages_dir: str | Path | None = None,
               check: bool = False, tags: Sequence[str] = (), skip_tags: Sequence[str] = (),
@@ -124,6 +129,9 @@ def provision(*, inventory=None, plan=None, inventory_file: str | Path | None = 
     run_id = new_run_id()
     if inventory_file is None:
         root_s = str(Path(root).resolve()) if root is not None else "/"
+        if root_s == "/" and not check and os.environ.get(NO_LIVE_ENV) == "1":
+            raise UsageError(f"provisioning this machine itself is switched off here ({NO_LIVE_ENV}=1)",
+                             where="provision", fix="use --root DIR or check mode, or unset the variable on a real node")
         if manage_system is None:
             manage_system = root_s == "/"
         run_dir = runs_dir() / run_id

@@ -112,7 +112,9 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
     env.setdefault("MODEL_ROLE", ps.role)
     binds = [Bind(source=host, target=target, read_only=True) for host, target in sorted(access.volumes.items())]
     if ps.model_path:
-        binds.append(Bind(source=ps.model_path, target=ps.model_container_path or ps.model_path, read_only=True))
+        # the weights directory, read-only, at the same path inside (the engine is pointed at the
+        # file in it for GGUF: model_container_path)
+        binds.append(Bind(source=ps.model_path, target=ps.model_path, read_only=True))
     engine = catalog.engines.get(ps.engine) if catalog is not None else None
     build = normalize_build(ps.build) or (normalize_build(engine.build) if engine is not None and engine.build
                                           else build_dir_for(ps.image, catalog))

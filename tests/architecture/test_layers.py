@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAYERS: list[set[str]] = [
     {"appliance"},
     {"chip_drivers", "appliance.inventory", "appliance.catalog", "appliance.licensing", "appliance.state"},
-    {"appliance.planner"},
+    {"appliance.planner", "appliance.models"},
     {"appliance.runtime"},
     {"appliance.provision", "appliance.gateway", "appliance.bundle", "appliance.train"},
     {"appliance.agent", "appliance.deploy"},
