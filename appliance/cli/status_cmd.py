@@ -134,8 +134,8 @@ def render(r) -> None:
         con.print("models: " + ", ".join(f"{m.name} ({'ready' if m.ready else '[red]not ready[/red]'}"
                                           f"{', demo' if m.demo else ''})" for m in r.models), soft_wrap=True)
     if r.endpoints.gateway or r.endpoints.apps:
-        con.print(f"gateway: {r.endpoints.gateway or '-'}" + "".join(f"   {n}: {u}" for n, u in r.endpoints.apps.items()),
-                  soft_wrap=True)
+        apps = "".join(f"   {n}: {u}" for n, u in r.endpoints.apps.items())
+        con.print(f"gateway: {r.endpoints.gateway or '-'}" + apps, soft_wrap=True)
     if r.last_upgrade:
         u = r.last_upgrade
         con.print(f"last upgrade: {u.kind} {u.from_version or '-'} -> {u.to_version or '-'}: {u.status} "

@@ -2,16 +2,24 @@
 
 Sources, each read once:
 
-* the state database: the active release (plan + stack), the agent's notes, the desired
-  state, the bundle journal (an interrupted upgrade is reported as ``upgrade_interrupted``
-  with the fix -- status never finishes or undoes it: it changes nothing), the agent's last
-  event. Before anything is installed there is no state file and nothing is created;
-* Docker: one list call through the runtime (:func:`appliance.runtime.stack.list_services`)
-  plus at most ``max_inspects`` inspects of containers that look wrong
-  (:mod:`appliance.status.services`);
+* the state database: the active release (plan + stack, as plain JSON through the read-only
+  views of :mod:`appliance.runtime.views`), the agent's notes and heartbeat, the desired state,
+  the bundle journal (an interrupted upgrade is reported as ``upgrade_interrupted`` with the
+  fix -- status never finishes or undoes it: it changes nothing), the agent's last event.
+  Before anything is installed there is no state file and nothing is created; no table is
+  created or migrated either;
+* Docker: one list call (:func:`appliance.runtime.views.service_states`, the rule of
+  ``stack.list_services``) through the light read-only client
+  (:class:`appliance.runtime.docker_adapter.EngineReader`: no SDK import) plus at most
+  ``max_inspects`` inspects of containers that look wrong (:mod:`appliance.status.services`);
 * the hardware: :func:`appliance.inventory.detect.detect` with usage (NVML for NVIDIA, no
   subprocess per device), in a thread while Docker answers; node health from psutil;
 * licenses, only when license files are installed.
+
+Start-up cost is part of the design: neither the Docker SDK nor pydantic is imported on this
+path for a CPU node (``tests/status/test_status_imports.py``); the catalog (driver/runtime
+compatibility), the licensing code and the agent's device rule are imported only when the node
+has accelerators, license files, or a planned device to look for.
 
 Nothing here raises for an unhealthy box: problems go into the report. Only bad input (a
 broken ``--snapshot`` directory) raises, as an ApplianceError.
@@ -19,17 +27,28 @@ broken ``--snapshot`` directory) raises, as an ApplianceError.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from appliance.errors import ApplianceError
 from appliance.status import node as N
 from appliance.status import problems as P
 from appliance.status.models import (
-    EXIT_CODES, AcceleratorStatus, AgentStatus, CollectInfo, DockerStatus, Endpoints, LastUpgrade,
-    ModelServed, NodeStatus, Problem, ReleaseInfo, ServiceStatus, StatusReport,
+    EXIT_CODES,
+    AcceleratorStatus,
+    AgentStatus,
+    CollectInfo,
+    DockerStatus,
+    Endpoints,
+    LastUpgrade,
+    ModelServed,
+    NodeStatus,
+    Problem,
+    ReleaseInfo,
+    ServiceStatus,
+    StatusReport,
 )
 from appliance.status.services import MAX_INSPECTS, choose_inspects, inspect_facts, offline_status, service_status
 
@@ -37,9 +56,14 @@ DOCKER_TIMEOUT_S = 10.0
 
 
 def iso(ts: float | None) -> str | None:
+    """``datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")`` without importing
+    datetime: the whole second, after rounding to the microsecond as datetime does."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    whole = math.floor(ts)
+    if round((ts - whole) * 1e6) >= 1_000_000:
+        whole += 1
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(whole))
 
 
 class _Hardware(threading.Thread):
@@ -61,9 +85,11 @@ class _Hardware(threading.Thread):
 
 
 def _license_files() -> bool:
-    from appliance.licensing.core import licenses_dir
+    """Are license files installed? ``licensing.core.licenses_dir()`` without importing the
+    licensing code (pydantic): the same path, checked by tests/status/test_status_views.py."""
+    from appliance.paths import data_dir
 
-    d = licenses_dir()
+    d = data_dir() / "licenses"
     return d.is_dir() and any(d.glob("*.json"))
 
 
@@ -143,7 +169,8 @@ def collect_status(*, snapshot: str | Path | None = None, instance: str | None =
         accelerators=[_accelerator(a, stack) for a in accs], services=services,
         models=_models(plan, stack, services), problems=_sorted(problems), last_upgrade=report.last_upgrade,
         endpoints=_endpoints(stack),
-        collect=CollectInfo(hardware=inventory.source if inventory is not None else ("snapshot" if snapshot else "live"),
+        collect=CollectInfo(hardware=inventory.source if inventory is not None
+                            else ("snapshot" if snapshot else "live"),
                             docker_api_calls=calls, docker_inspects=report.inspects,
                             seconds=round(time.monotonic() - t0, 4)))
 
@@ -167,21 +194,22 @@ class _Partial:
 
 
 def _read_state(report: _Partial, store, inst: str, *, problems: list[Problem]) -> None:
+    """Only SELECTs: the journal's and the runtime's tables are read as they are (a table that
+    does not exist yet means nothing of that kind was recorded), never created or migrated."""
     from appliance.bundle import journal as J
-    from appliance.runtime import releases
+    from appliance.runtime import views
 
-    jstore = J.open_store(store)
-    interrupted = J.running(jstore, inst)
+    journal = "bundle_ops" in views.tables(store)
+    interrupted = J.running(store, inst) if journal else None
     if interrupted is not None:
         problems.append(_interrupted_problem(interrupted, inst))
-    rstore = releases.open_store(store)
-    release = releases.current(rstore, inst)
+    release = views.current(store, inst)
     report.release = release
-    report.desired = releases.desired(rstore, inst)
-    report.notes = releases.service_notes(rstore, inst)
-    recent = releases.history(rstore, inst, limit=3)
+    report.desired = views.desired(store, inst)
+    report.notes = views.service_notes(store, inst)
+    recent = views.recent(store, inst, limit=3)
     if release is not None:
-        previous = releases.previous(rstore, inst)
+        previous_id = views.previous_id(store, inst, release.id)
         # when it became active: the runtime's "release N is active" event, else when it was begun
         since = next((e["ts"] for e in store.events(kind="release", limit=50)
                       if e["message"] == f"release {release.id} is active"), release.created_ts)
@@ -189,11 +217,11 @@ def _read_state(report: _Partial, store, inst: str, *, problems: list[Problem]) 
             id=release.id, version=release.version, status=release.status, source=release.source, since=iso(since),
             since_ts=since, plan_hash=release.plan_hash, stack_hash=release.stack_hash,
             demo=any(s.demo for s in (release.stack.services if release.stack else [])),
-            previous_id=previous.id if previous else None)
+            previous_id=previous_id)
     pending = [r for r in recent if r.status == "pending" and (release is None or r.id > release.id)]
     if pending:
         problems.append(_pending_problem(pending[0], release, inst))
-    op = J.last(jstore, inst)
+    op = J.last(store, inst) if journal else None
     if op is not None:
         report.last_upgrade = LastUpgrade(kind=op.kind, from_version=op.from_version, to_version=op.to_version,
                                           status=op.status, step=op.step, release=op.to_release,
@@ -213,7 +241,7 @@ def _agent_heartbeat(report, store, inst: str) -> list[Problem]:
     """Is the node agent alive? It records a heartbeat each pass; stale after 3 intervals."""
     import json
 
-    from appliance.agent.loop import heartbeat_key
+    from appliance.runtime.views import heartbeat_key
 
     raw = store.get_meta(heartbeat_key(inst))
     beat = json.loads(raw) if raw else None
@@ -267,18 +295,21 @@ def _pending_problem(row, release, inst: str) -> Problem:
 
 def _query_docker(report: _Partial, docker, store, inst: str, max_inspects: int, docker_status: DockerStatus,
                   problems: list[Problem], now: float):
-    """One list call (+ bounded inspects); on any engine failure the services are 'unknown'."""
+    """One list call (+ bounded inspects); on any engine failure the services are 'unknown'.
+
+    ``docker``: any client with ``list_containers``/``inspect_container`` (default: the light
+    read-only one, :func:`appliance.runtime.docker_adapter.read_client`)."""
     from appliance.errors import DockerUnavailable
-    from appliance.runtime.stack import list_services
+    from appliance.runtime.views import service_states
 
     release = report.release
     stack = release.stack
     try:
         if docker is None:
-            from appliance.runtime.docker_adapter import Docker
+            from appliance.runtime.docker_adapter import read_client
 
-            docker = Docker(timeout_s=DOCKER_TIMEOUT_S)
-        states = list_services(docker, store, inst, release=release)
+            docker = read_client(timeout_s=DOCKER_TIMEOUT_S)
+        states = service_states(docker, inst, release, report.notes)
         chosen = choose_inspects(states, max_inspects)
         facts = {s.name: inspect_facts(docker.inspect_container(s.container_id)) for s in chosen}
     except Exception as exc:  # noqa: BLE001 - DockerUnavailable, or the engine failing mid-way
@@ -286,7 +317,8 @@ def _query_docker(report: _Partial, docker, store, inst: str, max_inspects: int,
         docker_status.reachable = False
         docker_status.error = text
         problems.append(Problem(severity="error", code="docker_unreachable", subject="docker", message=text,
-                                fix=getattr(exc, "fix", None) or "start it (systemctl start docker) or set DOCKER_HOST"))
+                                fix=getattr(exc, "fix", None)
+                                or "start it (systemctl start docker) or set DOCKER_HOST"))
         report.services = [offline_status(s, report.notes.get(s.name)) for s in stack.services]
         return docker
     report.inspects = len(chosen)
@@ -312,11 +344,15 @@ def _short(exc: Exception) -> str:
 
 
 def _device_problems(stack, inventory) -> list[Problem]:
-    from appliance.agent.loop import missing_devices
-
+    """Services planned on a device the node no longer has (the agent marks them degraded).
+    The agent's code is imported only when a device is gone."""
     out = []
     for svc in stack.services:
-        gone = missing_devices(svc.device_refs, inventory) if svc.device_refs else []
+        if all(inventory.find(ref) is not None for ref in svc.device_refs):
+            continue  # every planned device is there (Inventory.find: the one matching rule)
+        from appliance.agent.loop import missing_devices
+
+        gone = missing_devices(svc.device_refs, inventory)
         if gone:
             out.append(Problem(severity="error", code="device_missing", subject=svc.name,
                                message=f"planned on device(s) the node no longer has: {', '.join(gone)}",

@@ -4,18 +4,28 @@ Monitoring scripts parse ``appliance status --json``, so fields are only ever *a
 one format version; renaming or removing one bumps :data:`STATUS_FORMAT`. Every field is
 documented in ``docs/status.md``. Units are in the names (``_mib``, ``_pct``, ``_s``, ``_w``,
 ``_c``); times are UTC ISO 8601 strings with a ``Z`` (``..._at``) or Unix seconds (``..._ts``).
+
+WHY dataclasses and not pydantic (as for the inventory, :class:`appliance.inventory.models.Record`):
+``appliance status`` is run in loops and by monitoring scripts, and building pydantic schemas
+for these classes cost about a third of its whole-process time -- for a report the code fills
+itself from values it has just read. :class:`Report` keeps the part of pydantic's API the
+callers use (``model_dump``, ``model_dump_json``, ``model_copy``), the JSON field order is the
+declaration order as before, and ``float`` fields hold floats (an ``int`` given to one is
+converted, as pydantic did, so ``37`` is written ``37.0`` as before). Nothing is validated:
+the values come from this package, not from users.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from dataclasses import dataclass, field, fields
 
-from pydantic import BaseModel, Field
+from appliance.inventory.models import Record
 
 STATUS_FORMAT = "appliance-status/1"
 
-Overall = Literal["healthy", "degraded", "unknown", "not_installed"]
-Severity = Literal["error", "warning", "info"]
+OVERALL = ("healthy", "degraded", "unknown", "not_installed")
+SEVERITIES = ("error", "warning", "info")
 
 # exit codes of `appliance status` (documented in docs/status.md)
 EXIT_HEALTHY = 0
@@ -24,67 +34,96 @@ EXIT_UNKNOWN = 2
 EXIT_CODES: dict[str, int] = {"healthy": EXIT_HEALTHY, "degraded": EXIT_DEGRADED,
                               "unknown": EXIT_UNKNOWN, "not_installed": EXIT_UNKNOWN}
 
+_FLOAT_FIELDS: dict[type, tuple[str, ...]] = {}
 
-class Problem(BaseModel):
+
+class Report(Record):
+    """A part of the status report (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        cls = type(self)
+        names = _FLOAT_FIELDS.get(cls)
+        if names is None:
+            names = _FLOAT_FIELDS[cls] = tuple(f.name for f in fields(cls)
+                                               if str(f.type).split(" | ")[0] == "float")
+        for name in names:
+            value = getattr(self, name)
+            if type(value) is int:
+                setattr(self, name, float(value))
+
+    def model_dump_json(self, indent: int | None = None, **_ignored) -> str:
+        """Compact like pydantic's (no spaces) unless ``indent``: one line per ``--watch`` report."""
+        return json.dumps(self.model_dump(), indent=indent, ensure_ascii=False,
+                          separators=None if indent is not None else (",", ":"))
+
+
+@dataclass(kw_only=True, eq=True)
+class Problem(Report):
     """Something an admin should know about, with what to do about it."""
 
-    severity: Severity = Field(description="error: the box is degraded; warning: works, needs attention; info")
-    code: str = Field(description="stable machine-readable kind, e.g. service_stopped, disk_nearly_full")
-    subject: str = Field(description="what it is about: a service, 'accelerator nvidia:0', 'disk /var/lib/docker'")
+    severity: str   # one of SEVERITIES -- error: the box is degraded; warning: works, needs attention; info
+    code: str       # stable machine-readable kind, e.g. service_stopped, disk_nearly_full
+    subject: str    # what it is about: a service, 'accelerator nvidia:0', 'disk /var/lib/docker'
     message: str
-    fix: str = Field(description="what to do, as a command where there is one")
+    fix: str        # what to do, as a command where there is one
 
 
-class ReleaseInfo(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class ReleaseInfo(Report):
     id: int
-    version: str | None = Field(default=None, description="appliance/bundle version the release was installed as")
-    status: str = Field(description="active (the running release)")
-    source: str = Field(description="what made it: init, upgrade, rollback to N, ...")
-    since: str = Field(description="when it became active (UTC)")
+    version: str | None = None      # appliance/bundle version the release was installed as
+    status: str                     # active (the running release)
+    source: str                     # what made it: init, upgrade, rollback to N, ...
+    since: str                      # when it became active (UTC)
     since_ts: float
     plan_hash: str | None = None
     stack_hash: str | None = None
-    demo: bool = Field(default=False, description="the built-in CPU demo stack (templated answers)")
-    previous_id: int | None = Field(default=None, description="the release `appliance rollback` returns to")
+    demo: bool = False              # the built-in CPU demo stack (templated answers)
+    previous_id: int | None = None  # the release `appliance rollback` returns to
 
 
-class DiskStatus(BaseModel):
-    path: str = Field(description="what the disk holds: the data directory, Docker's root, /")
+@dataclass(kw_only=True, eq=True)
+class DiskStatus(Report):
+    path: str       # what the disk holds: the data directory, Docker's root, /
     purpose: str
     total_mib: int
     free_mib: int
     used_pct: float
 
 
-class DockerStatus(BaseModel):
-    reachable: bool | None = Field(description="null: not asked (nothing is installed, so nothing to ask about)")
-    host: str = Field(description="DOCKER_HOST the engine was looked for at")
+@dataclass(kw_only=True, eq=True)
+class DockerStatus(Report):
+    reachable: bool | None  # null: not asked (nothing is installed, so nothing to ask about)
+    host: str               # DOCKER_HOST the engine was looked for at
     version: str | None = None
     error: str | None = None
 
 
-class AgentStatus(BaseModel):
-    last_event: str | None = Field(default=None, description="the node agent's last recorded event")
+@dataclass(kw_only=True, eq=True)
+class AgentStatus(Report):
+    last_event: str | None = None       # the node agent's last recorded event
     last_event_at: str | None = None
-    running: bool | None = Field(default=None, description="a reconcile pass within 3 intervals (null: never ran)")
-    last_pass_at: str | None = Field(default=None, description="when the agent last finished a reconcile pass")
+    running: bool | None = None         # a reconcile pass within 3 intervals (null: never ran)
+    last_pass_at: str | None = None     # when the agent last finished a reconcile pass
     interval_s: float | None = None
 
 
-class NodeStatus(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class NodeStatus(Report):
     hostname: str | None = None
-    source: str = Field(default="live", description="'live' or 'snapshot:<dir>' (hardware facts only)")
+    source: str = "live"                # 'live' or 'snapshot:<dir>' (hardware facts only)
     uptime_s: int | None = None
     cpu_count: int | None = None
     load_1m: float | None = None
     memory_total_mib: int | None = None
     memory_available_mib: int | None = None
-    disks: list[DiskStatus] = Field(default_factory=list)
+    disks: list[DiskStatus] = field(default_factory=list)
     docker: DockerStatus
-    agent: AgentStatus = Field(default_factory=AgentStatus)
+    agent: AgentStatus = field(default_factory=AgentStatus)
 
 
-class AcceleratorStatus(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class AcceleratorStatus(Report):
     vendor: str
     index: int
     model: str
@@ -98,52 +137,55 @@ class AcceleratorStatus(BaseModel):
     power_w: float | None = None
     power_limit_w: float | None = None
     driver_version: str | None = None
-    runtime: str | None = Field(default=None, description="compute runtime, e.g. 'CUDA 13.0', 'CANN 8.5.0'")
-    health: str = Field(description="ok, warning, error or unknown (from the vendor driver/tool)")
-    usage_source: str | None = Field(default=None, description="where usage came from: nvml, npu-smi info, ...")
-    services: list[str] = Field(default_factory=list, description="services planned on this device")
-    hints: list[str] = Field(default_factory=list)
+    runtime: str | None = None          # compute runtime, e.g. 'CUDA 13.0', 'CANN 8.5.0'
+    health: str                         # ok, warning, error or unknown (from the vendor driver/tool)
+    usage_source: str | None = None     # where usage came from: nvml, npu-smi info, ...
+    services: list[str] = field(default_factory=list)  # services planned on this device
+    hints: list[str] = field(default_factory=list)
 
 
-class ServiceStatus(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class ServiceStatus(Report):
     name: str
-    kind: str | None = Field(default=None, description="inference, gateway, app, training")
-    state: str = Field(description="running, exited, restarting, created, paused, dead, missing, unknown")
-    health: str | None = Field(default=None, description="healthy, unhealthy, starting, or null (no check)")
-    ok: bool = Field(description="running and healthy (or running without a health check)")
-    uptime_s: int | None = Field(default=None, description="seconds since the container started (list call: "
-                                 "Docker's rounding; exact when inspected)")
-    restarts: int | None = Field(default=None, description="Docker restarts of the current container; null: unknown")
-    repairs: int = Field(default=0, description="times the node agent restarted or recreated the service")
-    devices: list[str] = Field(default_factory=list, description="'vendor:index' of the accelerators it uses")
-    endpoint: str | None = Field(default=None, description="published URL on the host, if any")
+    kind: str | None = None             # inference, gateway, app, training
+    state: str                          # running, exited, restarting, created, paused, dead, missing, unknown
+    health: str | None = None           # healthy, unhealthy, starting, or null (no check)
+    ok: bool                            # running and healthy (or running without a health check)
+    uptime_s: int | None = None         # seconds since the container started (list call: Docker's rounding;
+    #                                     exact when inspected)
+    restarts: int | None = None         # Docker restarts of the current container; null: unknown
+    repairs: int = 0                    # times the node agent restarted or recreated the service
+    devices: list[str] = field(default_factory=list)  # 'vendor:index' of the accelerators it uses
+    endpoint: str | None = None         # published URL on the host, if any
     image: str | None = None
-    models: list[str] = Field(default_factory=list, description="model names it serves")
+    models: list[str] = field(default_factory=list)   # model names it serves
     container: str | None = None
     container_id: str | None = None
-    release: int | None = Field(default=None, description="release the container was created for")
-    up_to_date: bool = Field(default=True, description="the container matches the active release's definition")
-    status_text: str | None = Field(default=None, description="Docker's status text, e.g. 'Up 3 minutes (healthy)'")
+    release: int | None = None          # release the container was created for
+    up_to_date: bool = True             # the container matches the active release's definition
+    status_text: str | None = None      # Docker's status text, e.g. 'Up 3 minutes (healthy)'
     exit_code: int | None = None
-    note: str | None = Field(default=None, description="held by request, or degraded by the agent, and why")
+    note: str | None = None             # held by request, or degraded by the agent, and why
 
 
-class ModelServed(BaseModel):
-    name: str = Field(description="served model name (what API clients put in 'model')")
-    model: str | None = Field(default=None, description="catalog model id")
+@dataclass(kw_only=True, eq=True)
+class ModelServed(Report):
+    name: str                           # served model name (what API clients put in 'model')
+    model: str | None = None            # catalog model id
     role: str | None = None
     service: str
     engine: str | None = None
-    devices: list[str] = Field(default_factory=list)
-    ready: bool = Field(description="its service is running and healthy")
+    devices: list[str] = field(default_factory=list)
+    ready: bool                         # its service is running and healthy
     demo: bool = False
 
 
-class LastUpgrade(BaseModel):
-    kind: str = Field(description="upgrade, rollback, init")
+@dataclass(kw_only=True, eq=True)
+class LastUpgrade(Report):
+    kind: str                           # upgrade, rollback, init
     from_version: str | None = None
     to_version: str | None = None
-    status: str = Field(description="running, done, rolled_back, failed")
+    status: str                         # running, done, rolled_back, failed
     step: str
     release: int | None = None
     started_at: str
@@ -151,35 +193,38 @@ class LastUpgrade(BaseModel):
     error: str | None = None
 
 
-class Endpoints(BaseModel):
-    gateway: str | None = Field(default=None, description="OpenAI-compatible base URL (…/v1)")
-    apps: dict[str, str] = Field(default_factory=dict, description="app name -> page URL")
+@dataclass(kw_only=True, eq=True)
+class Endpoints(Report):
+    gateway: str | None = None          # OpenAI-compatible base URL (…/v1)
+    apps: dict[str, str] = field(default_factory=dict)  # app name -> page URL
 
 
-class CollectInfo(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class CollectInfo(Report):
     """How the report was made (for the benchmark and for support)."""
 
-    hardware: str = Field(description="'live' or 'snapshot:<dir>'")
-    docker_api_calls: int = Field(description="HTTP requests made to the Docker engine")
-    docker_inspects: int = Field(description="containers inspected (bounded; 0 on a healthy stack)")
+    hardware: str                       # 'live' or 'snapshot:<dir>'
+    docker_api_calls: int               # HTTP requests made to the Docker engine
+    docker_inspects: int                # containers inspected (bounded; 0 on a healthy stack)
     seconds: float
 
 
-class StatusReport(BaseModel):
+@dataclass(kw_only=True, eq=True)
+class StatusReport(Report):
     format: str = STATUS_FORMAT
-    status: Overall
-    healthy: bool = Field(description="true only when status is 'healthy'")
-    exit_code: int = Field(description="0 healthy, 1 degraded, 2 cannot tell (Docker down, nothing installed)")
-    summary: str = Field(description="one line for people")
+    status: str                         # one of OVERALL
+    healthy: bool                       # true only when status is 'healthy'
+    exit_code: int                      # 0 healthy, 1 degraded, 2 cannot tell (Docker down, nothing installed)
+    summary: str                        # one line for people
     instance: str
     appliance_version: str
     checked_at: str
     release: ReleaseInfo | None = None
     node: NodeStatus
-    accelerators: list[AcceleratorStatus] = Field(default_factory=list)
-    services: list[ServiceStatus] = Field(default_factory=list)
-    models: list[ModelServed] = Field(default_factory=list)
-    problems: list[Problem] = Field(default_factory=list)
+    accelerators: list[AcceleratorStatus] = field(default_factory=list)
+    services: list[ServiceStatus] = field(default_factory=list)
+    models: list[ModelServed] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     last_upgrade: LastUpgrade | None = None
-    endpoints: Endpoints = Field(default_factory=Endpoints)
+    endpoints: Endpoints = field(default_factory=Endpoints)
     collect: CollectInfo

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 
 from appliance.status.models import ServiceStatus
 
@@ -59,6 +58,8 @@ def _parse_docker_time(text: str | None) -> float | None:
     m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
     if not m:
         return None
+    from datetime import datetime  # only for inspected containers
+
     frac = float(m.group(2) or 0)
     tz = "+00:00" if m.group(3) == "Z" else m.group(3)
     return datetime.fromisoformat(m.group(1) + tz).timestamp() + frac
@@ -108,7 +109,8 @@ def inspect_facts(info: dict | None) -> dict:
 
 def service_status(state, *, svc=None, notes: dict | None = None, facts: dict | None = None,
                    now: float | None = None) -> ServiceStatus:
-    """A runtime ``ServiceState`` (+ its release spec, agent notes, inspect facts) as reported."""
+    """A service's state (:class:`appliance.runtime.views.ServiceStateView`, or the runtime's
+    ``ServiceState``: the same fields) + its release spec, agent notes, inspect facts, as reported."""
     now = now or time.time()
     facts = facts or {}
     notes = notes or {}

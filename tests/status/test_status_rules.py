@@ -15,7 +15,12 @@ from appliance.status import problems as P
 from appliance.status.models import DiskStatus, ServiceStatus
 from appliance.status.node import disk_problems
 from appliance.status.services import (
-    MAX_INSPECTS, choose_inspects, inspect_facts, looks_restarted, service_status, uptime_bounds,
+    MAX_INSPECTS,
+    choose_inspects,
+    inspect_facts,
+    looks_restarted,
+    service_status,
+    uptime_bounds,
 )
 
 
