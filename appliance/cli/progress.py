@@ -5,7 +5,8 @@ Implements :class:`appliance.progress.Progress` on stderr, so ``--json`` on stdo
 * a terminal gets rich bars (bytes, rate, time left);
 * anything else (a log, CI, ``ssh host cmd``) gets one line per task every few seconds --
   ``import model: 412.0 of 988.3 MB, 210.5 MB/s, ETA 3s`` -- and one when it ends, so long work
-  is visible there too;
+  is visible there too; a task that ends before its first line is due prints nothing (a log
+  is not filled with lines about sub-second work);
 * ``quiet`` shows nothing.
 """
 
@@ -63,6 +64,7 @@ class _LineTask:
     def __init__(self, label: str, total: int, every_s: float):
         self.label, self.total, self.every_s = label, max(total, 0), every_s
         self.done_bytes = 0
+        self.printed = False
         self.start = self.last = time.monotonic()
         self.lock = threading.Lock()
 
@@ -78,11 +80,13 @@ class _LineTask:
             now = time.monotonic()
             if now - self.last >= self.every_s:
                 self.last = now
+                self.printed = True
                 click.echo(f"… {self._line(now)}", err=True)
 
     def done(self) -> None:
         with self.lock:
-            click.echo(f"… {self._line(time.monotonic(), final=True)} (done)", err=True)
+            if self.printed:
+                click.echo(f"… {self._line(time.monotonic(), final=True)} (done)", err=True)
 
 
 class _LineProgress:

@@ -25,8 +25,8 @@ from appliance.errors import RuntimeFailure
 from appliance.runtime import labels as L
 from appliance.runtime.docker_adapter import ContainerCreate, ContainerInfo, Docker
 from appliance.runtime.models import ApplyResult, Change, ServiceSpec, StackSpec
+from appliance.runtime.views import STACK_KINDS  # one definition, shared with the readers
 
-STACK_KINDS = ("inference", "gateway", "app", "training")
 LOG_LINES_ON_FAILURE = 20
 
 

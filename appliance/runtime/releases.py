@@ -15,6 +15,7 @@ import time
 
 from appliance.planner.models import Plan
 from appliance.runtime.models import Release, StackSpec
+from appliance.runtime.views import heartbeat_key  # noqa: F401 - the one key, re-exported for writers
 from appliance.state.store import StateStore
 
 DOMAIN = "runtime"
@@ -53,12 +54,6 @@ CREATE TABLE IF NOT EXISTS runtime_desired (
     updated_ts REAL NOT NULL
 )
 """
-
-
-def heartbeat_key(instance: str) -> str:
-    """The state meta key where the node agent records each pass (``appliance status`` and
-    ``appliance preflight`` read it: is the agent alive, which metrics port does it hold)."""
-    return f"agent.heartbeat.{instance}"
 
 
 def open_store(store: StateStore | None = None) -> StateStore:

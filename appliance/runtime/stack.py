@@ -60,41 +60,17 @@ def list_services(docker=None, store: StateStore | None = None, instance: str | 
     """Every service of the current release plus any other stack container, with its state.
 
     One Docker list call (labels carry service, kind, release, hash, models, endpoint);
-    services the release wants but Docker does not have are reported as ``missing``.
+    services the release wants but Docker does not have are reported as ``missing``. The rule
+    of which container a service means is :func:`appliance.runtime.views.service_states` (the
+    one ``appliance status`` reads through); this returns its rows as models.
     """
-    from appliance.runtime.converge import stack_containers
+    from appliance.runtime import views
 
     inst = instance or L.instance()
     store = releases.open_store(store)
     release = release or releases.current(store, inst)
     notes = releases.service_notes(store, inst)
-    containers = stack_containers(_docker(docker), inst)
-    wanted = {s.name: s for s in (release.stack.services if release and release.stack else [])}
-    out: list[ServiceState] = []
-    for name in list(wanted) + sorted(n for n in containers if n not in wanted):
-        svc = wanted.get(name)
-        cs = containers.get(name, [])
-        want = release.stack.hash_of(name) if svc else None
-        # the container the stack means: the up-to-date one, else the newest
-        c = next((c for c in reversed(cs) if c.labels.get(L.SPEC_HASH) == want), cs[-1] if cs else None)
-        note = notes.get(name, {})
-        if c is None:
-            out.append(ServiceState(name=name, kind=svc.kind if svc else None, state="missing",
-                                    desired_hash=want, up_to_date=False, image=svc.run_image() if svc else None,
-                                    endpoint=svc.endpoint() if svc else None,
-                                    served_models=svc.served_models if svc else [],
-                                    degraded=note.get("degraded") or note.get("held")))
-            continue
-        labels = c.labels
-        out.append(ServiceState(
-            name=name, kind=labels.get(L.KIND), state=c.state, health=c.health, container_id=c.id,
-            container_name=c.name, image=c.image, release=int(labels.get(L.RELEASE, 0) or 0),
-            spec_hash=labels.get(L.SPEC_HASH), desired_hash=want,
-            up_to_date=want is not None and labels.get(L.SPEC_HASH) == want,
-            endpoint=labels.get("appliance.endpoint") or None, status_text=c.status, created_ts=c.created_ts,
-            served_models=[m for m in labels.get(L.MODELS, "").split(",") if m],
-            degraded=note.get("degraded") or note.get("held")))
-    return out
+    return [ServiceState(**v.model_dump()) for v in views.service_states(_docker(docker), inst, release, notes)]
 
 
 def ensure_images(stack: StackSpec, docker, *, dry_run: bool = False, progress: Progress | None = None,

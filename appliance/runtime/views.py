@@ -27,12 +27,14 @@ import json
 
 from appliance.runtime import labels as L
 
-# converge.STACK_KINDS: the kinds that make up the stack (training *jobs* are not services)
+# the kinds that make up the stack (training *jobs* are not services); converge uses this too
 STACK_KINDS = ("inference", "gateway", "app", "training")
 
 
 def heartbeat_key(instance: str) -> str:
-    """The state meta key where the node agent records each pass (the agent's own key)."""
+    """The state meta key where the node agent records each pass (``appliance status`` and
+    ``appliance preflight`` read it: is the agent alive, which metrics port does it hold). The
+    agent writes it through :mod:`appliance.runtime.releases`, which re-exports this."""
     return f"agent.heartbeat.{instance}"
 
 
