@@ -64,7 +64,8 @@ def overlay(data: Path, params: int) -> None:
              "kv_heads": 4, "head_dim": 64, "vocab_size": 1024, "max_context": 2048, "default": False,
              "variants": [{"precision": "bf16"}]}
     (data / "catalog").mkdir(parents=True, exist_ok=True)
-    (data / "catalog" / "bench.yaml").write_text(yaml.safe_dump({"schema_version": 1, "models": {"bench-model": entry}}))
+    (data / "catalog" / "bench.yaml").write_text(
+        yaml.safe_dump({"schema_version": 1, "models": {"bench-model": entry}}))
 
 
 def timed(cmd: list[str] | str, env: dict | None = None, shell: bool = False) -> float:

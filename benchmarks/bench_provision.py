@@ -72,7 +72,8 @@ def main() -> None:
         inproc.append(rep.seconds)
         startup.append(rep.startup_s or 0.0)
         changed.append(rep.changed)
-        whole.append(timed_process([sys.executable, "-m", "appliance", "provision", "--root", str(root), "--json"], env))
+        whole.append(timed_process([sys.executable, "-m", "appliance", "provision", "--root", str(root), "--json"],
+                                   env))
 
     noop_book = tmp / "noop" / "noop.yml"
     noop_book.parent.mkdir()

@@ -256,7 +256,8 @@ def _merge(parsed: list[tuple[Path, str, CatalogFile]], digest: str) -> Catalog:
         for section in _SECTIONS:
             for key, value in getattr(cf, section).items():
                 if key in merged[section]:
-                    raise _fail(file, text, (section, key), f"duplicate {section} id '{key}' (also in {origin[(section, key)].name})",
+                    raise _fail(file, text, (section, key),
+                                f"duplicate {section} id '{key}' (also in {origin[(section, key)].name})",
                                 "give it a unique id")
                 merged[section][key] = value
                 origin[(section, key)] = file
@@ -264,7 +265,8 @@ def _merge(parsed: list[tuple[Path, str, CatalogFile]], digest: str) -> Catalog:
             value = getattr(cf, single)
             if value is not None:
                 if single in singles:
-                    raise _fail(file, text, (single,), f"'{single}' is set in two files (also {singles[single][0].name})",
+                    raise _fail(file, text, (single,),
+                                f"'{single}' is set in two files (also {singles[single][0].name})",
                                 f"keep '{single}' in one file")
                 singles[single] = (file, value)
     first = parsed[0][0]
@@ -307,7 +309,8 @@ def _cross_check(cat: Catalog, parsed: list[tuple[Path, str, CatalogFile]]) -> N
                 raise bad("engines", eid, ("models", i), f"unknown model '{m}'", m, cat.models)
         if eng.demo != (eng.build is not None):
             file, text = where[("engines", eid)]
-            raise _fail(file, text, ("engines", eid, "build"), "a demo engine is built locally: set both demo and build",
+            raise _fail(file, text, ("engines", eid, "build"),
+                        "a demo engine is built locally: set both demo and build",
                         "set 'demo: true' and 'build: images/demo/<name>' together")
     for mid, model in cat.models.items():
         for i, v in enumerate(model.variants):
@@ -321,7 +324,8 @@ def _cross_check(cat: Catalog, parsed: list[tuple[Path, str, CatalogFile]]) -> N
         roles = {r.role for r in app.roles}
         if "chat" not in roles and "completion" not in roles:
             file, text = where[("apps", aid)]
-            raise _fail(file, text, ("apps", aid, "roles"), "an app needs a chat or completion role", "add '- role: chat'")
+            raise _fail(file, text, ("apps", aid, "roles"), "an app needs a chat or completion role",
+                        "add '- role: chat'")
     for mid, model in cat.models.items():
         if model.fine_tune is not None and model.fine_tune.base_model not in cat.models:
             raise bad("models", mid, ("fine_tune", "base_model"), f"unknown base model '{model.fine_tune.base_model}'",

@@ -64,7 +64,8 @@ class EngineImage(Strict):
     driver_min: str | None = Field(default=None, description="minimum host driver version")
     cpu_arch: list[CpuArch] = Field(default_factory=lambda: ["x86_64"])
     variants: list[str] | None = Field(default=None, description="only for these chip variants (e.g. a3)")
-    exclude_architectures: list[str] = Field(default_factory=list, description="model architectures this (older) image predates")
+    exclude_architectures: list[str] = Field(default_factory=list,
+                                             description="model architectures this (older) image predates")
     source: str | None = Field(default=None, description="where this tag is documented")
     verified: bool = Field(default=True, description="false: tag taken from a single unverified source")
 
@@ -117,7 +118,8 @@ class Engine(Strict):
     precision_requirements: dict[str, PrecisionRequirement] = Field(default_factory=dict)
     tensor_parallel: list[int] = Field(default_factory=lambda: [1])
     exclusive_devices: bool = Field(default=False, description="cannot share a device with another service")
-    served_name: Literal["arg", "path"] = Field(default="arg", description="'path': the API serves the model under its path")
+    served_name: Literal["arg", "path"] = Field(default="arg",
+                                                description="'path': the API serves the model under its path")
     port: int = Field(ge=1, le=65535)
     health: str = "/health"
     api: Literal["openai"] = "openai"

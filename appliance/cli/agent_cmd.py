@@ -15,14 +15,14 @@ from appliance.runtime.models import DEFAULT_AGENT_METRICS_PORT
 
 
 @click.command("agent")
-@click.option("--interval", "interval_s", type=float, default=15.0, show_default=True, envvar="APPLIANCE_AGENT_INTERVAL",
-              help="Seconds between reconcile passes.")
+@click.option("--interval", "interval_s", type=float, default=15.0, show_default=True,
+              envvar="APPLIANCE_AGENT_INTERVAL", help="Seconds between reconcile passes.")
 @click.option("--detect-every", type=int, default=1, show_default=True,
               help="Re-detect the hardware every N passes.")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, envvar="APPLIANCE_METRICS_ADDR",
               help="Address of the Prometheus endpoint.")
-@click.option("--metrics-port", type=int, default=DEFAULT_AGENT_METRICS_PORT, show_default=True, envvar="APPLIANCE_METRICS_PORT",
-              help="Port of the Prometheus endpoint (0: none).")
+@click.option("--metrics-port", type=int, default=DEFAULT_AGENT_METRICS_PORT, show_default=True,
+              envvar="APPLIANCE_METRICS_PORT", help="Port of the Prometheus endpoint (0: none).")
 @click.option("--snapshot", type=click.Path(exists=True, file_okay=False), default=None, hidden=True,
               help="Detect from a node snapshot (tests, support).")
 @click.option("--once", is_flag=True, help="Run one pass, print it, exit.")

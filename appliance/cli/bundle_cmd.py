@@ -139,7 +139,8 @@ def _confirm(question: str, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise UsageError(f"{question} needs confirmation", where="--yes", fix="re-run with --yes (no terminal to ask on)")
+        raise UsageError(f"{question} needs confirmation", where="--yes",
+                         fix="re-run with --yes (no terminal to ask on)")
     if not click.confirm(question, default=False):
         raise click.exceptions.Abort()
 

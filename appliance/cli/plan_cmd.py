@@ -75,7 +75,8 @@ def _render(p, explain: bool) -> None:
         if p.rejected:
             con.print("\n[bold]Rejected alternatives[/bold]")
             for r in p.rejected:
-                what = " ".join(x for x in (r.engine, r.precision, f"tp{r.tensor_parallel}" if r.tensor_parallel else None)
+                what = " ".join(x for x in (r.engine, r.precision,
+                                            f"tp{r.tensor_parallel}" if r.tensor_parallel else None)
                                 if x)
                 con.print(f"  {r.model} {what} [{r.code}]: {r.reason}", markup=False)
     else:

@@ -44,7 +44,8 @@ def train() -> None:
 @train.command("submit")
 @click.option("--model", required=True, help="Catalog id of the base model (appliance catalog list models).")
 @click.option("--dataset", required=True, type=click.Path(dir_okay=False),
-              help="JSONL file: chat {\"messages\": [...]} or instruction {\"instruction\", \"input\", \"output\"} records.")
+              help="JSONL file: chat {\"messages\": [...]} or instruction "
+                   "{\"instruction\", \"input\", \"output\"} records.")
 @click.option("--recipe", "method", type=click.Choice(["lora", "full"]), default="lora", show_default=True,
               help="LoRA adapter or full fine-tuning.")
 @click.option("--devices", type=int, default=None, help="Number of devices (default: the fewest that fit).")

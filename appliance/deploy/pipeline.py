@@ -352,7 +352,8 @@ def next_steps(stack, endpoints: dict[str, str]) -> list[str]:
         if chat:
             steps.append(f"call the API:  curl -s {gw}/chat/completions -H \"Authorization: Bearer $KEY\" "
                          f"-H 'Content-Type: application/json' "
-                         f"-d '{{\"model\": \"{chat}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
+                         f"-d '{{\"model\": \"{chat}\", "
+                         f"\"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
     for app in stack.apps:
         if app in endpoints:
             steps.append(f"open the {app} app:  {endpoints[app]}/")

@@ -173,7 +173,8 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
             out[key] = None if raw.lower() in ("", "default") else [m.strip() for m in raw.split(",") if m.strip()]
         elif key == "demo":
             if raw.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                raise UsageError(f"demo: {raw!r} is not true or false", where="config set", fix="demo=true or demo=false")
+                raise UsageError(f"demo: {raw!r} is not true or false", where="config set",
+                                 fix="demo=true or demo=false")
             out[key] = raw.lower() in ("true", "yes", "1")
         else:
             out[key] = raw

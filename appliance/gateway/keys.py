@@ -275,7 +275,8 @@ def export_keys_file(*, store: StateStore | None = None, directory: Path | None 
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(f"cannot create the gateway's config directory: {exc.strerror or exc}",
-                         where=str(directory), fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
+                         where=str(directory),
+                         fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
     keys = {}
     for r in store.query("SELECT * FROM api_keys WHERE revoked_at IS NULL ORDER BY key_id"):
         keys[r["key_id"]] = {"name": r["name"], "salt": r["salt"], "hash": r["key_hash"],

@@ -44,7 +44,8 @@ def _layer_a(driver, host: HostView, pci: list[PciDevice], probe: Probe) -> tupl
     return accs, False
 
 
-def _layers_bc(driver, host: HostView, accs: list[Accelerator], usage: bool, probe: Probe) -> tuple[list[Accelerator], bool]:
+def _layers_bc(driver, host: HostView, accs: list[Accelerator], usage: bool,
+               probe: Probe) -> tuple[list[Accelerator], bool]:
     failed = False
     t0 = time.monotonic()
     state = None

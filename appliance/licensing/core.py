@@ -103,7 +103,8 @@ def verify(lic: LicenseFile, *, now: datetime | None = None, fingerprint: str | 
     expires = parse_time(p.expires_at)
     status = LicenseStatus(path=path, license_id=p.license_id, customer=p.customer, models=list(p.models),
                            expires_at=p.expires_at, node_fingerprint=p.node_fingerprint, key_id=lic.key_id,
-                           valid=False, days_left=(expires - (now if now.tzinfo else now.replace(tzinfo=timezone.utc))).days)
+                           valid=False,
+                           days_left=(expires - (now if now.tzinfo else now.replace(tzinfo=timezone.utc))).days)
     keys = trusted if trusted is not None else trusted_keys()
     pub = keys.get(lic.key_id)
     if pub is None:
@@ -130,7 +131,8 @@ def verify(lic: LicenseFile, *, now: datetime | None = None, fingerprint: str | 
     return status
 
 
-def verify_file(path: str | os.PathLike, *, now: datetime | None = None, fingerprint: str | None = None) -> LicenseStatus:
+def verify_file(path: str | os.PathLike, *, now: datetime | None = None,
+                fingerprint: str | None = None) -> LicenseStatus:
     return verify(read(path), now=now, fingerprint=fingerprint, path=str(path))
 
 

@@ -39,7 +39,8 @@ def generate_keypair(out_dir: str | os.PathLike, name: str = "license") -> dict:
     priv_path, pub_path = out / f"{name}.key", out / f"{name}.pub"
     for p in (priv_path, pub_path):
         if p.exists():
-            raise LicenseError("refusing to overwrite an existing key", where=str(p), fix="choose another --out directory")
+            raise LicenseError("refusing to overwrite an existing key", where=str(p),
+                               fix="choose another --out directory")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -60,7 +61,8 @@ def load_private_key(path: str | os.PathLike):
         raise LicenseError(f"cannot read the private key: {exc}", where=str(path),
                            fix="pass the PEM file written by `appliance license keygen`") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise LicenseError("not an ed25519 private key", where=str(path), fix="generate one with `appliance license keygen`")
+        raise LicenseError("not an ed25519 private key", where=str(path),
+                           fix="generate one with `appliance license keygen`")
     return key
 
 

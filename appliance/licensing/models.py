@@ -24,7 +24,8 @@ class LicensePayload(BaseModel):
     models: list[str] = Field(min_length=1, description="closed model ids this license enables")
     issued_at: str = Field(description="UTC, ISO 8601 (…Z)")
     expires_at: str = Field(description="UTC, ISO 8601 (…Z): not valid from this instant on")
-    node_fingerprint: str | None = Field(default=None, description="only valid on this node (appliance license fingerprint)")
+    node_fingerprint: str | None = Field(default=None,
+                                         description="only valid on this node (appliance license fingerprint)")
     features: list[str] = Field(default_factory=list)
 
 

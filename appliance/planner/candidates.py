@@ -112,7 +112,8 @@ def choose_image(model_id: str, eid: str, eng: Engine, group: DeviceGroup, ctx: 
         why = None
         if ctx.node_arch and ctx.node_arch not in img.cpu_arch:
             why = ("cpu_arch", f"image is built for {', '.join(img.cpu_arch)}; this node is {ctx.node_arch}")
-        elif img.runtime and group.runtime_version and not in_range(group.runtime_version, img.runtime.min, img.runtime.max):
+        elif (img.runtime and group.runtime_version
+              and not in_range(group.runtime_version, img.runtime.min, img.runtime.max)):
             why = ("runtime", f"needs {rt_name} {_range_text(img.runtime)}; host has {rt_name} "
                               f"{group.runtime_version} ({group.runtime_how})")
         elif img.driver_min and group.driver_version and not at_least(group.driver_version, img.driver_min):
@@ -121,7 +122,8 @@ def choose_image(model_id: str, eid: str, eng: Engine, group: DeviceGroup, ctx: 
             return img
         rejected.append(_rej(model_id, why[0], f"{img.image}: {why[1]}", engine=eid, image=img.image))
     if not images:
-        rejected.append(_rej(model_id, "variant", f"no image of {eng.name} for chip variant {group.variant}", engine=eid))
+        rejected.append(_rej(model_id, "variant", f"no image of {eng.name} for chip variant {group.variant}",
+                             engine=eid))
     return None
 
 
@@ -181,7 +183,8 @@ def enumerate_model(model_id: str, ctx: Context, cpu_allowed: bool) -> tuple[lis
             rejected.append(_rej(model_id, "role", f"{eng.name} does not serve {model.role} models", engine=eid))
             continue
         if model.architecture not in eng.architectures:
-            rejected.append(_rej(model_id, "architecture", f"{eng.name} does not support {model.architecture}", engine=eid))
+            rejected.append(_rej(model_id, "architecture", f"{eng.name} does not support {model.architecture}",
+                                 engine=eid))
             continue
         for group in groups:
             _enumerate_group(model_id, model, eid, eng, group, ctx, settings, candidates, rejected)
@@ -210,7 +213,8 @@ def _enumerate_group(model_id: str, model: Model, eid: str, eng: Engine, group: 
         return
     if model.architecture in img.exclude_architectures:
         rejected.append(_rej(model_id, "architecture", f"{img.image} ({eng.service} {img.version}) predates "
-                             f"{model.architecture}; a newer image needs a newer host stack", engine=eid, image=img.image))
+                             f"{model.architecture}; a newer image needs a newer host stack",
+                             engine=eid, image=img.image))
         return
     n_slots = len(group.slots)
     for precision, variant in ctx.catalog.precisions_of(model):

@@ -62,7 +62,8 @@ class PlannedService(BaseModel):
     devices: list[DeviceRef] = Field(default_factory=list)
     memory_mib_per_device: int | None = None
     memory: MemoryBudget | None = None
-    entrypoint: list[str] = Field(default_factory=list, description="container entrypoint override (empty: image default)")
+    entrypoint: list[str] = Field(default_factory=list,
+                                  description="container entrypoint override (empty: image default)")
     command: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     port: int
@@ -75,7 +76,8 @@ class PlannedService(BaseModel):
                                      "(appliance models import places them there)")
     image_version: str | None = None
     exclusive_devices: bool = Field(default=False, description="no other service may share its devices")
-    build: str | None = Field(default=None, description="local build context: the runtime builds the image, never pulls it")
+    build: str | None = Field(default=None,
+                              description="local build context: the runtime builds the image, never pulls it")
     license_required: bool = False
     demo: bool = False
 

@@ -110,7 +110,8 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
                 notes.append(_import_note(better, mid))
             return requested, placements, rejected, notes
         rejected.append(Rejected(model=mid, code="default_set",
-                                 reason=f"not in the default set: fits alone but not together with {', '.join(others)}"))
+                                 reason="not in the default set: fits alone but not together with "
+                                        f"{', '.join(others)}"))
     notes.append("default set: no chat model fits this node")
     return others, _pack(others, cands, by_key, cat), rejected, notes
 

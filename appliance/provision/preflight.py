@@ -315,7 +315,8 @@ def rule_time_sync(ctx: Context) -> RuleResult:
         return _r("time-sync", title, "warn", f"{', '.join(running)} running but the clock is not synchronised yet",
                   "wait for the first sync, check the NTP servers (`chronyc sources`)")
     return _r("time-sync", title, "warn", "no time synchronisation found (no chrony/ntpd/timesyncd)",
-              "enable chrony or systemd-timesyncd against a local NTP server: license expiry and TLS depend on the clock")
+              "enable chrony or systemd-timesyncd against a local NTP server: "
+              "license expiry and TLS depend on the clock")
 
 
 def _packaged(ctx: Context, vendor: str, component: str) -> str | None:
@@ -344,7 +345,8 @@ def rule_accelerators(ctx: Context) -> RuleResult:
         broken = [a for a in accs if a.health == "error"]
         missing = [a for a in accs if not a.driver_version]
         if broken:
-            fails.append(f"{vendor}: {len(broken)} of {len(accs)} device(s) in error ({'; '.join(broken[0].hints) or 'see appliance detect'})")
+            fails.append(f"{vendor}: {len(broken)} of {len(accs)} device(s) in error "
+                         f"({'; '.join(broken[0].hints) or 'see appliance detect'})")
         elif missing:
             version = _packaged(ctx, vendor, "driver")
             if version:
@@ -418,7 +420,8 @@ def rule_iommu_hugepages(ctx: Context) -> RuleResult:
             oks.append(text)
         else:
             (fails if level == "require" else warns).append(text)
-    fix = ("add iommu=pt to the kernel command line (GRUB_CMDLINE_LINUX) and reboot" if any("iommu" in t for t in fails + warns)
+    fix = ("add iommu=pt to the kernel command line (GRUB_CMDLINE_LINUX) and reboot"
+           if any("iommu" in t for t in fails + warns)
            else "set vm.nr_hugepages (the gaudi role writes /etc/sysctl.d/91-appliance-gaudi.conf; "
                 "`appliance provision` then reboot or `sysctl --system`)")
     if fails:

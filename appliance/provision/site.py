@@ -131,7 +131,8 @@ def provision(*, inventory=None, plan=None, inventory_file: str | Path | None = 
         root_s = str(Path(root).resolve()) if root is not None else "/"
         if root_s == "/" and not check and os.environ.get(NO_LIVE_ENV) == "1":
             raise UsageError(f"provisioning this machine itself is switched off here ({NO_LIVE_ENV}=1)",
-                             where="provision", fix="use --root DIR or check mode, or unset the variable on a real node")
+                             where="provision",
+                             fix="use --root DIR or check mode, or unset the variable on a real node")
         if manage_system is None:
             manage_system = root_s == "/"
         run_dir = runs_dir() / run_id

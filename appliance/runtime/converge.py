@@ -59,7 +59,8 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
 
     return ContainerCreate(
         name=L.container_name(stack.instance, svc.name, h), image=svc.run_image(), labels=labels,
-        command=svc.command or None, entrypoint=svc.entrypoint or None, env=dict(svc.env), network=stack.network, aliases=svc.aliases,
+        command=svc.command or None, entrypoint=svc.entrypoint or None, env=dict(svc.env), network=stack.network,
+        aliases=svc.aliases,
         ports={f"{svc.port}/tcp": (svc.host_ip or "127.0.0.1", svc.host_port)} if svc.host_port else {},
         binds=binds, tmpfs=dict(svc.tmpfs), devices=list(svc.devices),
         device_requests=list(svc.device_requests), group_add=list(svc.group_add), runtime=svc.runtime,

@@ -75,7 +75,8 @@ def write_job_files(job: Job, catalog) -> list[str]:
             "format": job.dataset.format, "output_dir": OUTPUT_TARGET, "epochs": h.epochs,
             "learning_rate": h.learning_rate, "lora_rank": h.lora_rank, "seed": h.seed,
             "step_delay_s": h.demo_step_delay_s,
-            "model_config": {"hidden_size": model.hidden_size, "vocab_size": model.vocab_size, "layers": model.layers}}))
+            "model_config": {"hidden_size": model.hidden_size, "vocab_size": model.vocab_size,
+                             "layers": model.layers}}))
         return ["config.yaml"]
     template = TEMPLATES.get(model.family, "default")
     if recipe.framework == "llama-factory":

@@ -14,8 +14,9 @@ atomically (write temp + rename):
 
 Requests stat both files at most every 0.1 s, and a :class:`Watcher` thread every
 ``poll_s`` (1 s) when idle; new tables are swapped in when a file's (mtime, size, inode)
-changes, which is how a new or revoked key takes effect without a restart. Usage counters are kept in memory and flushed to ``usage.json`` every couple of
-seconds so ``appliance keys list`` can show them and daily token quotas survive restarts.
+changes, which is how a new or revoked key takes effect without a restart. Usage counters
+are kept in memory and flushed to ``usage.json`` every couple of seconds so ``appliance keys list``
+can show them and daily token quotas survive restarts.
 """
 
 from __future__ import annotations

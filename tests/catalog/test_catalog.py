@@ -51,7 +51,8 @@ def test_catalog_contents(tmp_path):
     assert cat.engines["mindie-310p"].constraints.variants == ["310p"]
     assert "310p" not in cat.engines["vllm-ascend"].constraints.variants
     demo = cat.engines["demo-engine"]
-    assert (demo.demo, demo.build, demo.backend, demo.port, demo.health) == (True, "images/demo/engine", "cpu", 8000, "/health")
+    assert (demo.demo, demo.build, demo.backend, demo.port, demo.health) == (
+        True, "images/demo/engine", "cpu", 8000, "/health")
     assert {a for a in cat.apps} == {"customer-service", "knowledge-base", "code-assistant"}
     assert {r.role for r in cat.apps["knowledge-base"].roles} >= {"chat", "embedding"}
     assert all(a.image == f"appliance/app-{n}:0.1.0" and a.build == f"images/apps/{n}" for n, a in cat.apps.items())
@@ -113,7 +114,8 @@ def test_unknown_key(broken):
 
 
 def test_wrong_type(broken):
-    line = _edit(broken / "models.yaml", "    layers: 28\n    hidden_size: 3584", "    layers: many\n    hidden_size: 3584")
+    line = _edit(broken / "models.yaml", "    layers: 28\n    hidden_size: 3584",
+                 "    layers: many\n    hidden_size: 3584")
     err = _fails(broken)
     assert re.search(rf"models\.yaml:{line}: models\.qwen2\.5-7b-instruct\.layers: .*'many'", err)
     assert "(fix:" in err

@@ -43,7 +43,8 @@ def _node_basics(root: Path, hostname: str, kernel: str, os_pretty: str, version
     _w(root, "proc/sys/kernel/osrelease", kernel + "\n")
     _w(root, "sys/devices/system/cpu/online", f"0-{cpus - 1}\n")
     _w(root, "proc/meminfo", f"MemTotal:       {mem_kb} kB\nMemFree:        {mem_kb // 2} kB\n")
-    flags = "fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ht syscall nx lm avx fma f16c avx2 avx512f avx512_vnni"
+    flags = ("fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ht syscall nx lm avx fma f16c avx2 "
+             "avx512f avx512_vnni")
     cpuinfo = "".join(
         f"processor\t: {i}\nvendor_id\t: GenuineIntel\nmodel name\t: {cpu_model}\nflags\t\t: {flags}\n\n"
         for i in range(cpus))
@@ -74,7 +75,8 @@ def nodriver_2gpu() -> None:
     _pci(root, "0000:9a:00.0", "10de", "2330", "030200", ("10de", "16c1"), 1, None)
     _pci(root, "0000:29:00.0", "15b3", "1021", "020000", ("15b3", "0041"), 0, "mlx5_core")
     _w(root, "dev/dri/card0", "")
-    uname = "Linux gpu-node-07 5.15.0-125-generic #135-Ubuntu SMP Fri Sep 27 13:53:58 UTC 2024 x86_64 x86_64 x86_64 GNU/Linux\n"
+    uname = ("Linux gpu-node-07 5.15.0-125-generic #135-Ubuntu SMP Fri Sep 27 13:53:58 UTC 2024 "
+             "x86_64 x86_64 x86_64 GNU/Linux\n")
     lscpu = ("Architecture:                         x86_64\nCPU(s):                               32\n"
              "On-line CPU(s) list:                  0-31\nVendor ID:                            GenuineIntel\n"
              "Model name:                           Intel(R) Xeon(R) Platinum 8462Y+\n")
@@ -123,9 +125,11 @@ def huawei_bmc_2gpu() -> None:
     for name in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"):
         _w(root, f"dev/{name}", "")
     _w(root, "dev/dri/card0", "")
-    uname = "Linux hw-gpu-01 5.15.0-91-generic #101-Ubuntu SMP Tue Nov 14 13:30:08 UTC 2023 x86_64 x86_64 x86_64 GNU/Linux\n"
+    uname = ("Linux hw-gpu-01 5.15.0-91-generic #101-Ubuntu SMP Tue Nov 14 13:30:08 UTC 2023 "
+             "x86_64 x86_64 x86_64 GNU/Linux\n")
     _index(snap, [(["uname", "-a"], "uname.txt", uname)])
-    (snap / "README.md").write_text("""# Node fixture: NVIDIA L40S server built by Huawei (BMC VGA and NICs are Huawei PCI devices; composed)
+    (snap / "README.md").write_text("""# Node fixture: NVIDIA L40S server built by Huawei \
+(BMC VGA and NICs are Huawei PCI devices; composed)
 
 Two NVIDIA L40S (`10de:26b9`, class `030200`) with driver 550.127.05 loaded (older
 `/proc/driver/nvidia/version` format: `NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.127.05 ...`),

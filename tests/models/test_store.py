@@ -95,7 +95,8 @@ def test_an_installed_package_that_ships_weights(data, tmp_path):
     K.gguf_file(pkg / "tiny.gguf")
     (pkg / "__init__.py").write_text("")
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyweights\nVersion: 1.0\n")
-    (dist / "RECORD").write_text("tinyweights/__init__.py,,\ntinyweights/tiny.gguf,,\ntinyweights-1.0.dist-info/RECORD,,\n")
+    (dist / "RECORD").write_text("tinyweights/__init__.py,,\ntinyweights/tiny.gguf,,\n"
+                                 "tinyweights-1.0.dist-info/RECORD,,\n")
     res = cli(data, "models", "import", "tinyweights", "--json", env={"PYTHONPATH": str(site)})
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)

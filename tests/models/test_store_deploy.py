@@ -47,7 +47,8 @@ def test_init_refuses_damaged_weights_naming_the_file(tmp_path):
     res = subprocess.run([sys.executable, "-m", "appliance", "models", "import", str(src), "--json"],
                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "APPLIANCE_DATA_DIR": str(data)})
     assert res.returncode == 0, res.stderr
-    digest = json.loads((data / "modelstore" / "manifests" / f"{K.TINY}@gguf-f16.json").read_text())["files"][0]["sha256"]
+    digest = json.loads(
+        (data / "modelstore" / "manifests" / f"{K.TINY}@gguf-f16.json").read_text())["files"][0]["sha256"]
     blob = data / "modelstore" / "blobs" / "sha256" / digest
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as fh:

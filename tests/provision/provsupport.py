@@ -32,7 +32,7 @@ def snapshot_dir(name: str) -> Path:
 def copy_snapshot_root(name: str, dest: Path) -> Path:
     """A writable copy of a node snapshot's ``root/`` (playbooks never write into fixtures)."""
     shutil.copytree(snapshot_dir(name) / "root", dest, symlinks=True)
-    for dirpath, dirnames, filenames in os.walk(dest):
+    for dirpath, _dirnames, filenames in os.walk(dest):
         os.chmod(dirpath, 0o755)
         for f in filenames:
             p = os.path.join(dirpath, f)

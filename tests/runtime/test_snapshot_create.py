@@ -117,7 +117,8 @@ def test_nvidia_snapshot_containers_get_the_gpu_by_uuid(tmp_path, stand_in_image
                                                     "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"})
             mounts = {m["Source"]: m for m in info["Mounts"]}
             assert set(mounts) == {ps.model_path}
-            assert mounts[ps.model_path]["Destination"] == ps.model_path  # the directory; the engine gets the file in it
+            # the directory; the engine gets the file in it
+            assert mounts[ps.model_path]["Destination"] == ps.model_path
             assert mounts[ps.model_path]["RW"] is False
             assert info["Config"]["Entrypoint"] == ps.entrypoint and info["Config"]["Cmd"] == ps.command
             assert host["ShmSize"] == 8192 * 1024 * 1024 and host["Runtime"] == "runc"

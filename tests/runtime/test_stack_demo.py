@@ -80,7 +80,8 @@ def test_a_chat_request_through_the_gateway_answers(demo):
     key = json.loads(res.stdout)["key"]
     url = f"http://127.0.0.1:{demo['gateway']}/v1/chat/completions"
     body = {"model": "demo-chat", "messages": [{"role": "user", "content": "What is the capital of Peru?"}]}
-    code, answer = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(_post(url, body, key)), 5) or _post(url, body, key)
+    code, answer = (wait_for(lambda: (lambda r: r if r[0] == 200 else None)(_post(url, body, key)), 5)
+                    or _post(url, body, key))
     assert code == 200, answer
     assert '"What is the capital of Peru?"' in answer["choices"][0]["message"]["content"]
     assert _post(url, body, None)[0] == 401

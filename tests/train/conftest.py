@@ -19,7 +19,8 @@ ASCEND8 = NODES / "ascend-910b-8npu"
 
 CHAT = [
     {"messages": [{"role": "user", "content": "What are your opening hours?"},
-                  {"role": "assistant", "content": "We are open from nine to five on weekdays and closed on weekends."}]},
+                  {"role": "assistant",
+                   "content": "We are open from nine to five on weekdays and closed on weekends."}]},
     {"messages": [{"role": "user", "content": "Where is the office?"},
                   {"role": "assistant", "content": "The office is at 12 Harbour Street next to the station."}]},
     {"messages": [{"role": "system", "content": "Be brief."},

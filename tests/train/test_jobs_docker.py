@@ -176,8 +176,8 @@ def test_serve_adds_a_service_reachable_through_the_gateway(stack):
     code, models = wait_for(lambda: (lambda r: r if r[0] == 200 and any(m["id"] == model for m in r[1]["data"])
                                      else None)(http(f"{base}/models", key=key)), 10) or http(f"{base}/models", key=key)
     assert code == 200 and model in {m["id"] for m in models["data"]}
-    code, answer = http(f"{base}/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hours?"}]},
-                        key)
+    code, answer = http(f"{base}/chat/completions",
+                        {"model": model, "messages": [{"role": "user", "content": "hours?"}]}, key)
     assert code == 200, answer
     assert answer["model"] == model and '"hours?"' in answer["choices"][0]["message"]["content"]
     again = json.loads(cli(stack, "serve", model, "--json", "-q").stdout)

@@ -79,7 +79,8 @@ class Snap:
                   f"Linux {hostname} {kernel} #1 SMP PREEMPT_DYNAMIC {arch} {arch} {arch} GNU/Linux\n")
         self.tool(["lscpu"], "lscpu.txt",
                   f"Architecture:                         {arch}\nCPU(s):                               {cpus}\n"
-                  f"On-line CPU(s) list:                  0-{cpus - 1}\nVendor ID:                            {vendor_id}\n"
+                  f"On-line CPU(s) list:                  0-{cpus - 1}\n"
+                  f"Vendor ID:                            {vendor_id}\n"
                   f"Model name:                           {cpu_model}\n")
 
     def tool(self, argv: list[str], file: str, text: str, exit_code: int = 0) -> None:
@@ -113,8 +114,10 @@ def aarch64_cpuinfo(cpus: int) -> str:
                    for i in range(cpus))
 
 
-INTEL_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ht syscall nx lm avx fma f16c avx2 avx512f avx512_vnni"
-AMD_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ht syscall nx lm avx fma f16c avx2 avx512f avx512_bf16"
+INTEL_FLAGS = ("fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ht syscall nx lm avx fma f16c avx2 "
+               "avx512f avx512_vnni")
+AMD_FLAGS = ("fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ht syscall nx lm avx fma f16c avx2 "
+             "avx512f avx512_bf16")
 HYGON_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep sse sse2 ht syscall nx lm avx fma f16c avx2"
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +395,7 @@ def hygon_k100ai_8dcu() -> None:
               numa=0, driver={"108000": "ccp", "0c0330": "xhci_hcd", "010601": "ahci"}.get(cls))
     s.pci("0000:03:00.0", "1a03", "2000", "030000", numa=0, driver="ast", files={"drm/card0/dev": "226:0\n"})
     buses = dict(re.findall(r"HCU\[(\d+)\]\s*:\s*PCI Bus:\s*(\S+)", sample("hy-smi_showbus_8hcu.txt")))
-    for card, (idx, bdf) in enumerate(sorted(buses.items(), key=lambda kv: kv[1]), start=1):
+    for card, (_idx, bdf) in enumerate(sorted(buses.items(), key=lambda kv: kv[1]), start=1):
         s.pci(bdf, "1d94", "6210", "038000", numa=0 if bdf < "0000:80" else 1, driver="hycu",
               files={f"drm/card{card}/dev": f"226:{card}\n", f"drm/renderD{127 + card}/dev": f"226:{127 + card}\n"})
     s.dev("kfd", "mkfd", *[f"dri/card{i}" for i in range(9)], *[f"dri/renderD{128 + i}" for i in range(8)])
@@ -446,7 +449,8 @@ def hl_smi_8() -> str:
     body = []
     for idx, bdf, _, _ in GAUDI2:
         body.append(f"|   {idx}  HL-225              N/A  | {bdf}     N/A |                   0  |")
-        body.append(f"| N/A   {29 + idx % 4}C   N/A    {93 + idx}W / 600W |    768MiB / 98304MiB |     0%           N/A |")
+        body.append(f"| N/A   {29 + idx % 4}C   N/A    {93 + idx}W / 600W |    768MiB / 98304MiB |"
+                    "     0%           N/A |")
         body.append(sep)
     return "\n".join(head + body + tail) + "\n"
 

@@ -151,7 +151,8 @@ def test_rocm_smi_json_hygon():
 def test_rocm_smi_concise_layouts():
     legacy = parse_smi_concise(sample("rocm-smi_concise_mi250_8gcd.txt"), "rocm-smi")
     assert [d.index for d in legacy] == list(range(8))
-    assert (legacy[0].usage.temperature_c, legacy[0].usage.power_w, legacy[0].usage.power_limit_w) == (39.0, 92.0, 560.0)
+    assert (legacy[0].usage.temperature_c, legacy[0].usage.power_w,
+            legacy[0].usage.power_limit_w) == (39.0, 92.0, 560.0)
     assert legacy[1].usage.power_w is None                       # "N/A"
     new = parse_smi_concise(sample("rocm-smi_concise_mi50x4_rocm6.4.txt"), "rocm-smi")
     assert [(d.index, d.extra["device_id"], d.usage.temperature_c, d.usage.power_w) for d in new] == [
@@ -252,7 +253,8 @@ def test_xpu_smi_q_partial():
 
 # Intel's XPU Manager also installs `xpu-smi`; its help banner (public Intel docs) must not parse.
 INTEL_XPU_SMI = """Intel(R) XPU System Management Interface -- v1.0
-Intel(R) XPU System Management Interface provides the Intel data center GPU device info. It can also be used to update the firmware.
+Intel(R) XPU System Management Interface provides the Intel data center GPU device info. \
+It can also be used to update the firmware.
 
 Supported devices:
   - Intel Data Center GPU
