@@ -26,8 +26,16 @@ from appliance.inventory.models import Accelerator, ProbeStep, Runtime, Usage
 from appliance.inventory.pci import PciDevice, normalize_bdf
 from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
-    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail, resolve_tool,
+    CLASS_3D,
+    CLASS_DISPLAY_OTHER,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
+    add_step_detail,
+    resolve_tool,
 )
 from chip_drivers.smi_table import first_number
 from chip_drivers.tool_devices import ToolDevice, merge_listing

@@ -26,7 +26,13 @@ from appliance.inventory.models import Accelerator, ProbeStep, Runtime, Usage
 from appliance.inventory.pci import PciDevice
 from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_PROCESSING_ACCEL, ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
+    add_step_detail,
 )
 from chip_drivers.smi_table import cells as table_cells
 from chip_drivers.smi_table import find_bdf, usage_pairs

@@ -26,8 +26,14 @@ from appliance.inventory.models import Accelerator, ProbeStep
 from chip_drivers import smi_table as st
 from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
-    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product,
+    CLASS_3D,
+    CLASS_DISPLAY_OTHER,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
 )
 from chip_drivers.tool_devices import merge_tool_listing
 

@@ -21,7 +21,12 @@ from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime
 from appliance.inventory.pci import PciDevice, normalize_bdf
 from chip_drivers.base import (
-    CLASS_PROCESSING_ACCEL, ChipDriver, ContainerAccess, DriverState, Product, add_step_detail,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    Product,
+    add_step_detail,
 )
 from chip_drivers.smi_table import parse_csv_query, parse_smi_box
 from chip_drivers.tool_devices import ToolDevice, merge_listing

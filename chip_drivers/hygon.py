@@ -26,8 +26,17 @@ from appliance.inventory.pci import PciDevice, normalize_bdf
 from chip_drivers import vendor_files as vf
 from chip_drivers.amd import ROCM_SMI_ARGS, RUNTIME_VERSION_RE, parse_rocm_smi_json, parse_smi_concise
 from chip_drivers.base import (
-    CLASS_3D, CLASS_COPROCESSOR, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
-    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail, resolve_tool,
+    CLASS_3D,
+    CLASS_COPROCESSOR,
+    CLASS_DISPLAY_OTHER,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
+    add_step_detail,
+    resolve_tool,
 )
 from chip_drivers.tool_devices import ToolDevice, merge_listing
 

@@ -23,8 +23,16 @@ from appliance.inventory.models import Accelerator, ProbeStep, Runtime
 from appliance.inventory.pci import normalize_bdf
 from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_PROCESSING_ACCEL,
-    ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, add_step_detail, parse_output,
+    CLASS_3D,
+    CLASS_DISPLAY_OTHER,
+    CLASS_PROCESSING_ACCEL,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
+    add_step_detail,
+    parse_output,
 )
 from chip_drivers.smi_table import parse_smi_box
 from chip_drivers.tool_devices import ToolDevice, merge_listing

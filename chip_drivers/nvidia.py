@@ -22,7 +22,14 @@ from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime, Usage
 from appliance.inventory.pci import normalize_bdf
 from chip_drivers.base import (
-    CLASS_3D, CLASS_VGA, ChipDriver, ContainerAccess, DriverState, ProbeFailure, Product, loaded_modules,
+    CLASS_3D,
+    CLASS_VGA,
+    ChipDriver,
+    ContainerAccess,
+    DriverState,
+    ProbeFailure,
+    Product,
+    loaded_modules,
 )
 
 SMI_XML_ARGV = ("nvidia-smi", "-q", "-x")
@@ -202,7 +209,8 @@ class NvidiaDriver(ChipDriver):
         by_bdf = {a.pci_bdf: a for a in accs if a.pci_bdf}
         seen: set[int] = set()
         out: list[Accelerator] = []
-        runtime = Runtime(name="cuda", version=report["cuda_version"], source=source) if report.get("cuda_version") else None
+        runtime = (Runtime(name="cuda", version=report["cuda_version"], source=source)
+                   if report.get("cuda_version") else None)
         for gpu in report["gpus"]:
             bdf = normalize_bdf(gpu["pci_bus_id"]) if gpu.get("pci_bus_id") else None
             acc = by_bdf.get(bdf) if bdf else None

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from appliance.errors import ApplianceError
 from appliance.runtime import labels as L
 from appliance.runtime import releases
-from appliance.runtime.releases import heartbeat_key  # noqa: F401 - re-exported for readers
 from appliance.runtime.models import DEFAULT_AGENT_METRICS_PORT
+from appliance.runtime.releases import heartbeat_key  # noqa: F401 - re-exported for readers
 
 log = logging.getLogger("appliance.agent")
 
@@ -305,10 +305,9 @@ class Agent:
         log.info(message)
 
     def _recreate(self, release, svc) -> None:
+        from appliance.errors import RuntimeFailure
         from appliance.runtime.converge import container_spec
         from appliance.runtime.images import ImageEnsurer
-
-        from appliance.errors import RuntimeFailure
 
         docker = self.docker
         want = release.stack.hash_of(svc.name)

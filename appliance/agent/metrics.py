@@ -8,8 +8,7 @@ wholesale after each pass, so a service that disappears also disappears from the
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
 MIB = 1024 * 1024
 

@@ -38,9 +38,9 @@ from appliance.bundle import journal as J
 from appliance.bundle.contentstore import ContentStore
 from appliance.bundle.dockersave import load_stream
 from appliance.bundle.manifest import Blob, Image, Manifest, compare_versions
-from appliance.progress import NullProgress, Progress
 from appliance.bundle.reader import BundleIndex, OpenedBundle, hash_blobs, open_bundle
 from appliance.errors import ApplianceError, BundleError, PreflightFailed
+from appliance.progress import NullProgress, Progress
 from appliance.state.store import StateStore
 
 FAULT_ENV = "APPLIANCE_BUNDLE_FAULT"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from appliance.atomic import place_file
 from appliance.bundle.manifest import Blob, Manifest, digest_hex
-from appliance.progress import NullProgress, Progress
 from appliance.bundle.reader import CHUNK_BYTES, BundleIndex, default_workers
 from appliance.errors import BundleError
+from appliance.progress import NullProgress, Progress
 
 
 def store_root() -> Path:

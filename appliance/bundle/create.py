@@ -25,12 +25,21 @@ from pydantic import BaseModel
 from appliance.atomic import place_file
 from appliance.bundle import keys as keymod
 from appliance.bundle.dockersave import Spool, split_save_stream
-from appliance.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, SIGNATURE_NAME, BaseRef, Blob, FileItem,
-                                       Image, Manifest, blob_member)
-from appliance.progress import NullProgress, Progress
+from appliance.bundle.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    BaseRef,
+    Blob,
+    FileItem,
+    Image,
+    Manifest,
+    blob_member,
+)
 from appliance.bundle.reader import open_bundle
 from appliance.bundle.spec import load_spec, spec_files
 from appliance.errors import BundleError
+from appliance.progress import NullProgress, Progress
 
 CHUNK_BYTES = 1024 * 1024
 

@@ -22,10 +22,17 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from appliance.bundle import keys as keymod
-from appliance.bundle.manifest import (BLOB_PREFIX, MANIFEST_NAME, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES,
-                                       SIGNATURE_NAME, Manifest, parse_manifest)
-from appliance.progress import NullProgress, Progress
+from appliance.bundle.manifest import (
+    BLOB_PREFIX,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
+    SIGNATURE_NAME,
+    Manifest,
+    parse_manifest,
+)
 from appliance.errors import BundleError
+from appliance.progress import NullProgress, Progress
 
 CHUNK_BYTES = 1024 * 1024
 HASH_CHUNK_BYTES = 4 * 1024 * 1024

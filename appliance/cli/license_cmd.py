@@ -63,7 +63,8 @@ def issue(key_path, models, expires, customer, fingerprint, license_id, out_path
             raise unknown_name_error("model", mid, cat.models, where="--models")
         if not cat.models[mid].closed:
             raise UsageError(f"model '{mid}' is open and needs no license", where="--models",
-                             fix="list closed models only: " + ", ".join(sorted(m for m, s in cat.models.items() if s.closed)))
+                             fix="list closed models only: "
+                             + ", ".join(sorted(m for m, s in cat.models.items() if s.closed)))
     lic = do_issue(key_path, ids, expires, customer, node_fingerprint=fingerprint, license_id=license_id)
     Path(out_path).write_text(to_json(lic), encoding="utf-8")
     click.echo(f"wrote {out_path}: {lic.payload.license_id} for {', '.join(lic.payload.models)} "
@@ -96,12 +97,14 @@ def verify(file: str, snapshot: str | None, fingerprint: str | None, as_json: bo
 @click.option("--snapshot", type=click.Path(), default=None, hidden=True)
 def install(file: str, snapshot: str | None) -> None:
     """Verify a license and install it under <data_dir>/licenses/."""
-    from appliance.licensing import install as do_install, read
+    from appliance.licensing import install as do_install
+    from appliance.licensing import read
 
     lic = read(file)
     fp = _fingerprint(snapshot) if lic.payload.node_fingerprint else None
     status = do_install(file, fingerprint=fp)
-    click.echo(f"installed {status.license_id} ({', '.join(status.models)}, expires {status.expires_at}) -> {status.path}")
+    click.echo(f"installed {status.license_id} ({', '.join(status.models)}, "
+               f"expires {status.expires_at}) -> {status.path}")
 
 
 @license_.command("list")

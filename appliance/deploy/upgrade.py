@@ -25,11 +25,11 @@ from pathlib import Path
 
 from appliance.bundle import apply as B
 from appliance.bundle import journal as J
-from appliance.progress import NullProgress, Progress
 from appliance.deploy import pipeline as P
 from appliance.deploy import site as site_mod
 from appliance.deploy.models import DeployRequest, DeployResult, StepTiming
 from appliance.errors import ApplianceError, BundleError, CatalogError, RuntimeFailure
+from appliance.progress import NullProgress, Progress
 from appliance.runtime import labels as L
 from appliance.state.store import StateStore
 
@@ -86,7 +86,8 @@ def _install_locked(req: DeployRequest, path: Path, store: StateStore, inst: str
     with tempfile.TemporaryDirectory(prefix="appliance-bundle-catalog-") as tmp:
         catalog_dir = B.extract_files(opened, "catalog", Path(tmp))
         run = P.Run(req=req, say=say, store=store, docker=docker,
-                    source=P.Source(version=manifest.version, catalog_dir=catalog_dir, origin=f"bundle {manifest.version}"))
+                    source=P.Source(version=manifest.version, catalog_dir=catalog_dir,
+                                    origin=f"bundle {manifest.version}"))
         run.result.kind = kind
         run.result.recovered = recovered
         run.result.disk = disk
@@ -223,7 +224,8 @@ def rollback(req: DeployRequest, *, say: P.Say | None = None, store: StateStore 
         try:
             row = next((v for v in J.versions(store, inst) if v["version"] == target.version), None)
             source = (P.release_source(target.version, Path(row["release_dir"]))
-                      if row and Path(row["release_dir"]).is_dir() else P.Source(version=target.version or P._shipped()))
+                      if row and Path(row["release_dir"]).is_dir()
+                      else P.Source(version=target.version or P._shipped()))
             run = P.Run(req=req.model_copy(update={"site": site}), say=say, store=store, docker=docker, source=source)
             res = run.result
             res.recovered, res.previous_release = recovered, current.id

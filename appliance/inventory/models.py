@@ -6,11 +6,10 @@ cheap and deterministic for planning.
 """
 
 # annotation when the classes are created, which costs start-up time on every `appliance detect`.
-from typing import Literal
-
 import copy
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 INVENTORY_FORMAT = "appliance-inventory/1"
 

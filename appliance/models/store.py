@@ -40,8 +40,18 @@ from typing import Iterator
 
 from appliance.atomic import fsync_dir, place_file, replace_dir, write_atomic
 from appliance.errors import PreflightFailed, StateError, UsageError
-from appliance.models.manifest import (Damage, Facts, FileEntry, ImportResult, Manifest, ModelEntry, ModelList,
-                                       SourceInfo, Verification, VerifyReport)
+from appliance.models.manifest import (
+    Damage,
+    Facts,
+    FileEntry,
+    ImportResult,
+    Manifest,
+    ModelEntry,
+    ModelList,
+    SourceInfo,
+    Verification,
+    VerifyReport,
+)
 from appliance.models.sources import Source
 from appliance.progress import NullProgress, Progress
 

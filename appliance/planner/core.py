@@ -21,7 +21,13 @@ from appliance.inventory.models import Inventory
 from appliance.planner import memory as M
 from appliance.planner.candidates import Candidate, Context, DeviceGroup, Slot, enumerate_model
 from appliance.planner.models import (
-    DeviceRef, HealthCheck, Plan, PlannedApp, PlannedImage, PlannedService, Rejected,
+    DeviceRef,
+    HealthCheck,
+    Plan,
+    PlannedApp,
+    PlannedImage,
+    PlannedService,
+    Rejected,
 )
 from appliance.planner.packing import Placement, pack
 
@@ -44,7 +50,8 @@ def device_groups(inventory: Inventory, catalog: Catalog) -> list[DeviceGroup]:
         key = (acc.vendor, acc.model, acc.variant or "", acc.memory_mib or 0)
         buckets.setdefault(key, []).append(acc)
     groups: list[DeviceGroup] = []
-    for (vendor, model, variant, mem), accs in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+    for (vendor, model, variant, mem), accs in sorted(buckets.items(),
+                                                      key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
         accs = sorted(accs, key=lambda a: a.index)
         first = accs[0]
         rt = first.runtime.version if first.runtime else None
@@ -116,7 +123,8 @@ def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, ca
         "precision": cand.precision,
     }
     start = eng.start
-    args = list(start.args) + list(start.role_args.get(model.role, [])) + list(start.precision_args.get(cand.precision, []))
+    args = (list(start.args) + list(start.role_args.get(model.role, []))
+            + list(start.precision_args.get(cand.precision, [])))
     if model.trust_remote_code:
         args += start.trust_remote_code_args
     command = [_fill(a, values) for a in args]

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from appliance.atomic import write_atomic
+from appliance.errors import ProvisionError
 from appliance.provision.models import HostSummary, ProvisionReport, TaskResult
 
 # progress(kind, data): kind is "task" (a task started: data = {"task", "role"}),
@@ -183,6 +185,7 @@ def run_playbook(*, inventory_file: str | Path, extravars: dict, run_id: str | N
     ``report.json``.
     """
     import ansible_runner
+    import ansible_runner.exceptions
 
     from appliance.paths import playbooks_dir
 
@@ -194,7 +197,22 @@ def run_playbook(*, inventory_file: str | Path, extravars: dict, run_id: str | N
     cmdline = ["--check", "--diff"] if check else ["--diff"]
     started = time.monotonic()
     collector = _EventCollector(progress, started)
-    runner = ansible_runner.run(
+    try:
+        runner = _run(ansible_runner, run_dir, project, book, inventory_file, extravars, cmdline, tags, skip_tags,
+                      limit, collector, timeout_s)
+    except (OSError, ansible_runner.exceptions.AnsibleRunnerException) as exc:
+        raise ProvisionError(f"ansible-runner could not run the playbook: {type(exc).__name__}: {exc}",
+                             where=f"provision run {run_id}",
+                             fix="check that ansible-core is installed (ansible-playbook on PATH); "
+                                 f"artifacts: {run_dir}") \
+            from None
+    return _report(runner, collector, run_id, run_dir, started, check, tags, inventory_file)
+
+
+def _run(ansible_runner, run_dir: Path, project: Path, book: Path, inventory_file, extravars: dict, cmdline: list[str],
+         tags, skip_tags, limit, collector, timeout_s):
+    """The one call into ansible-runner."""
+    return ansible_runner.run(
         private_data_dir=str(run_dir),
         ident="run",
         project_dir=str(project),
@@ -211,6 +229,9 @@ def run_playbook(*, inventory_file: str | Path, extravars: dict, run_id: str | N
         timeout=timeout_s,
         suppress_env_files=False,
     )
+
+
+def _report(runner, collector, run_id: str, run_dir: Path, started: float, check: bool, tags, inventory_file):
     seconds = time.monotonic() - started
     artifacts = run_dir / "artifacts" / "run"
     failures = [t for t in collector.tasks if t.status in ("failed", "unreachable") and not t.ignored]
@@ -226,7 +247,7 @@ def run_playbook(*, inventory_file: str | Path, extravars: dict, run_id: str | N
         seconds=round(seconds, 3),
         startup_s=round(collector.first_task_s, 3) if collector.first_task_s is not None else None,
         hosts=collector.stats, tasks=collector.tasks, failures=failures, error=error)
-    (run_dir / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
+    write_atomic(run_dir / "report.json", report.model_dump_json(indent=2) + "\n", fsync=False)
     shutil.rmtree(run_dir / "tmp", ignore_errors=True)
     _prune(run_dir.parent, keep=KEEP_RUNS)
     return report

@@ -17,7 +17,7 @@ from typing import Any
 from appliance.errors import RuntimeFailure
 from appliance.inventory.models import Accelerator, Inventory
 from appliance.paths import data_dir, images_dir
-from appliance.planner.models import DeviceRef, PlannedService, Plan
+from appliance.planner.models import DeviceRef, Plan, PlannedService
 from appliance.runtime import labels as L
 from appliance.runtime.models import Bind, HealthSpec, ServiceSpec, Settings, StackSpec
 

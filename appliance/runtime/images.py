@@ -44,10 +44,19 @@ SHARED_DIR = "common"  # images/<group>/common/: copied into every build of <gro
 
 _SERVICE_DOCKERFILE = """\
 FROM {base}
-COPY . /app/
-WORKDIR /app
+COPY app/ /app/
+{carried}WORKDIR /app
 ENTRYPOINT ["python3", "/app/main.py"]
 """
+_CARRIED_LINES = """\
+COPY root/ /
+ENV PYTHONPATH=/app/site-packages
+"""
+# A build directory's list of installed Python distributions its image carries (one per line):
+# the host's own installed files (this interpreter's builds, like the pyrt base) go to
+# /app/site-packages, with the shared libraries their extension modules link.
+PACKAGES_FILE = "packages.txt"
+HASH_LAYOUT = "svc/2"
 
 
 def normalize_build(build: str | None) -> str | None:
@@ -118,34 +127,97 @@ def build_sources(build: str) -> list[tuple[Path, str]]:
     return out
 
 
+def carried_packages(build: str) -> list[str]:
+    """The distributions images/``build``/packages.txt names (none without that file)."""
+    path = images_dir() / build / PACKAGES_FILE
+    if not path.is_file():
+        return []
+    return [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.split("#", 1)[0].strip()]
+
+
+def _distribution(name: str, build: str):
+    from importlib import metadata
+
+    try:
+        return metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        raise RuntimeFailure(f"the image needs the Python package {name}, which is not installed here",
+                             where=f"images/{build}",
+                             fix=f"install it with appliance (pip install {name}); it is one of appliance's "
+                                 "dependencies") from None
+
+
+def carried_files(build: str) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(file, path under the image's root) of the carried distributions and the shared libraries
+    their extension modules link (``ldd``), and one line per distribution for the content hash
+    (name, version and its RECORD of file hashes: no 100 MB read on every init)."""
+    files: list[tuple[Path, str]] = []
+    ident: list[str] = []
+    sos: list[Path] = []
+    for name in carried_packages(build):
+        dist = _distribution(name, build)
+        record = dist.read_text("RECORD") or ""
+        ident.append(f"{dist.metadata['Name']} {dist.version} {hashlib.sha256(record.encode()).hexdigest()}")
+        for rel in dist.files or []:
+            parts = rel.parts
+            if "__pycache__" in parts or rel.name.endswith((".pyc", ".pyo")) or parts[0].startswith(".."):
+                continue
+            host = Path(dist.locate_file(rel))
+            if not host.is_file():
+                continue
+            files.append((host, f"app/site-packages/{rel.as_posix()}"))
+            if ".so" in rel.name:
+                sos.append(host)
+    if sos:
+        for lib in pyrt.shared_libraries(sos):
+            real = Path(os.path.realpath(lib))
+            files.append((real, lib.lstrip("/")))
+            st = real.stat()
+            ident.append(f"lib {lib} {st.st_size} {st.st_mtime_ns}")
+    return files, ident
+
+
 def content_hash(build: str, base_tag: str) -> str:
-    """Hash of the build's files (paths and bytes, shared ones included) and the base image tag."""
+    """Hash of the build's files (paths and bytes, shared ones included), the distributions it
+    carries (name, version, RECORD) and the base image tag."""
     directory = images_dir() / build
     if not (directory / "main.py").is_file():
         raise RuntimeFailure(f"{directory}/main.py is missing", where=f"images/{build}",
                              fix="reinstall appliance (the image sources ship with it)")
-    h = hashlib.sha256(f"svc/1 {base_tag}\n".encode())
+    h = hashlib.sha256(f"{HASH_LAYOUT} {base_tag}\n".encode())
     for path, arc in build_sources(build):
         h.update(arc.encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
+    if carried_packages(build):
+        for line in carried_files(build)[1]:
+            h.update(line.encode() + b"\n")
     return h.hexdigest()[:16]
 
 
-def _service_context(build: str, base_tag: str) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = _SERVICE_DOCKERFILE.format(base=base_tag).encode()
+def _service_context(build: str, base_tag: str):
+    """The build context as a tar in a temporary file (an engine image carries 100+ MB)."""
+    carried = carried_files(build)[0] if carried_packages(build) else []
+    fh = tempfile.TemporaryFile()
+    with tarfile.open(fileobj=fh, mode="w") as tar:
+        data = _SERVICE_DOCKERFILE.format(base=base_tag, carried=_CARRIED_LINES if carried else "").encode()
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-        for path, arc in build_sources(build):
+        seen: set[str] = set()
+        for path, arc in [(p, f"app/{a}") for p, a in build_sources(build)] + \
+                         [(p, a if a.startswith("app/") else f"root/{a}") for p, a in carried]:
+            if arc in seen:
+                continue
+            seen.add(arc)
             info = tar.gettarinfo(str(path), arcname=arc)
             info.uid = info.gid = 0
-            info.mode = 0o644
-            with open(path, "rb") as fh:
-                tar.addfile(info, fh)
-    buf.seek(0)
-    return buf
+            info.uname = info.gname = "root"
+            info.mode = 0o755 if (info.mode & 0o111) else 0o644
+            with open(path, "rb") as src:
+                tar.addfile(info, src)
+    fh.seek(0)
+    return fh
 
 
 def content_tag(image: str, digest: str) -> str:
@@ -240,9 +312,10 @@ class ImageEnsurer:
                 if self.docker.image_labels(ref) is None:
                     start = time.monotonic()
                     self.progress(f"building {ref} from images/{build}")
-                    self.docker.build_image(_service_context(build, base), ref,
-                                            {L.MANAGED: "true", L.CONTENT_HASH: want, "appliance.base": base,
-                                             "appliance.image": build, "appliance.family": image})
+                    with _service_context(build, base) as context:
+                        self.docker.build_image(context, ref,
+                                                {L.MANAGED: "true", L.CONTENT_HASH: want, "appliance.base": base,
+                                                 "appliance.image": build, "appliance.family": image})
                     self.build_s += time.monotonic() - start
         return Ensured(ref, want)
 

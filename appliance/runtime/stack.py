@@ -29,7 +29,11 @@ from appliance.planner.models import Plan
 from appliance.runtime import labels as L
 from appliance.runtime import releases
 from appliance.runtime.models import (
-    ApplyResult, Change, Release, ServiceState, StackSpec,
+    ApplyResult,
+    Change,
+    Release,
+    ServiceState,
+    StackSpec,
 )
 from appliance.state import locks
 from appliance.state.store import StateStore

@@ -254,7 +254,7 @@ def test_kill_9_then_one_consistent_release(node, docker_engine, point, outcome)
     assert res.returncode == 1, (res.returncode, res.stdout[-3000:], res.stderr[-2000:])
     report = json.loads(res.stdout)
     flagged = [p for p in report["problems"] if p["code"] == "upgrade_interrupted"]
-    assert len(flagged) == 1 and f"interrupted at step" in flagged[0]["message"], report["problems"]
+    assert len(flagged) == 1 and "interrupted at step" in flagged[0]["message"], report["problems"]
     assert "appliance upgrade" in flagged[0]["fix"] and "appliance agent" in flagged[0]["fix"]
     assert state(node) == interrupted, "status must not change anything"
     # the node agent finishes or undoes it when it starts

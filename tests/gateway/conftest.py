@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: make gwtest importable
 
-from gwtest import UPSTREAM, GATEWAY_MAIN, Proc, free_port, stop_all, wait_http  # noqa: E402
+from gwtest import GATEWAY_MAIN, UPSTREAM, Proc, free_port, stop_all, wait_http  # noqa: E402
 
 
 @pytest.fixture

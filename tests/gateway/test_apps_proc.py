@@ -9,16 +9,27 @@ import sys
 from pathlib import Path
 
 import pytest
-from gwtest import (DEMO_ENGINE, GATEWAY_MAIN, REPO, Proc, browser_dom, call, eventually, free_port, needs_chromium,
-                    stop_all, wait_http)
+from gwtest import (
+    DEMO_ENGINE,
+    GATEWAY_MAIN,
+    REPO,
+    Proc,
+    browser_dom,
+    call,
+    eventually,
+    free_port,
+    needs_chromium,
+    stop_all,
+    wait_http,
+)
 
-from appliance.gateway import keys as K
 from appliance.catalog import load_catalog
+from appliance.gateway import keys as K
 from appliance.gateway import wiring as W
 from appliance.runtime.compose import app_env
+from appliance.state.store import StateStore
 
 CATALOG = load_catalog()
-from appliance.state.store import StateStore
 
 APPS_DIR = REPO / "images" / "apps"
 VACATION = """# Vacation policy

@@ -16,7 +16,14 @@ import pytest
 
 from appliance.errors import LicenseError, NoFitError
 from appliance.licensing import (
-    entitlements, generate_keypair, install, installed, issue, node_fingerprint, read, verify_file,
+    entitlements,
+    generate_keypair,
+    install,
+    installed,
+    issue,
+    node_fingerprint,
+    read,
+    verify_file,
 )
 from tests.support import H200
 
@@ -117,12 +124,14 @@ def test_planner_gate(vendor, tmp_path, h200_inventory):
     assert "closed model needs a valid license" in info.value.message
     assert any(r.code == "license" for r in info.value.plan.rejected)
 
-    good = _write(issue(vendor["private_key"], ["pro-chat-32b"], "2027-01-01", "ACME", issued_at=NOW), tmp_path / "g.json")
+    good = _write(issue(vendor["private_key"], ["pro-chat-32b"], "2027-01-01", "ACME", issued_at=NOW),
+                  tmp_path / "g.json")
     p = plan(h200_inventory, models=["pro-chat-32b"], licenses=[str(good)], now=NOW)
     assert p.services[0].model == "pro-chat-32b" and p.services[0].license_required
 
     with pytest.raises(NoFitError) as info:
-        plan(h200_inventory, models=["pro-chat-32b"], licenses=[str(good)], now=datetime(2027, 2, 1, tzinfo=timezone.utc))
+        plan(h200_inventory, models=["pro-chat-32b"], licenses=[str(good)],
+             now=datetime(2027, 2, 1, tzinfo=timezone.utc))
     assert "expired on 2027-01-01" in info.value.message
 
 

@@ -11,7 +11,6 @@ import json
 import socket
 
 import pytest
-
 from provsupport import add_pci, run_cli, write
 
 RULES = ("os", "kernel", "cpu-memory", "disk", "docker", "cgroup", "ports", "time-sync",

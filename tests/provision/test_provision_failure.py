@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from provsupport import copy_snapshot_root, data_dir_env, run_cli, write
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]
@@ -40,7 +39,8 @@ def failed_then_fixed(tmp_path_factory):
         # the fix: the driver and toolkit the matrix wants, in the documented layout
         write(packages, f"nvidia/driver/{NEW_DRIVER}/NVIDIA-Linux-x86_64-{NEW_DRIVER}.run", "#!/bin/sh\nexit 0\n")
         write(packages, f"nvidia/container-toolkit/{TOOLKIT}/nvidia-container-toolkit_{TOOLKIT}-1_amd64.deb", "deb")
-        write(packages, f"nvidia/container-toolkit/{TOOLKIT}/nvidia-container-toolkit-base_{TOOLKIT}-1_amd64.deb", "deb")
+        write(packages, f"nvidia/container-toolkit/{TOOLKIT}/nvidia-container-toolkit-base_{TOOLKIT}-1_amd64.deb",
+              "deb")
         fixed = provision(inventory=detect(LiveHost(root), usage=False), root=root, packages_dir=packages)
     return {"root": root, "failed": failed, "fixed": fixed, "data": base / "data"}
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from provsupport import copy_snapshot_root, data_dir_env, inventory_file, run_cli, snapshot_dir, tree_state, write
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]
@@ -142,10 +141,11 @@ def test_fact_agrees_with_python_detection():
     """The playbook's PCI fact and appliance's detection choose the same roles on every snapshot."""
     import importlib.util
 
+    from provsupport import NODES
+
     from appliance.inventory.detect import detect
     from appliance.paths import playbooks_dir
     from appliance.provision.site import chip_table, chips_of
-    from provsupport import NODES
 
     spec = importlib.util.spec_from_file_location("host_facts", playbooks_dir() / "library/appliance_host_facts.py")
     mod = importlib.util.module_from_spec(spec)

@@ -16,7 +16,6 @@ import pwd
 from pathlib import Path
 
 import pytest
-
 from provsupport import data_dir_env, run_cli, tree_state, write
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from provsupport import data_dir_env
 
 from appliance.errors import UsageError
 from appliance.provision.site import provision
-from provsupport import data_dir_env
 
 pytestmark = [pytest.mark.ansible]
 

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import yaml
-
 from provsupport import write
 
 
@@ -110,8 +109,8 @@ def test_failure_report_names_host_task_message_and_artifacts():
     from appliance.provision.models import ProvisionReport, TaskResult
 
     fail = TaskResult(host="node-b", task="nvidia | driver: x", status="failed", message="boom")
-    report = ProvisionReport(run_id="r1", status="failed", rc=2, inventory="inv", artifacts_dir="/data/ansible/r1/artifacts/run",
-                             tasks=[fail], failures=[fail])
+    report = ProvisionReport(run_id="r1", status="failed", rc=2, inventory="inv",
+                             artifacts_dir="/data/ansible/r1/artifacts/run", tasks=[fail], failures=[fail])
     block = report.failure_block()
     assert "host:    node-b" in block and "task:    nvidia | driver: x" in block and "message: boom" in block
     assert "/data/ansible/r1/artifacts/run" in block
@@ -128,7 +127,8 @@ def test_event_diffs_and_messages():
     assert "-a" in diff and "+b" in diff and "/etc/x" in diff
     assert _unified({"before": {"state": "absent"}, "after": {"state": "directory"}}).count("state") == 2
     assert _unified({"before": "same", "after": "same"}) is None
-    assert _message({"msg": "One or more items failed", "results": [{"failed": False}, {"failed": True, "msg": "item 2"}]}) == "item 2"
+    assert _message({"msg": "One or more items failed",
+                     "results": [{"failed": False}, {"failed": True, "msg": "item 2"}]}) == "item 2"
     assert _message({"msg": "non-zero return code", "stderr": "dpkg: error"}) == "non-zero return code: dpkg: error"
 
 
@@ -158,3 +158,26 @@ def test_every_playbook_file_ships_in_the_wheel():
                for pattern in patterns for f in glob.glob(str(REPO / pattern))}
     files = {str(p) for p in (REPO / "playbooks").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert files and files <= shipped, sorted(files - shipped)
+
+
+def test_an_ansible_runner_failure_is_a_typed_error_naming_the_run(tmp_path, monkeypatch):
+    """ansible-runner raising (no ansible-playbook, a broken private data dir) is a ProvisionError
+    with the run's artifacts, never a raw exception (before, it escaped untyped)."""
+    import ansible_runner
+    import ansible_runner.exceptions
+
+    from appliance.errors import ProvisionError
+    from appliance.provision.runner import run_playbook
+
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path / "data"))
+
+    def boom(**kw):
+        raise ansible_runner.exceptions.AnsibleRunnerException("the command was not found or was not executable")
+
+    monkeypatch.setattr(ansible_runner, "run", boom)
+    inv = tmp_path / "inv.yml"
+    inv.write_text("all: {hosts: {localhost: {ansible_connection: local}}}\n")
+    with pytest.raises(ProvisionError) as err:
+        run_playbook(inventory_file=inv, extravars={})
+    assert "ansible-runner could not run the playbook" in err.value.one_line()
+    assert "artifacts:" in err.value.one_line()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from appliance.catalog import load_catalog
 from appliance.inventory.detect import detect
 from appliance.planner import plan as make_plan

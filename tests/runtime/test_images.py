@@ -58,8 +58,32 @@ def test_shared_files_beside_a_build_are_in_its_image_and_its_hash(tmp_path, mon
     assert all(I.content_hash(f"apps/{n}", "base:1") != h for n, h in first.items())
     (apps / "two" / "kit.py").write_text("V = 'own'\n")               # a build's own file wins
     assert dict((arc, p) for p, arc in I.build_sources("apps/two"))["kit.py"] == apps / "two" / "kit.py"
-    with tarfile.open(fileobj=I._service_context("apps/one", "base:1")) as tar:
-        assert tar.extractfile("kit.py").read() == b"V = 2\n" and "main.py" in tar.getnames()
+    with I._service_context("apps/one", "base:1") as fh, tarfile.open(fileobj=fh) as tar:
+        assert tar.extractfile("app/kit.py").read() == b"V = 2\n" and "app/main.py" in tar.getnames()
+        assert not any(n.startswith("root/") for n in tar.getnames())  # carries no packages
+
+
+def test_a_build_carries_the_installed_packages_it_names_with_their_libraries(tmp_path, monkeypatch):
+    """images/engines/llamacpp carries xllamacpp (llama.cpp's server, a compiled extension): the
+    installed files go to /app/site-packages and the shared libraries it links to their paths."""
+    from importlib import metadata
+
+    cat = I.carried_packages("engines/llamacpp")
+    assert cat == ["xllamacpp"]
+    files, ident = I.carried_files("engines/llamacpp")
+    arcs = {a for _, a in files}
+    assert "app/site-packages/xllamacpp/__init__.py" in arcs
+    assert any(a.startswith("app/site-packages/xllamacpp/xllamacpp") and ".so" in a for a in arcs)
+    assert any(a.endswith("libstdc++.so.6") for a in arcs) and any(a.endswith("libgomp.so.1") for a in arcs)
+    assert ident[0].startswith(f"xllamacpp {metadata.version('xllamacpp')} ")
+    # a package that is not installed: one line saying which, and how to get it
+    build = tmp_path / "res" / "images" / "engines" / "x"
+    build.mkdir(parents=True)
+    (build / "main.py").write_text("")
+    (build / "packages.txt").write_text("no-such-distribution-here  # needed\n")
+    monkeypatch.setenv("APPLIANCE_RESOURCES", str(tmp_path / "res"))
+    with pytest.raises(RuntimeFailure, match="needs the Python package no-such-distribution-here"):
+        I.content_hash("engines/x", "base:1")
 
 
 def test_local_image_is_built_once_under_its_content_tag(tmp_path, monkeypatch, docker):
@@ -100,7 +124,7 @@ def test_two_instances_side_by_side_keep_their_own_images(tmp_path):
 
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import Docker
-    from tests.stack_support import DemoStack, REPO
+    from tests.stack_support import REPO, DemoStack
 
     res_b = tmp_path / "resources-b"
     for sub in ("images", "playbooks"):

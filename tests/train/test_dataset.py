@@ -82,9 +82,9 @@ def test_not_utf8_empty_and_missing(tmp_path):
 @pytest.mark.docker
 def test_cli_refuses_a_malformed_dataset_before_anything_starts(tmp_path, instance):
     """One line naming file and line, exit 2; no container, job record or job directory."""
+    from appliance.paths import data_dir
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import Docker
-    from appliance.paths import data_dir
 
     path = write_jsonl(tmp_path / "bad.jsonl", CHAT * 3, raw_lines={7: '{"messages": [{"role": "user"}]}'})
     res = run_cli("train", "submit", "--model", "demo-chat", "--dataset", str(path))

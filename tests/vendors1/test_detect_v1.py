@@ -12,8 +12,16 @@ import json
 
 import pytest
 from v1support import (
-    NODES, ROCM_SMI_ARGV, VENDOR_SNAPSHOTS, accs_of, copy_snapshot, drop_vendor_tools, probe_of, remove_root_path,
-    run_cli, write_root_file,
+    NODES,
+    ROCM_SMI_ARGV,
+    VENDOR_SNAPSHOTS,
+    accs_of,
+    copy_snapshot,
+    drop_vendor_tools,
+    probe_of,
+    remove_root_path,
+    run_cli,
+    write_root_file,
 )
 
 from appliance.inventory.detect import detect

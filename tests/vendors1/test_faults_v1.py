@@ -14,7 +14,14 @@ import shlex
 import pytest
 from detect_support import fake_tool, path_with
 from v1support import (
-    NODES, VENDOR_SNAPSHOTS, accs_of, copy_snapshot, probe_of, run_cli, sample, set_tool_output,
+    NODES,
+    VENDOR_SNAPSHOTS,
+    accs_of,
+    copy_snapshot,
+    probe_of,
+    run_cli,
+    sample,
+    set_tool_output,
 )
 
 from appliance.inventory.detect import detect

@@ -10,12 +10,23 @@ timeouts are the real code.
 from __future__ import annotations
 
 from detect_support import (
-    NODES, REPO, SAMPLES, accs_of, copy_snapshot, drop_vendor_tools, probe_of, remove_root_path, run_cli,
-    sample, set_tool_output, write_root_file,
+    NODES,
+    REPO,
+    SAMPLES,
+    accs_of,
+    copy_snapshot,
+    drop_vendor_tools,
+    probe_of,
+    remove_root_path,
+    run_cli,
+    sample,
+    set_tool_output,
+    write_root_file,
 )
 
 __all__ = ["NODES", "REPO", "SAMPLES", "accs_of", "copy_snapshot", "drop_vendor_tools", "probe_of",
-           "remove_root_path", "run_cli", "sample", "set_tool_output", "write_root_file", "ROCM_SMI_ARGV", "VENDOR_SNAPSHOTS"]
+           "remove_root_path", "run_cli", "sample", "set_tool_output", "write_root_file", "ROCM_SMI_ARGV",
+           "VENDOR_SNAPSHOTS"]
 
 ROCM_SMI_ARGV = ["rocm-smi", "--showproductname", "--showbus", "--showmeminfo", "vram", "--showuse",
                  "--showtemp", "--showpower", "--json"]

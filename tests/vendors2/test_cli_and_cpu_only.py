@@ -13,8 +13,8 @@ from detect_support import fake_tool, path_with
 from v2support import NODES, VENDOR_SNAPSHOTS, copy_snapshot, run_cli, set_tool_output
 
 from appliance.inventory.detect import detect
-from appliance.inventory.pci import scan_pci
 from appliance.inventory.hostview import SnapshotHost
+from appliance.inventory.pci import scan_pci
 from chip_drivers import all_drivers
 
 CLI_EXPECTED = {
@@ -22,7 +22,8 @@ CLI_EXPECTED = {
     "cambricon-mlu370-8": (8, "MLU370-X8", 23374, "0000:39:00.0", "5.10.13", {"name": "neuware", "version": "3.7.2"}),
     "metax-c500-2": (2, "MetaX C500", 65536, "0000:0e:00.0", "3.0.11", {"name": "maca", "version": "3.1.0.14"}),
     "mthreads-s80-1": (1, "MTT S80", 16384, "0000:04:00.0", "2.7.0", {"name": "musa", "version": "3.1.0"}),
-    "iluvatar-bi-v150-2": (2, "Iluvatar BI-V150", 32768, "0000:10:00.0", "4.3.8", {"name": "corex", "version": "4.3.8"}),
+    "iluvatar-bi-v150-2": (2, "Iluvatar BI-V150", 32768, "0000:10:00.0", "4.3.8",
+                           {"name": "corex", "version": "4.3.8"}),
 }
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import pytest
 from v2support import (
-    NODES, VENDOR_SNAPSHOTS, accs_of, copy_snapshot, probe_of, remove_root_path, set_tool_output,
+    NODES,
+    VENDOR_SNAPSHOTS,
+    accs_of,
+    copy_snapshot,
+    probe_of,
+    remove_root_path,
+    set_tool_output,
     write_root_file,
 )
 
