@@ -40,6 +40,7 @@ from typing import Iterator
 
 from appliance.atomic import fsync_dir, place_file, replace_dir, write_atomic
 from appliance.errors import PreflightFailed, StateError, UsageError
+from appliance.models.layout import manifest_path, store_root
 from appliance.models.manifest import (
     Damage,
     Facts,
@@ -63,12 +64,6 @@ FREE_MARGIN_BYTES = 64 * 1024 * 1024
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def store_root() -> Path:
-    from appliance.paths import data_dir
-
-    return data_dir() / "modelstore"
 
 
 def models_root(catalog) -> Path:
@@ -98,7 +93,7 @@ class ModelStore:
         return self.blobs / sha256
 
     def manifest_path(self, model: str, precision: str) -> Path:
-        return self.manifest_dir / f"{model}@{precision}.json"
+        return manifest_path(model, precision, self.root)
 
     def manifests(self) -> list[Manifest]:
         if not self.manifest_dir.is_dir():

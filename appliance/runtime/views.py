@@ -122,7 +122,8 @@ class StackView:
 class PlannedServiceView:
     """One planned service (``planner.models.PlannedService``): what it serves, on what."""
 
-    __slots__ = ("name", "role", "model", "served_model_name", "engine", "devices", "demo")
+    __slots__ = ("name", "role", "model", "served_model_name", "engine", "devices", "demo", "precision",
+                 "model_path")
 
     def __init__(self, d: dict):
         self.name = d["name"]
@@ -132,6 +133,8 @@ class PlannedServiceView:
         self.engine = d["engine"]
         self.devices = _devices(d.get("devices"))
         self.demo = bool(d.get("demo", False))
+        self.precision = d.get("precision")
+        self.model_path = d.get("model_path")
 
 
 class PlanView:

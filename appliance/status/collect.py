@@ -155,6 +155,8 @@ def collect_status(*, snapshot: str | Path | None = None, instance: str | None =
     node = _node(inventory, snapshot, docker_status, report.agent)
     if not snapshot:
         problems.extend(N.disk_problems(node.disks))
+    models = _models(plan, stack, services)
+    problems.extend(_weights_problems(models))
 
     status, summary = _overall(release, docker_status, problems, services, inst)
     if release is None:
@@ -167,7 +169,7 @@ def collect_status(*, snapshot: str | Path | None = None, instance: str | None =
         status=status, healthy=status == "healthy", exit_code=EXIT_CODES[status], summary=summary, instance=inst,
         appliance_version=__version__, checked_at=iso(now), release=report.release_info, node=node,
         accelerators=[_accelerator(a, stack) for a in accs], services=services,
-        models=_models(plan, stack, services), problems=_sorted(problems), last_upgrade=report.last_upgrade,
+        models=models, problems=_sorted(problems), last_upgrade=report.last_upgrade,
         endpoints=_endpoints(stack),
         collect=CollectInfo(hardware=inventory.source if inventory is not None
                             else ("snapshot" if snapshot else "live"),
@@ -415,11 +417,15 @@ def _models(plan, stack, services: list[ServiceStatus]) -> list[ModelServed]:
     by_name = {s.name: s for s in services}
     out: list[ModelServed] = []
     seen: set[str] = set()
+    from appliance.models.layout import weights_state
+
     for ps in (plan.services if plan else []):
         svc = by_name.get(ps.name)
+        weights, verified = weights_state(ps.model, ps.precision, ps.model_path) if not ps.demo else ("not_needed", None)
         out.append(ModelServed(name=ps.served_model_name, model=ps.model, role=ps.role, service=ps.name,
                                engine=ps.engine, devices=[f"{d.vendor}:{d.index}" for d in ps.devices],
-                               ready=bool(svc and svc.ok), demo=ps.demo))
+                               ready=bool(svc and svc.ok), demo=ps.demo, precision=ps.precision, weights=weights,
+                               weights_verified_at=verified))
         seen.add(ps.served_model_name)
     for spec in (stack.services if stack else []):
         if spec.kind != "inference":
@@ -431,6 +437,14 @@ def _models(plan, stack, services: list[ServiceStatus]) -> list[ModelServed]:
                                        devices=[f"{d.vendor}:{d.index}" for d in spec.device_refs]))
                 seen.add(m)
     return out
+
+
+def _weights_problems(models: list[ModelServed]) -> list[Problem]:
+    """A planned model whose weights are gone from the node cannot be (re)started."""
+    return [Problem(severity="error", code="weights_missing", subject=m.model or m.name,
+                    message=f"the weights of {m.model} ({m.precision}) are not on this node: its service cannot start "
+                            "again", fix=f"appliance models import SOURCE --model {m.model} --precision {m.precision}")
+            for m in models if m.weights == "missing"]
 
 
 def _endpoints(stack) -> Endpoints:

@@ -178,6 +178,9 @@ class ModelServed(Report):
     devices: list[str] = field(default_factory=list)
     ready: bool                         # its service is running and healthy
     demo: bool = False
+    precision: str | None = None
+    weights: str | None = None          # in_store | present (not placed by the store) | missing | not_needed
+    weights_verified_at: str | None = None  # when the model store last hashed its files (UTC)
 
 
 @dataclass(kw_only=True, eq=True)

@@ -352,3 +352,24 @@ def test_the_planner_names_the_files_and_prefers_stored_weights():
     assert next(s.model for s in small.services if s.role == "chat") == "qwen2.5-1.5b-instruct"
     assert any(f"{chat} would fit and ranks above qwen2.5-1.5b-instruct" in n and "appliance models import" in n
                for n in small.explain), small.explain
+
+
+def test_status_sees_each_planned_models_weights(data, tmp_path):
+    """What `appliance status` reports per planned model, read without the store's models (fast path)."""
+    from appliance.models.layout import weights_state
+    from appliance.status.collect import _weights_problems
+    from appliance.status.models import ModelServed
+
+    path = data / "models" / K.TINY / "gguf-f16"
+    assert weights_state(K.TINY, "gguf-f16", str(path)) == ("missing", None)
+    imported(data, K.gguf_file(tmp_path / "tiny.gguf"))
+    state, verified = weights_state(K.TINY, "gguf-f16", str(path))
+    assert state == "in_store" and verified.endswith("Z")
+    other = data / "models" / "by-hand"
+    other.mkdir(parents=True)
+    (other / "model.gguf").write_bytes(b"x")
+    assert weights_state("by-hand", "gguf-f16", str(other)) == ("present", None)
+    assert weights_state("demo", "bf16", None) == ("not_needed", None)
+    missing = ModelServed(name="m", model="qwen", precision="bf16", service="llm-qwen", ready=False, weights="missing")
+    [problem] = _weights_problems([missing])
+    assert problem.code == "weights_missing" and "appliance models import SOURCE --model qwen" in problem.fix
