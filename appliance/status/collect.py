@@ -421,7 +421,8 @@ def _models(plan, stack, services: list[ServiceStatus]) -> list[ModelServed]:
 
     for ps in (plan.services if plan else []):
         svc = by_name.get(ps.name)
-        weights, verified = weights_state(ps.model, ps.precision, ps.model_path) if not ps.demo else ("not_needed", None)
+        weights, verified = (weights_state(ps.model, ps.precision, ps.model_path) if not ps.demo
+                             else ("not_needed", None))
         out.append(ModelServed(name=ps.served_model_name, model=ps.model, role=ps.role, service=ps.name,
                                engine=ps.engine, devices=[f"{d.vendor}:{d.index}" for d in ps.devices],
                                ready=bool(svc and svc.ok), demo=ps.demo, precision=ps.precision, weights=weights,
