@@ -68,6 +68,8 @@ class EngineImage(Strict):
                                              description="model architectures this (older) image predates")
     source: str | None = Field(default=None, description="where this tag is documented")
     verified: bool = Field(default=True, description="false: tag taken from a single unverified source")
+    build: str | None = Field(default=None, description="built locally from this images/ directory (never pulled); "
+                              "preferred over the engine's published images")
 
 
 class EngineConstraints(Strict):
@@ -212,7 +214,9 @@ class Model(Strict):
     quality: int = Field(default=50, description="rank for the default set (higher is better)")
     default: bool = Field(default=True, description="may be chosen for the out-of-the-box set")
     tags: list[str] = Field(default_factory=list)
-    demo: bool = False
+    demo: bool = Field(default=False, description="a templated test model without weights (test fixtures only)")
+    builtin: bool = Field(default=False, description="a built-in evaluation model: a Python package ships its "
+                          "weights; `appliance init --demo` plans the built-in set")
     config_source: str | None = Field(default=None, description="where the numbers come from")
     fine_tune: FineTune | None = Field(default=None, description="set for models fine-tuned on this node "
                                        "(local overlay, appliance train)")

@@ -129,8 +129,14 @@ def _render_init(r) -> None:
     if not r.dry_run and r.phases:
         con.print("time: " + ", ".join(f"{p.name} {p.seconds:.2f}s" for p in r.phases))
     con.print(f"[bold]{title}[/bold] (instance {r.instance})")
+    small = [s for s in r.plan.services if s.evaluation]
+    if small:
+        con.print(f"[yellow]Evaluation models: {', '.join(s.model for s in small)} are small real models for trying "
+                  "the box, not for production answers.[/yellow]")
+        con.print("[yellow]  Serve a bigger model: appliance models import FILE.gguf --model ID, then "
+                  "appliance init --no-demo --models ID --yes (docs/demo.md)[/yellow]", soft_wrap=True)
     if any(s.demo for s in r.stack.services):
-        con.print("[yellow]DEMO stack: the demo engine returns templated answers, not a language model[/yellow]")
+        con.print("[yellow]TEST stack: the templated engine returns canned answers, not a language model[/yellow]")
     for name, url in r.endpoints.items():
         con.print(f"  {name:<18} {url}")
     if r.next_steps and not r.dry_run:

@@ -100,7 +100,8 @@ def render(r) -> None:
     head = f"[bold {colour}]{r.status.upper().replace('_', ' ')}[/bold {colour}]"
     if r.release:
         head += (f"  release {r.release.id} ({r.release.version or '?'}) since {r.release.since}"
-                 + ("  [yellow]DEMO stack[/yellow]" if r.release.demo else ""))
+                 + ("  [yellow]TEST stack (templated engine)[/yellow]" if r.release.demo else "")
+                 + ("  [yellow]EVALUATION models (small)[/yellow]" if r.release.evaluation else ""))
     con.print(f"{head}  ·  appliance {r.appliance_version}  ·  instance {r.instance}")
     con.print(_node_line(r.node), soft_wrap=True)
 
@@ -132,7 +133,12 @@ def render(r) -> None:
         con.print(t)
     if r.models:
         con.print("models: " + ", ".join(f"{m.name} ({'ready' if m.ready else '[red]not ready[/red]'}"
-                                          f"{', demo' if m.demo else ''})" for m in r.models), soft_wrap=True)
+                                          f"{', demo' if m.demo else ''}"
+                                          f"{', small evaluation model' if m.evaluation else ''}{_weights(m)})"
+                                          for m in r.models), soft_wrap=True)
+        if any(m.evaluation for m in r.models):
+            con.print("to serve a bigger model: appliance models import FILE.gguf --model ID, then "
+                      "appliance init --no-demo --models ID --yes", soft_wrap=True)
     if r.endpoints.gateway or r.endpoints.apps:
         apps = "".join(f"   {n}: {u}" for n, u in r.endpoints.apps.items())
         con.print(f"gateway: {r.endpoints.gateway or '-'}" + apps, soft_wrap=True)
@@ -176,3 +182,8 @@ def _node_line(n) -> str:
     if n.agent.last_event:
         parts.append(f"agent: {n.agent.last_event} ({n.agent.last_event_at})")
     return "  ·  ".join(parts)
+
+
+def _weights(m) -> str:
+    """The weights part of a model's line, only when it needs attention."""
+    return f", weights {m.weights}" if m.weights not in (None, "in_store", "not_needed") else ""

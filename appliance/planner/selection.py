@@ -5,7 +5,8 @@ The out-of-the-box set is one model per ``planner.default_roles`` role: the embe
 from the highest ``quality`` down until one fits *together with* those. On a CPU-only
 node chat models above ``planner.cpu_default_max_params`` are skipped (too slow to be a
 good default; they can still be requested). Closed models join the default set only when
-licensed. ``demo=True`` plans the demo models on the demo engine instead.
+licensed. ``demo=True`` plans the built-in evaluation models instead (``builtin`` in the
+catalog: small real models whose weights ship in Python packages).
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
     rejected: list[Rejected] = []
     if demo:
         order = {r: i for i, r in enumerate(["chat", "completion", "embedding", "rerank"])}
-        requested = sorted((m for m, spec in cat.models.items() if spec.demo and spec.default),
+        requested = sorted((m for m, spec in cat.models.items() if spec.builtin),
                            key=lambda m: (order[cat.models[m].role], m))
-        notes.append(f"default set (demo): {', '.join(requested)} on the demo engine")
+        notes.append(f"default set (--demo): the built-in evaluation models {', '.join(requested)} "
+                     "(small; their weights ship in Python packages)")
         return requested, _pack(requested, cands, by_key, cat), rejected, notes
 
     others: list[str] = []

@@ -119,11 +119,19 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
     build = normalize_build(ps.build) or (normalize_build(engine.build) if engine is not None and engine.build
                                           else build_dir_for(ps.image, catalog))
     local = build is not None
+    quick = local and ps.demo  # the templated test engine starts in well under a second
     hc = ps.health
     health = HealthSpec(path=hc.path, port=hc.port, retries=hc.retries, timeout_s=hc.timeout_s,
                         interval_s=LOCAL_HEALTH_INTERVAL_S if local else hc.interval_s,
-                        start_period_s=LOCAL_START_PERIOD_S if local else hc.start_period_s,
-                        wait_timeout_s=LOCAL_WAIT_TIMEOUT_S if local else max(hc.start_period_s, 60.0))
+                        start_period_s=LOCAL_START_PERIOD_S if quick else hc.start_period_s,
+                        wait_timeout_s=LOCAL_WAIT_TIMEOUT_S if quick else max(hc.start_period_s, 60.0))
+    memory_limit = None
+    if quick:
+        memory_limit = 256
+    elif ps.backend == "cpu" and ps.memory_mib_per_device:
+        # a CPU engine's planned RAM (weights + KV cache + overhead) with a margin: a runaway request
+        # hits its own limit, not the box's other services
+        memory_limit = int(ps.memory_mib_per_device * 1.25) + 256
     return ServiceSpec(
         name=ps.name, kind="inference", image=ps.image, build=build,
         entrypoint=list(ps.entrypoint), command=list(ps.command), env=env, port=ps.port, aliases=[ps.name], binds=binds,
@@ -131,7 +139,7 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
         devices=list(access.devices), device_requests=list(access.device_requests),
         device_refs=list(ps.devices), group_add=list(access.group_add), runtime=access.runtime,
         cap_add=list(access.cap_add), ipc_mode=access.ipc_mode, hardened=local, health=health,
-        memory_limit_mib=256 if ps.demo and local else None,
+        memory_limit_mib=memory_limit, cpuset=ps.cpuset,
         shm_size_mib=None if (local or access.ipc_mode == "host") else 8192,
         served_models=[ps.served_model_name], demo=ps.demo)
 

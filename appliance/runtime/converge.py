@@ -69,7 +69,7 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
         healthcheck={"test": health_test(svc.health.port, svc.health.path),
                      "interval_s": svc.health.interval_s, "timeout_s": svc.health.timeout_s,
                      "start_period_s": svc.health.start_period_s, "retries": svc.health.retries},
-        memory_limit_mib=svc.memory_limit_mib, cpus=svc.cpus, shm_size_mib=svc.shm_size_mib,
+        memory_limit_mib=svc.memory_limit_mib, cpus=svc.cpus, cpuset=svc.cpuset, shm_size_mib=svc.shm_size_mib,
         pids_limit=512 if svc.hardened else None)
 
 

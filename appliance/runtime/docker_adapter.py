@@ -98,6 +98,7 @@ class ContainerCreate:
     restart: str = "unless-stopped"
     memory_limit_mib: int | None = None
     cpus: float | None = None
+    cpuset: str | None = None
     shm_size_mib: int | None = None
     pids_limit: int | None = None
     log_max_size: str = "10m"
@@ -216,6 +217,7 @@ class Docker:
                                                            "max-file": str(spec.log_max_files)}),
             mem_limit=f"{spec.memory_limit_mib}m" if spec.memory_limit_mib else None,
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            cpuset_cpus=spec.cpuset,
             shm_size=f"{spec.shm_size_mib}m" if spec.shm_size_mib else None,
             pids_limit=spec.pids_limit,
             init=False,

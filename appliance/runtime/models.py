@@ -88,6 +88,7 @@ class ServiceSpec(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     memory_limit_mib: int | None = None
     cpus: float | None = None
+    cpuset: str | None = Field(default=None, description="host cores the container may run on (e.g. '0-1')")
     shm_size_mib: int | None = None
     served_models: list[str] = Field(default_factory=list)
     demo: bool = False

@@ -123,7 +123,7 @@ class PlannedServiceView:
     """One planned service (``planner.models.PlannedService``): what it serves, on what."""
 
     __slots__ = ("name", "role", "model", "served_model_name", "engine", "devices", "demo", "precision",
-                 "model_path")
+                 "model_path", "evaluation")
 
     def __init__(self, d: dict):
         self.name = d["name"]
@@ -135,6 +135,7 @@ class PlannedServiceView:
         self.demo = bool(d.get("demo", False))
         self.precision = d.get("precision")
         self.model_path = d.get("model_path")
+        self.evaluation = bool(d.get("evaluation", False))
 
 
 class PlanView:

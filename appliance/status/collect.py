@@ -177,7 +177,7 @@ def collect_status(*, snapshot: str | Path | None = None, instance: str | None =
                             seconds=round(time.monotonic() - t0, 4)))
 
 
-_INIT_FIX = ("run `appliance init --demo --yes` (the CPU demo stack) or `appliance init --yes` "
+_INIT_FIX = ("run `appliance init --demo --yes` (small built-in models, any machine) or `appliance init --yes` "
              "(with APPLIANCE_INSTANCE/APPLIANCE_DATA_DIR as for this command)")
 
 
@@ -219,7 +219,8 @@ def _read_state(report: _Partial, store, inst: str, *, problems: list[Problem]) 
             id=release.id, version=release.version, status=release.status, source=release.source, since=iso(since),
             since_ts=since, plan_hash=release.plan_hash, stack_hash=release.stack_hash,
             demo=any(s.demo for s in (release.stack.services if release.stack else [])),
-            previous_id=previous_id)
+            previous_id=previous_id,
+            evaluation=any(s.evaluation for s in (release.plan.services if release.plan else [])))
     pending = [r for r in recent if r.status == "pending" and (release is None or r.id > release.id)]
     if pending:
         problems.append(_pending_problem(pending[0], release, inst))
@@ -426,7 +427,7 @@ def _models(plan, stack, services: list[ServiceStatus]) -> list[ModelServed]:
         out.append(ModelServed(name=ps.served_model_name, model=ps.model, role=ps.role, service=ps.name,
                                engine=ps.engine, devices=[f"{d.vendor}:{d.index}" for d in ps.devices],
                                ready=bool(svc and svc.ok), demo=ps.demo, precision=ps.precision, weights=weights,
-                               weights_verified_at=verified))
+                               weights_verified_at=verified, evaluation=ps.evaluation))
         seen.add(ps.served_model_name)
     for spec in (stack.services if stack else []):
         if spec.kind != "inference":

@@ -78,8 +78,9 @@ class ReleaseInfo(Report):
     since_ts: float
     plan_hash: str | None = None
     stack_hash: str | None = None
-    demo: bool = False              # the built-in CPU demo stack (templated answers)
+    demo: bool = False              # the templated test engine (canned answers; test stacks only)
     previous_id: int | None = None  # the release `appliance rollback` returns to
+    evaluation: bool = False        # it serves the built-in evaluation models (small; init --demo)
 
 
 @dataclass(kw_only=True, eq=True)
@@ -181,6 +182,7 @@ class ModelServed(Report):
     precision: str | None = None
     weights: str | None = None          # in_store | present (not placed by the store) | missing | not_needed
     weights_verified_at: str | None = None  # when the model store last hashed its files (UTC)
+    evaluation: bool = False            # a built-in evaluation model (small; for trying the box)
 
 
 @dataclass(kw_only=True, eq=True)

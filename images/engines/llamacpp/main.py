@@ -60,8 +60,9 @@ def params(args: argparse.Namespace):
     p.endpoint_metrics = True
     if args.embedding or args.reranking:
         p.embedding = True
-        pooling = "rank" if args.reranking else (args.pooling or "mean")
-        p.pooling_type = getattr(x.llama_pooling_type, f"LLAMA_POOLING_TYPE_{pooling.upper()}")
+        pooling = "rank" if args.reranking else args.pooling  # None: the pooling the GGUF names
+        if pooling:
+            p.pooling_type = getattr(x.llama_pooling_type, f"LLAMA_POOLING_TYPE_{pooling.upper()}")
         # an embedding request's whole input is one batch: as large as the context allows
         # (llama.cpp refuses inputs longer than the physical batch, PR #7389)
         p.n_batch = p.n_ubatch = max(args.ubatch_size, args.ctx_size // max(1, args.parallel))
