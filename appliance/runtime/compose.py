@@ -225,6 +225,9 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
                 continue
             models = dict(planned.models)
             env = app_env(app, models, gateway_url=gateway_url, public_gateway_url=public_url)
+            if any(ps.evaluation and ps.served_model_name in models.values() for ps in plan.services):
+                env["APP_EVALUATION_MODELS"] = ",".join(sorted(ps.model for ps in plan.services if ps.evaluation
+                                                               and ps.served_model_name in models.values()))
             env.update({k: str(v) for k, v in planned.env.items()})
             binds = [Bind(source=str(app_secrets_dir(name, root)), target=APP_SECRETS_TARGET)]
             if app.data_volume:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwcore import Config, Denied, StreamMeter, Usage, Watcher, usage_from_json  # noqa: E402
+from oaicheck import Invalid, check, error_body, normalize_error  # noqa: E402
 
 POST_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/rerank",
               "/v2/rerank", "/v1/score"}
@@ -242,8 +243,14 @@ class Handler(BaseHTTPRequestHandler):
             base = self.config.routes.get(model)
             if base is None:
                 raise Denied(404, "model_not_found", f"no model {model!r} on this gateway (see GET /v1/models)")
+            try:
+                check(path, req)  # before the engine sees it: one meaning of "invalid" for every engine
+            except Invalid as bad:
+                self._send(400, error_body(bad.message, kind="invalid_request_error", code=bad.code, param=bad.param))
+                self.info["error"] = bad.code
+                return
             self.usage.admit(rec, now)
-            self.info["stream"] = bool(req.get("stream"))
+            self.info["stream"] = req.get("stream") is True
             self._proxy(rec, base, path, body)
         except Denied as err:
             self._error(err)
@@ -288,6 +295,9 @@ class Handler(BaseHTTPRequestHandler):
             if resp.status == 200 and "json" in ctype:
                 prompt, completion = usage_from_json(data)
                 self._count(rec, prompt, completion)
+            elif resp.status >= 400:  # the engine's refusal, in OpenAI's shape (string code)
+                data, ctype = normalize_error(resp.status, data), "application/json"
+                self.info["error"] = "upstream_" + str(resp.status)
             self._send(resp.status, data, ctype or "application/json",
                        [(k, v) for k, v in out_headers if k.lower() != "content-type"])
             return
