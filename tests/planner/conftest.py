@@ -34,6 +34,15 @@ def catalog():
     return load_catalog()
 
 
+@pytest.fixture(scope="session")
+def templated_catalog():
+    """The shipped catalog + the templated test overlay (demo-engine, demo-chat, demo-embed,
+    the demo trainer recipes: tests/fixtures/catalog/templated.yaml)."""
+    from tests.stack_support import templated_catalog as load
+
+    return load()
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})

@@ -75,8 +75,8 @@ def test_encoder_has_no_kv_cache_and_one_embedding_table(catalog):
     assert b.kv_cache_mib == 0
 
 
-def test_context_is_capped_by_the_model(catalog):
-    b = _b(catalog, "demo-chat", "bf16", "demo-engine", 1, context=8192, concurrency=8)
+def test_context_is_capped_by_the_model(templated_catalog):
+    b = _b(templated_catalog, "demo-chat", "bf16", "demo-engine", 1, context=8192, concurrency=8)
     # demo-chat max_context 2,048: 2 x 2 layers x 4 x 16 x 2 = 512 B/token x 2,048 x 8 = 8 MiB
     assert b.context_tokens == 2048
     assert b.kv_cache_mib == 8

