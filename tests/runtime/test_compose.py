@@ -13,6 +13,7 @@ from appliance.inventory.detect import detect
 from appliance.planner import plan as make_plan
 from appliance.runtime.compose import compose
 from appliance.runtime.models import Settings
+from tests.stack_support import templated_catalog
 from tests.support import H200
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,9 +22,10 @@ CPU = REPO / "tests" / "fixtures" / "nodes" / "cpu-only"
 
 
 def _stack(snapshot: Path, demo: bool = False, settings: Settings | None = None, instance: str = "unit"):
+    """``demo``: the templated test stack (its catalog overlay, demo-chat + demo-embed)."""
     inv = detect(snapshot=str(snapshot), usage=False)
-    cat = load_catalog()
-    plan = make_plan(inv, cat, demo=demo)
+    cat = templated_catalog() if demo else load_catalog()
+    plan = make_plan(inv, cat, models=["demo-chat", "demo-embed"] if demo else None, demo=demo)
     return plan, compose(plan, catalog=cat, inventory=inv, settings=settings, instance=instance)
 
 
@@ -77,7 +79,7 @@ def test_changed_service_changes_only_its_hash():
     plan, stack = _stack(CPU, demo=True)
     changed = plan.model_copy(deep=True)
     changed.services[1].env["EXTRA"] = "1"
-    cat = load_catalog()
+    cat = templated_catalog()
     other = compose(changed, catalog=cat, instance="unit")
     before = {s.name: s.spec_hash() for s in stack.services}
     after = {s.name: s.spec_hash() for s in other.services}

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.stack_support import install_templated
 from tests.status.test_status_reader import FakeEngine, response
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,18 +39,20 @@ def run_status(env: dict) -> tuple[list[str], int, dict]:
 
 
 def _install_demo_release() -> object:
-    """The CPU demo plan and stack recorded as the active release (no container is made)."""
+    """The CPU demo plan and stack recorded as the active release (no container is made): the
+    templated test engine's (its catalog overlay in this test's data dir, demo-chat + demo-embed)."""
     from appliance.catalog import load_catalog
     from appliance.inventory.detect import detect
-    from appliance.paths import state_path
+    from appliance.paths import data_dir, state_path
     from appliance.planner import plan as make_plan
     from appliance.runtime import releases
     from appliance.runtime.compose import compose
     from appliance.state.store import StateStore
 
     inv = detect(snapshot=str(REPO / "tests" / "fixtures" / "nodes" / "cpu-only"), usage=False)
+    install_templated(data_dir())
     cat = load_catalog()
-    plan = make_plan(inv, cat, demo=True)
+    plan = make_plan(inv, cat, models=["demo-chat", "demo-embed"], demo=True)
     stack = compose(plan, catalog=cat, inventory=inv, instance=INST).with_hashes()
     store = releases.open_store(StateStore(state_path()))
     releases.commit(store, INST, releases.begin(store, INST, plan, stack, source="init"))

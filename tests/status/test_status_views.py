@@ -3,7 +3,8 @@
 ``appliance status`` reads the recorded release as plain JSON (:mod:`appliance.runtime.views`)
 instead of through the pydantic ``Plan``/``StackSpec`` models, and derives the services' states
 with the rule of ``stack.list_services`` over the light Docker reader. These tests keep the two
-from drifting: real plans and stacks composed from node snapshots (CPU demo, H200, Ascend) are
+from drifting: real plans and stacks composed from node snapshots (CPU demo: the built-in models;
+CPU templated: the templated test engine from the tests' catalog overlay; H200, Ascend) are
 recorded with the runtime's own ``releases.begin``/``commit``, then every field and method
 status uses is compared with the models', and ``service_states`` with ``list_services`` on the
 same containers. No Docker: containers are ContainerInfo values as the list call returns them.
@@ -28,25 +29,29 @@ ASCEND = NODES / "ascend-910b-8npu"
 INST = "views"
 
 
-def _compose(snapshot: Path, demo: bool):
+def _compose(snapshot: Path, demo: bool, templated: bool = False):
     from appliance.catalog import load_catalog
     from appliance.inventory.detect import detect
     from appliance.planner import plan as make_plan
     from appliance.runtime.compose import compose
+    from tests.stack_support import templated_catalog
 
     inv = detect(snapshot=str(snapshot), usage=False)
-    cat = load_catalog()
-    plan = make_plan(inv, cat, demo=demo)
+    cat = templated_catalog() if templated else load_catalog()
+    plan = make_plan(inv, cat, models=["demo-chat", "demo-embed"] if templated else None, demo=demo)
     return plan, compose(plan, catalog=cat, inventory=inv, instance=INST)
 
 
-STACKS = {"cpu-demo": (CPU, True), "h200": (H200, False), "ascend": (ASCEND, False)}
+STACKS = {"cpu-demo": (CPU, True, False), "cpu-templated": (CPU, True, True), "h200": (H200, False, False),
+          "ascend": (ASCEND, False, False)}
 
 
 @pytest.fixture(scope="module", params=list(STACKS))
 def composed(request):
-    snapshot, demo = STACKS[request.param]
-    plan, stack = _compose(snapshot, demo)
+    snapshot, demo, templated = STACKS[request.param]
+    plan, stack = _compose(snapshot, demo, templated)
+    if templated:
+        assert all(s.demo for s in plan.services), "the templated engine's services: demo fields compared"
     assert stack.services, request.param
     assert demo or any(s.device_refs for s in stack.services), "a plan on accelerators: device fields compared"
     return plan, stack

@@ -3,6 +3,10 @@
 Every Docker object a test creates carries ``appliance.instance=<unique name>``; fixtures
 purge all of them (containers, networks, volumes) afterwards, so concurrent test runs and
 other helpers' stacks are never touched (helpers: tests/stack_support.py).
+
+The demo trainer recipes (``lora-cpu-demo``, ``full-cpu-demo``) and the model they train
+(``demo-chat``) are test fixtures, not shipped: every test here gets the templated catalog
+overlay in its data dir (:func:`tests.stack_support.install_templated`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack_support import purge_instance, unique_instance
+from tests.stack_support import install_templated, purge_instance, unique_instance
 from tests.support import H200, NODES  # noqa: F401 - H200 re-exported to the training tests
 
 ASCEND8 = NODES / "ascend-910b-8npu"
@@ -40,6 +44,15 @@ def write_jsonl(path: Path, records: list, *, raw_lines: dict[int, str] | None =
         lines[number - 1] = text
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _templated_overlay():
+    """The demo trainer and demo-chat in this test's data dir (APPLIANCE_DATA_DIR, set by the
+    root conftest before this runs); a module stack (DemoStack) installs it in its own."""
+    from appliance.paths import data_dir
+
+    install_templated(data_dir())
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ def test_overlay_with_a_dangling_base_model_is_a_catalog_error(tmp_path):
     from appliance.catalog import load_catalog
     from appliance.catalog.loader import overlay_dir
 
-    overlay_dir().mkdir(parents=True)
+    overlay_dir().mkdir(parents=True, exist_ok=True)  # the templated overlay is there already
     bad = overlay_dir() / "finetuned-x.yaml"
     entry = load_catalog().models["demo-chat"].model_dump(mode="json", exclude_none=True)
     entry["fine_tune"] = {"base_model": "demo-chatt", "method": "lora", "artifact": "adapter", "job": "job-1",
