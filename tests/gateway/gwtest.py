@@ -138,3 +138,47 @@ def browser_dom(url: str, tmp_dir: Path, budget_ms: int = 15000, timeout_s: floa
     if res.returncode != 0 or "<html" not in res.stdout:
         raise AssertionError(f"chromium failed (rc={res.returncode}): {res.stderr[-800:]}")
     return res.stdout
+
+
+def chromedriver() -> str | None:
+    import shutil
+
+    return shutil.which("chromedriver") or next((p for p in ("/usr/bin/chromedriver",) if os.path.exists(p)), None)
+
+
+def needs_webdriver(test):
+    """For a test that drives headless Chromium interactively through selenium and chromedriver
+    (clicks, state while a request is in flight, the console log): marks it ``browser`` and skips
+    it when chromium, chromedriver or selenium is missing, except under CI, where that fails."""
+    import importlib.util
+
+    import pytest
+
+    test = needs_chromium(test)
+    missing = [name for name, ok in (("chromedriver", chromedriver() is not None),
+                                     ("selenium", importlib.util.find_spec("selenium") is not None)) if not ok]
+    return pytest.mark.skipif(bool(missing) and not os.environ.get("CI"),
+                              reason=f"{' and '.join(missing)} not installed (Debian chromium-driver; "
+                                     "pip install selenium: the test extra)")(test)
+
+
+def webdriver_chromium():
+    """A selenium WebDriver on headless Chromium (Debian's chromedriver; no download), keeping the
+    browser console log (``driver.get_log("browser")``). The caller quits it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-extensions", "--window-size=1280,900"):
+        options.add_argument(arg)
+    options.binary_location = chromium()
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(chromedriver()), options=options)
+
+
+def console_errors(driver, *, network_ok: bool = False) -> list[dict]:
+    """The browser console's errors since the last call (reading the log empties it); with
+    ``network_ok`` a failed response the test provoked (a 503, say) is not counted, script errors are."""
+    return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
+            and not (network_ok and e.get("source") == "network")]

@@ -12,7 +12,7 @@ Environment (besides appkit's): GATEWAY_PUBLIC_URL (the URL IDEs reach the gatew
 with or without /v1; default http://127.0.0.1:8080), CHAT_MODEL, COMPLETION_MODEL (autocomplete; default the
 chat model).
 
-API: GET /api/info -> {"gateway", "models", "chat_model", "autocomplete_model"};
+API: GET /api/info -> {"gateway", "models", "chat_model", "autocomplete_model", "evaluation_models"};
 GET /profile/continue.yaml, /profile/continue.json, /profile/openai.env;
 POST /api/ask {"prompt", "code"?, "language"?} -> {"answer", "model"}.
 """
@@ -26,7 +26,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 # appkit.py: beside main.py in the image (the build copies images/apps/common/ in), in ../common in the source tree
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "common")]
-from appkit import Gateway, HTTPError, base_url, serve  # noqa: E402
+from appkit import Gateway, HTTPError, app_info, base_url, serve  # noqa: E402
 
 GW = Gateway()
 KEY_PLACEHOLDER = "<your key: appliance keys create --name YOUR-NAME --models {model}>"
@@ -78,9 +78,8 @@ def openai_env(chat: str) -> str:
 
 def api_info(_req):
     chat, auto, models = chosen_models()
-    return 200, {"app": "code-assistant", "title": os.environ.get("APP_TITLE", "Code assistant"),
-                 "gateway": public_url() + "/v1", "models": models, "chat_model": chat,
-                 "autocomplete_model": auto}, "application/json"
+    return 200, app_info("code-assistant", "Code assistant", gateway=public_url() + "/v1", models=models,
+                         chat_model=chat, autocomplete_model=auto), "application/json"
 
 
 def profile(req):

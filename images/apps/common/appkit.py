@@ -6,11 +6,20 @@ so it runs from the source tree as it is. Stdlib only.
 
 Environment: PORT (8080), GATEWAY_URL (the gateway inside the stack), APP_API_KEY_FILE
 (the app's own key, mounted read-only; re-read when it changes) or APP_API_KEY,
-APP_TITLE. Request logs are one JSON line each, without bodies or keys.
+APP_TITLE, APP_EVALUATION_MODELS (comma-separated: the built-in small evaluation models among
+those the app uses, set by the runtime; ``/api/info`` reports them and the pages say so).
+Request logs are one JSON line each, without bodies or keys.
+
+What the pages share is here too: ``appkit.js`` (beside this file) is served at ``/appkit.js``
+-- the busy state while a request is in flight, errors in plain words, the evaluation notice.
+When the model cannot answer (the gateway or its engine is down, starting or too slow:
+connection refused, 502/503/504, a timeout) every app answers the same
+``503 {"error": MODEL_UNAVAILABLE, "reason": "model_unavailable", "detail": ...}``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -21,7 +30,12 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 _LOG_LOCK = threading.Lock()
+SHARED_STATIC = {"/appkit.js": os.path.join(HERE, "appkit.js")}  # the pages' shared script
+MODEL_UNAVAILABLE = ("The model is not available right now (it may be starting or stopped). "
+                     "Try again in a minute; an administrator can check `appliance status`.")
+UNAVAILABLE_STATUSES = (502, 503, 504)  # the gateway: engine unreachable, loading/overloaded, timed out
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".json": "application/json", ".yaml": "text/yaml; charset=utf-8",
                  ".svg": "image/svg+xml", ".txt": "text/plain; charset=utf-8"}
@@ -41,10 +55,32 @@ def base_url(url: str) -> str:
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, message: str):
+    """A gateway call that failed: ``status`` and ``message`` are what the app answers its page;
+    ``reason`` a stable word for the page (``model_unavailable``), ``detail`` the cause, for admins."""
+
+    def __init__(self, status: int, message: str, reason: str = "", detail: str = ""):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
+        self.detail = detail
+
+
+def model_unavailable(detail: str) -> GatewayError:
+    """The one answer for "the model cannot answer now", whatever the cause (``detail``)."""
+    return GatewayError(503, MODEL_UNAVAILABLE, "model_unavailable", detail)
+
+
+def evaluation_models() -> list[str]:
+    """APP_EVALUATION_MODELS as a list: the small built-in evaluation models this app uses."""
+    return [m.strip() for m in os.environ.get("APP_EVALUATION_MODELS", "").split(",") if m.strip()]
+
+
+def app_info(app: str, title: str, **fields) -> dict:
+    """The part of ``GET /api/info`` every app shares: app, title (APP_TITLE overrides it),
+    the app's own ``fields`` and ``evaluation_models``."""
+    return {"app": app, "title": os.environ.get("APP_TITLE", title), **fields,
+            "evaluation_models": evaluation_models()}
 
 
 class Gateway:
@@ -83,11 +119,15 @@ class Gateway:
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError):
                 message = exc.reason
+            if exc.code in UNAVAILABLE_STATUSES:
+                raise model_unavailable(f"gateway {exc.code}: {message}") from None
             raise GatewayError(exc.code, f"gateway: {message}") from None
-        except (OSError, ValueError) as exc:
-            raise GatewayError(502, f"gateway unreachable: {type(exc).__name__}") from None
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut off
+            raise model_unavailable(f"gateway unreachable: {type(exc).__name__}") from None
+        except ValueError:
+            raise GatewayError(502, "gateway: the answer is not JSON") from None
 
     def models(self) -> list[str]:
         """Models this app's key may use (cached 10 s)."""
@@ -183,8 +223,11 @@ def make_handler(routes: dict, static_dir: str, max_body: int = 16 << 20):
                     status, payload, ctype = fn(self)
                 self._reply(status, payload, ctype)
             except (HTTPError, GatewayError) as exc:
-                status = exc.status
-                self._reply(status, {"error": exc.message})
+                status, reason, detail = exc.status, getattr(exc, "reason", ""), getattr(exc, "detail", "")
+                self._reply(status, {"error": exc.message, **({"reason": reason} if reason else {}),
+                                     **({"detail": detail} if detail else {})})
+                if reason:
+                    log({"event": reason, "path": url.path, "detail": detail[:300]})
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
             except Exception as exc:  # a bug: answer 500, keep serving
@@ -195,6 +238,9 @@ def make_handler(routes: dict, static_dir: str, max_body: int = 16 << 20):
                  "ms": round((time.perf_counter() - t0) * 1000, 1)})
 
         def _static(self, path: str):
+            if path in SHARED_STATIC:
+                with open(SHARED_STATIC[path], "rb") as fh:
+                    return 200, fh.read(), CONTENT_TYPES[".js"]
             if path == "/":
                 path = "/index.html"
             full = os.path.realpath(os.path.join(static_dir, path.lstrip("/")))

@@ -9,7 +9,7 @@ Environment (besides appkit's): CHAT_MODEL (else the first model the key may use
 CS_FAQ_FILE (default: $APP_DATA_DIR/faq.json if present, else the bundled faq.json),
 CS_SYSTEM_PROMPT (overrides the default prompt; ``{company}`` is replaced), CS_TOP_K (3).
 
-API: GET /api/info, GET /api/faq, POST /api/chat {"messages": [{"role", "content"}...]}
+API: GET /api/info (with "evaluation_models"), GET /api/faq, POST /api/chat {"messages": [{"role", "content"}...]}
 -> {"answer", "model", "grounding": [{"q", "a", "score"}]}.
 """
 
@@ -24,7 +24,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 # appkit.py: beside main.py in the image (the build copies images/apps/common/ in), in ../common in the source tree
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "common")]
-from appkit import Gateway, HTTPError, serve  # noqa: E402
+from appkit import Gateway, HTTPError, app_info, serve  # noqa: E402
 
 DEFAULT_PROMPT = (
     "You are the customer-service assistant of {company}. Be brief and friendly. Answer ONLY from "
@@ -94,9 +94,9 @@ def system_prompt(grounding: list[tuple[float, dict]]) -> str:
 
 
 def api_info(_req):
-    return 200, {"app": "customer-service", "title": os.environ.get("APP_TITLE", "Customer-service chat"),
-                 "company": FAQ["company"], "faq_entries": len(FAQ["entries"]),
-                 "gateway": os.environ.get("GATEWAY_PUBLIC_URL", "")}, "application/json"
+    return 200, app_info("customer-service", "Customer-service chat", company=FAQ["company"],
+                         faq_entries=len(FAQ["entries"]), gateway=os.environ.get("GATEWAY_PUBLIC_URL", "")), \
+        "application/json"
 
 
 def api_faq(_req):

@@ -15,8 +15,8 @@ Environment (besides appkit's): APP_DATA_DIR (/data), EMBED_MODEL and CHAT_MODEL
 picked from the models the key may use), RERANK_MODEL (optional: re-order the best 20 cosine
 hits with it), KB_TOP_K (4), KB_CHUNK_CHARS (800), KB_MIN_SCORE (0.17: the relevance threshold).
 
-API: GET /api/info; GET /api/documents; POST /api/documents {"name", "text"} (or a raw text
-body with ?name=); DELETE /api/documents/<id>; POST /api/ask {"question", "k"} ->
+API: GET /api/info (with "evaluation_models"); GET /api/documents; POST /api/documents
+{"name", "text"} (or a raw text body with ?name=); DELETE /api/documents/<id>; POST /api/ask {"question", "k"} ->
 {"answer", "citations": [{"n", "document", "document_id", "chunk", "score", "text"}]}.
 """
 
@@ -36,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # appkit.py: beside main.py in the image (the build copies images/apps/common/ in), in ../common in the source tree
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "common")]
-from appkit import Gateway, GatewayError, HTTPError, log, serve  # noqa: E402
+from appkit import Gateway, GatewayError, HTTPError, app_info, log, serve  # noqa: E402
 
 GW = Gateway()
 MAX_DOC_CHARS = 5_000_000
@@ -214,8 +214,7 @@ def api_info(_req):
         chunks = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
     finally:
         conn.close()
-    return 200, {"app": "knowledge-base", "title": os.environ.get("APP_TITLE", "Knowledge base"),
-                 "documents": docs, "chunks": chunks}, "application/json"
+    return 200, app_info("knowledge-base", "Knowledge base", documents=docs, chunks=chunks), "application/json"
 
 
 def api_documents(_req):

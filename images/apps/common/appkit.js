@@ -1,0 +1,91 @@
+// What the sample apps' pages share (appkit.py serves this file at /appkit.js; no dependencies:
+// the box serves its pages offline). appkit.api() calls the app's own API and throws an
+// appkit.ApiError carrying the backend's plain-words message and its "reason"; appkit.busy()
+// disables the controls while a request is in flight; appkit.errorText() is what a page shows
+// for an error; appkit.evaluationNotice() says when the box runs a small evaluation model.
+// Text only ever goes in with textContent: nothing here is parsed as HTML.
+"use strict";
+
+const appkit = (() => {
+  class ApiError extends Error {
+    constructor(message, status, reason) {
+      super(message);
+      this.status = status;
+      this.reason = reason || "";
+    }
+  }
+
+  async function api(path, options) {
+    let resp;
+    try {
+      resp = await fetch(path, options);
+    } catch (err) {
+      throw new ApiError("The app does not answer. Check the network, or ask an administrator to check " +
+                         "`appliance status`.", 0, "app_unreachable");
+    }
+    let data = null;
+    try { data = await resp.json(); } catch (err) { /* not JSON: e.g. a proxy's error page */ }
+    if (!resp.ok || data === null) {
+      const message = (data && data.error) || `the app answered HTTP ${resp.status} ${resp.statusText}`.trim();
+      throw new ApiError(message, resp.status, data && data.reason);
+    }
+    return data;
+  }
+
+  function errorText(err) {
+    if (err && (err.reason === "model_unavailable" || err.reason === "app_unreachable")) return err.message;
+    return "Sorry, something went wrong: " + (err && err.message ? err.message : String(err));
+  }
+
+  // Disable (or re-enable) the given controls; the body says data-busy="1" meanwhile.
+  function busy(on, ...controls) {
+    for (const el of controls) if (el) el.disabled = on;
+    if (on) document.body.dataset.busy = "1";
+    else delete document.body.dataset.busy;
+  }
+
+  // The "Thinking ..." placeholder: an element of class "thinking" with role=status.
+  function thinking(el, text) {
+    el.textContent = text || "Thinking\u2026";
+    el.classList.add("thinking");
+    el.setAttribute("role", "status");
+    return el;
+  }
+
+  function evaluationNotice(info) {
+    const models = (info && info.evaluation_models) || [];
+    let el = document.getElementById("evaluation-notice");
+    if (!models.length) {
+      if (el) el.remove();
+      return null;
+    }
+    if (!el) {
+      el = document.createElement("p");
+      el.id = "evaluation-notice";
+      el.className = "evaluation-notice";
+      el.setAttribute("role", "note");
+      const header = document.querySelector("header");
+      if (header) header.after(el); else document.body.prepend(el);
+    }
+    const one = models.length === 1;
+    el.textContent = (one ? "This box runs a small evaluation model" : "This box runs small evaluation models") +
+      ` (${models.join(", ")}): answers can be simple or wrong. Your administrator can serve ` +
+      (one ? "a bigger model." : "bigger models.");
+    el.dataset.models = models.join(",");
+    return el;
+  }
+
+  const style = document.createElement("style");
+  style.textContent =
+    ".evaluation-notice { margin: 0; padding: 8px 20px; background: #fef3c7; color: #713f12; font-size: 13px; " +
+    "border-bottom: 1px solid #fcd34d; }\n" +
+    ".thinking { font-style: italic; opacity: .75; }\n" +
+    ".thinking::after { content: ''; display: inline-block; width: .8em; height: .8em; margin-left: .5em; " +
+    "border: 2px solid currentColor; border-right-color: transparent; border-radius: 50%; " +
+    "animation: appkit-spin .8s linear infinite; vertical-align: -.1em; }\n" +
+    "@keyframes appkit-spin { to { transform: rotate(360deg); } }\n" +
+    "button:disabled, input:disabled, textarea:disabled { opacity: .6; cursor: not-allowed; }\n";
+  document.head.appendChild(style);
+
+  return {ApiError, api, errorText, busy, thinking, evaluationNotice};
+})();
