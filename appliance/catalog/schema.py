@@ -217,6 +217,9 @@ class Model(Strict):
     demo: bool = Field(default=False, description="a templated test model without weights (test fixtures only)")
     builtin: bool = Field(default=False, description="a built-in evaluation model: a Python package ships its "
                           "weights; `appliance init --demo` plans the built-in set")
+    relevance_threshold: float | None = Field(default=None, ge=-1, le=1,
+                                              description="embedding models: the cosine below which a passage does "
+                                              "not answer a query (retrieval apps refuse instead)")
     config_source: str | None = Field(default=None, description="where the numbers come from")
     fine_tune: FineTune | None = Field(default=None, description="set for models fine-tuned on this node "
                                        "(local overlay, appliance train)")

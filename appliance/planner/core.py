@@ -111,18 +111,33 @@ def split_cores(count: int, cpu_models: list[str], catalog: Catalog) -> dict[str
     """Disjoint CPU cores per CPU-served model, so two models on a small box do not fight over the
     same cores (a chat model's token rate halves when an embedding request lands on its cores).
     Each gets ``count // n``; the rest go to chat models first. With fewer cores than models they
-    share them all (cpusets need at least one core each)."""
+    share them all (cpusets need at least one core each). A fine-tuned model served beside its
+    base model shares the base's cores, so serving one (``appliance serve``) leaves the running
+    services' cpusets -- and so their containers -- as they are."""
     if not cpu_models:
         return {}
-    if count < len(cpu_models):
+
+    def root(mid: str) -> str:  # the model whose cores ``mid`` runs on (its base's, for a fine-tune)
+        seen = {mid}
+        while (ft := catalog.models[mid].fine_tune) is not None and ft.base_model in cpu_models \
+                and ft.base_model not in seen:
+            mid = ft.base_model
+            seen.add(mid)
+        return mid
+
+    fine_tunes = {mid: r for mid in cpu_models if (r := root(mid)) != mid and root(r) == r}
+    own = [mid for mid in cpu_models if mid not in fine_tunes]
+    if count < len(own):
         return {mid: list(range(count)) for mid in cpu_models}
-    order = sorted(cpu_models, key=lambda m: (_ROLE_SHARE.get(catalog.models[m].role, 9), cpu_models.index(m)))
+    order = sorted(own, key=lambda m: (_ROLE_SHARE.get(catalog.models[m].role, 9), own.index(m)))
     base, extra = divmod(count, len(order))
     out, start = {}, 0
     for i, mid in enumerate(order):
         n = base + (1 if i < extra else 0)
         out[mid] = list(range(start, start + n))
         start += n
+    for mid, base_model in fine_tunes.items():
+        out[mid] = out[base_model]
     return out
 
 

@@ -225,6 +225,11 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
                 continue
             models = dict(planned.models)
             env = app_env(app, models, gateway_url=gateway_url, public_gateway_url=public_url)
+            embed = next((ps for ps in plan.services if ps.served_model_name == models.get("embedding")), None)
+            threshold = catalog.models[embed.model].relevance_threshold if embed and embed.model in catalog.models \
+                else None
+            if threshold is not None:
+                env["EMBED_MIN_SCORE"] = f"{threshold:g}"
             if any(ps.evaluation and ps.served_model_name in models.values() for ps in plan.services):
                 env["APP_EVALUATION_MODELS"] = ",".join(sorted(ps.model for ps in plan.services if ps.evaluation
                                                                and ps.served_model_name in models.values()))

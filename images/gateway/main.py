@@ -13,6 +13,7 @@ Environment:
   GATEWAY_USAGE_FILE          where usage counters are flushed (default <config>/usage.json)
   GATEWAY_UPSTREAM_TIMEOUT_S  per read from an engine (default 600)
   GATEWAY_UPSTREAM_API_KEY    optional key sent to the engines (never the caller's key)
+  GATEWAY_UPSTREAM_CONCURRENCY  requests in flight to one engine at most (default 16); more wait
   GATEWAY_MAX_BODY_MIB        largest request body accepted (default 32)
   GATEWAY_POLL_S              config poll interval (default 1.0)
 
@@ -52,19 +53,33 @@ def log(record: dict) -> None:
 
 
 class Pool:
-    """Idle keep-alive connections per upstream, so a request does not pay a TCP handshake."""
+    """Idle keep-alive connections per upstream, so a request does not pay a TCP handshake, and
+    at most ``per_upstream`` requests in flight to one engine: an engine accepts a small number of
+    connections at a time (llama.cpp's HTTP threads and listen backlog) and refuses the rest, so a
+    burst waits here, in order, instead of failing as 502 (a wait longer than the upstream timeout
+    is answered 503 engine_busy)."""
 
-    def __init__(self, timeout_s: float, max_idle: int = 64):
+    def __init__(self, timeout_s: float, max_idle: int = 64, per_upstream: int = 16):
         self.timeout_s = timeout_s
         self.max_idle = max_idle
+        self.per_upstream = per_upstream
         self.idle: dict[str, list[http.client.HTTPConnection]] = {}
         self.lock = threading.Lock()
         self._parsed: dict[str, tuple[str, str, int]] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
 
-    def get(self, base: str) -> tuple[http.client.HTTPConnection, bool]:
+    def slot(self, base: str) -> threading.BoundedSemaphore:
+        with self.lock:
+            sem = self._slots.get(base)
+            if sem is None:
+                sem = self._slots[base] = threading.BoundedSemaphore(self.per_upstream)
+            return sem
+
+    def get(self, base: str, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to ``base`` (reused=True), or a new one (always when ``fresh``)."""
         with self.lock:
             stack = self.idle.get(base)
-            if stack:
+            if stack and not fresh:
                 return stack.pop(), True
         parsed = self._parsed.get(base)
         if parsed is None:
@@ -262,20 +277,34 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- proxying ----------------------------------------------------------------------
     def _proxy(self, rec, base: str, path: str, body: bytes) -> None:
+        slot = self.pool.slot(base)
+        t_wait = time.perf_counter()
+        if not slot.acquire(timeout=self.pool.timeout_s):
+            raise Denied(503, "engine_busy", "the engine for this model is busy; retry later", retry_after_s=5)
+        waited_ms = (time.perf_counter() - t_wait) * 1000
+        if waited_ms >= 1:
+            self.info["queued_ms"] = round(waited_ms, 1)
+        try:
+            self._proxy_held(rec, base, path, body)
+        finally:
+            slot.release()
+
+    def _proxy_held(self, rec, base: str, path: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "Accept": self.headers.get("Accept", "*/*"),
                    "X-Request-Id": self.rid}
         if self.upstream_key:
             headers["Authorization"] = f"Bearer {self.upstream_key}"
         t_up = time.perf_counter()
         for attempt in (0, 1):
-            conn, reused = self.pool.get(base)
+            conn, reused = self.pool.get(base, fresh=attempt > 0)
             try:
                 conn.request("POST", path, body=body, headers=headers)
                 resp = conn.getresponse()
                 break
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                # a pooled connection the engine already closed: retry once on a fresh one
+                # a pooled connection the engine already closed (keep-alive timeout or its limit of
+                # requests per connection): retry once on a NEW connection, never another pooled one
                 if reused and attempt == 0 and not isinstance(exc, TimeoutError):
                     continue
                 raise Denied(502, "upstream_unavailable",
@@ -354,7 +383,8 @@ def serve() -> None:
     usage = Usage(os.environ.get("GATEWAY_USAGE_FILE") or os.path.join(config_dir, "usage.json"))
     Handler.config = config
     Handler.usage = usage
-    Handler.pool = Pool(float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT_S", "600")))
+    Handler.pool = Pool(float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT_S", "600")),
+                        per_upstream=int(os.environ.get("GATEWAY_UPSTREAM_CONCURRENCY", "16")))
     Handler.max_body = int(float(os.environ.get("GATEWAY_MAX_BODY_MIB", "32")) * (1 << 20))
     Handler.upstream_key = os.environ.get("GATEWAY_UPSTREAM_API_KEY", "")
     watcher = Watcher(config, usage, log, poll_s=float(os.environ.get("GATEWAY_POLL_S", "1.0")))

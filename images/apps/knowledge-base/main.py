@@ -17,7 +17,8 @@ hits with it), KB_TOP_K (4), KB_CHUNK_CHARS (800), KB_MIN_SCORE (0.17: the relev
 
 API: GET /api/info (with "evaluation_models"); GET /api/documents; POST /api/documents
 {"name", "text"} (or a raw text body with ?name=); DELETE /api/documents/<id>; POST /api/ask {"question", "k"} ->
-{"answer", "citations": [{"n", "document", "document_id", "chunk", "score", "text"}]}.
+{"answer", "citations": [{"n", "document", "document_id", "chunk", "score", "text"}]}
+(``"generate": false``: the citations only, no chat call -- for evaluating retrieval).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ MAX_DOC_CHARS = 5_000_000
 # The cosine similarity below which a chunk is not an answer: chosen on the committed evaluation
 # set (tests/fixtures/kb-eval: 24 questions over 6 documents, 8 unrelated ones) with the built-in
 # all-MiniLM-L6-v2 -- the weakest relevant question scored 0.196, the strongest unrelated 0.144.
-# Another embedding model has another scale: set KB_MIN_SCORE (docs/apps.md).
-MIN_SCORE = float(os.environ.get("KB_MIN_SCORE", "0.17"))
+# Another embedding model has another scale: its catalog entry's relevance_threshold, or KB_MIN_SCORE.
+# The runtime passes the bound embedding model's catalog threshold as EMBED_MIN_SCORE.
+MIN_SCORE = float(os.environ.get("KB_MIN_SCORE") or os.environ.get("EMBED_MIN_SCORE") or "0.17")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
     sha256 TEXT NOT NULL, chars INTEGER NOT NULL, chunks INTEGER NOT NULL, embed_model TEXT NOT NULL,
@@ -290,6 +292,9 @@ def api_ask(req):
     if not citations:
         return 200, {"answer": "The knowledge base has no document that matches this question.",
                      "citations": [], "model": None}, "application/json"
+    if body.get("generate") is False:  # retrieval only: evaluating the index needs no answer text
+        return 200, {"answer": None, "citations": citations, "model": None, "embed_model": embed_model,
+                     "reranked": reranked}, "application/json"
     sources = "\n\n".join(f"[{c['n']}] ({c['document']}, part {c['chunk'] + 1})\n{c['text']}" for c in citations)
     chat_model = GW.pick("CHAT_MODEL", avoid=("embed", "rerank", "bge", "e5-"))
     answer, raw = GW.chat(chat_model, [{"role": "system", "content": SYSTEM},

@@ -1,10 +1,15 @@
-"""appliance DEMO inference engine -- NOT a language model.
+"""appliance templated TEST inference engine -- NOT a language model; a test fixture, not shipped.
 
-A stdlib-only HTTP server with an OpenAI-compatible surface, used by the built-in CPU demo
-stack (``appliance init --demo``) so the whole appliance -- gateway, keys, sample apps,
-health gating, the agent -- runs on any machine with Docker, without accelerators,
-weights or a registry. Answers are TEMPLATES that quote the request (so tests can check
-them); every response says it comes from the demo engine. Embeddings are real, deterministic
+A stdlib-only HTTP server with an OpenAI-compatible surface, used by the tests (and the stack
+benchmarks) so the whole appliance -- gateway, keys, sample apps, health gating, the agent --
+runs fast and deterministically on any machine with Docker, without accelerators, weights or a
+registry. Its catalog entry (engine ``demo-engine``, models ``demo-chat``/``demo-embed``) lives
+only in the tests' catalog overlay, tests/fixtures/catalog/templated.yaml: the shipped catalog
+has none of it, so no user-facing command starts it (``appliance init --demo`` serves the real
+built-in models on llama.cpp), and the wheel does not ship this directory. Tests plan it with
+the overlay in their data dir and ``appliance init --demo --models demo-chat,demo-embed``.
+Answers are TEMPLATES that quote the request (so tests can check them); every response says it
+comes from the demo engine. Embeddings are real, deterministic
 hashed bag-of-words vectors, so retrieval in the knowledge-base app genuinely works.
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (``stream: true`` gives

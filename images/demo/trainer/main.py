@@ -1,8 +1,11 @@
-"""appliance DEMO trainer -- fine-tunes a TINY model, not a language model.
+"""appliance templated TEST trainer -- fine-tunes a TINY model, not a language model; a test fixture, not shipped.
 
-Used by ``appliance train`` on the built-in demo stack so the whole fine-tuning flow --
-dataset mount, progress in the logs, checkpoint files in the output volume, registering
-and serving the result -- runs on any machine with Docker (and in CI). It is stdlib-only
+Used by ``appliance train`` in the tests, on the templated test stack (``demo-chat``), so the
+whole fine-tuning flow -- dataset mount, progress in the logs, checkpoint files in the output
+volume, registering and serving the result -- runs on any machine with Docker (and in CI). Its
+recipes (``lora-cpu-demo``, ``full-cpu-demo``) live only in the tests' catalog overlay,
+tests/fixtures/catalog/templated.yaml: the shipped catalog has none, so no user-facing command
+starts it, and the wheel does not ship this directory. It is stdlib-only
 (runs on the ``appliance/pyrt`` base) and really trains:
 
 - the model is a bigram predictor over a hashed vocabulary (``min(vocab_size, 256)`` ids)

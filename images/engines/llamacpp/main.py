@@ -56,7 +56,9 @@ def params(args: argparse.Namespace):
     p.n_ubatch = args.ubatch_size
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
-    p.n_threads_http = max(2, args.parallel + 1)
+    # HTTP threads: enough to hold every request the gateway lets through at once (its per-engine
+    # limit, 16) while the slots work through them; llama.cpp queues what its slots cannot take
+    p.n_threads_http = max(16, 2 * args.parallel)
     p.endpoint_metrics = True
     if args.embedding or args.reranking:
         p.embedding = True
