@@ -1,6 +1,7 @@
 """The gateway, keys and apps in the REAL demo stack on the Docker engine (issue 7's Must-show).
 
-One demo stack per module (``appliance init --demo --yes`` with a unique instance, data dir
+One demo stack per module (``appliance init --demo --yes --models demo-chat,demo-embed``: the templated test
+engine from its catalog overlay, tests/stack_support.py; a unique instance, data dir
 and ports), driven only through the CLI and HTTP as a user would; purged afterwards.
 """
 

@@ -179,3 +179,24 @@ def test_310p_uses_mindie_not_vllm_ascend(catalog):
     assert "300I-Duo" in svc.image
     assert svc.precision in ("fp16", "w8a8")
     assert any(r.engine == "vllm-ascend" and r.code == "variant" for r in p.rejected)
+
+
+def test_a_fine_tune_served_beside_its_base_shares_its_cores_and_moves_no_other(catalog):
+    """`appliance serve` of a fine-tuned model must leave the running services as they are: on a
+    CPU node it runs on its base model's cores instead of re-splitting everyone's cpusets."""
+    from appliance.catalog.schema import FineTune
+    from appliance.planner.core import split_cores
+
+    cat = catalog.model_copy(deep=True)
+    base = "smollm2-135m-instruct"
+    ft = FineTune(base_model=base, method="lora", artifact="adapter", job="job-1", recipe="lora-x", output="/x")
+    cat.models["smollm2-ft"] = cat.models[base].model_copy(update={"fine_tune": ft, "builtin": False})
+    cat.models["smollm2-ft-2"] = cat.models[base].model_copy(
+        update={"fine_tune": ft.model_copy(update={"base_model": "smollm2-ft"}), "builtin": False})
+    for count in (2, 3, 24):
+        before = split_cores(count, [base, "all-minilm-l6-v2"], cat)
+        after = split_cores(count, [base, "all-minilm-l6-v2", "smollm2-ft", "smollm2-ft-2"], cat)
+        assert {m: after[m] for m in before} == before
+        assert after["smollm2-ft"] == after["smollm2-ft-2"] == before[base]
+    # without its base in the plan a fine-tune gets cores of its own
+    assert split_cores(4, ["smollm2-ft", "all-minilm-l6-v2"], cat) == {"smollm2-ft": [0, 1], "all-minilm-l6-v2": [2, 3]}

@@ -1,4 +1,6 @@
-"""The demo engine's OpenAI-compatible surface, run as a plain process (no Docker needed)."""
+"""The templated test engine's OpenAI-compatible surface, run as a plain process (no Docker needed).
+
+images/demo/engine is a test fixture (not shipped; its catalog entry is tests/fixtures/catalog/templated.yaml)."""
 
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ pytestmark = [pytest.mark.docker]
 
 
 def test_build_dirs_come_from_the_catalog_and_the_naming_convention():
-    from appliance.catalog import load_catalog
+    from tests.stack_support import templated_catalog
 
-    cat = load_catalog()
+    cat = templated_catalog()  # the templated test engine is in the tests' overlay, not shipped
     assert I.build_dir_for("appliance/demo-engine:0.1.0", cat) == "demo/engine"
     assert I.build_dir_for("appliance/gateway:0.1.0", cat) == "gateway"
     assert I.build_dir_for("appliance/app-knowledge-base:0.1.0", cat) == "apps/knowledge-base"
@@ -124,7 +124,7 @@ def test_two_instances_side_by_side_keep_their_own_images(tmp_path):
 
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import Docker
-    from tests.stack_support import REPO, DemoStack
+    from tests.stack_support import REPO, TEMPLATED_MODELS, DemoStack
 
     res_b = tmp_path / "resources-b"
     for sub in ("images", "playbooks"):
@@ -139,6 +139,7 @@ def test_two_instances_side_by_side_keep_their_own_images(tmp_path):
         import os
         import sys
         args = [sys.executable, "-m", "appliance", "init", "--demo", "--yes", "-q", "--json",
+                "--models", TEMPLATED_MODELS,  # the templated test engine (its overlay: DemoStack)
                 "--gateway-port", str(stack.gateway_port), "--app-port-base", str(stack.app_port_base)]
         return subprocess.Popen(args, env={**os.environ, **stack.env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)

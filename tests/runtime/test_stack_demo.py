@@ -1,6 +1,7 @@
 """The README's main job against the real Docker engine: the demo stack end to end.
 
-One stack (its own instance, data dir and free host ports) is brought up once through the
+One stack (its own instance, data dir and free host ports; the templated test engine from its
+catalog overlay, ``--models demo-chat,demo-embed``) is brought up once through the
 CLI and then exercised in order: a chat request, labels and hardening, re-running init,
 a changed plan, the agent repairing kill/rm, logs, down/up, and finally purge.
 """
@@ -18,7 +19,16 @@ import urllib.request
 
 import pytest
 
-from tests.stack_support import REPO, DemoStack, free_port_block, run_cli, unique_instance, wait_for
+from tests.stack_support import (
+    REPO,
+    TEMPLATED_MODELS,
+    DemoStack,
+    free_port_block,
+    install_templated,
+    run_cli,
+    unique_instance,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -333,8 +343,9 @@ def test_dry_run_on_a_fresh_instance_lists_every_change_and_changes_nothing(tmp_
 
     inst = unique_instance("t")
     data = tmp_path / "fresh"
-    res = run_cli("init", "--demo", "--dry-run", "--json", env={"APPLIANCE_INSTANCE": inst,
-                                                                  "APPLIANCE_DATA_DIR": str(data)})
+    install_templated(data)
+    res = run_cli("init", "--demo", "--dry-run", "--json", "--models", TEMPLATED_MODELS,
+                  env={"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data)})
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout)
     assert out["dry_run"] is True and out["release"] is None
@@ -349,5 +360,6 @@ def test_dry_run_on_a_fresh_instance_lists_every_change_and_changes_nothing(tmp_
     with Docker() as d:
         assert d.list_containers(L.instance_filter(inst)) == [] and d.list_networks(L.instance_filter(inst)) == []
     assert not (data / "state.db").exists() and not (data / "gateway" / "routes.json").exists()
-    human = run_cli("init", "--demo", "--dry-run", env={"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data)})
+    human = run_cli("init", "--demo", "--dry-run", "--models", TEMPLATED_MODELS,
+                    env={"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data)})
     assert "DRY RUN: nothing was changed" in human.stdout and "changes it would make" in human.stdout

@@ -1,9 +1,10 @@
 """Health gating: a service that never becomes healthy fails init, shows its last log lines,
 and leaves the previous release running (or nothing at all on a first install).
 
-The broken engine is a copy of the shipped resources (APPLIANCE_RESOURCES) whose demo engine
-never answers /health with 200, under an image name of its own, so no other stack on this
-Docker engine can ever pick it up.
+The broken engine is a copy of the shipped resources (APPLIANCE_RESOURCES) whose templated test
+engine never answers /health with 200, under an image name of its own (in an edited copy of the
+templated catalog overlay installed into the data dir), so no other stack on this Docker engine
+can ever pick it up. The stacks plan the templated engine's models (``--models demo-chat,demo-embed``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import uuid
 
 import pytest
 
-from tests.stack_support import REPO, free_port_block, purge_instance, run_cli
+from tests.stack_support import (
+    REPO,
+    TEMPLATED_CATALOG,
+    TEMPLATED_MODELS,
+    free_port_block,
+    install_templated,
+    purge_instance,
+    run_cli,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -22,7 +31,8 @@ MARKER = "engine broken on purpose by test_unhealthy"
 
 @pytest.fixture
 def broken_resources(tmp_path):
-    """A resources dir whose demo engine is never healthy; removes its image afterwards."""
+    """A resources dir whose templated engine is never healthy, and the catalog overlay naming its
+    image (install it with ``install_templated(data_dir, overlay)``); removes the image afterwards."""
     root = tmp_path / "resources"
     shutil.copytree(REPO / "images", root / "images",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -35,9 +45,10 @@ def broken_resources(tmp_path):
     assert "FAIL_HEALTH = True" in text and MARKER in text
     engine.write_text(text)
     image = f"appliance/test-broken-engine-{uuid.uuid4().hex[:8]}:0.1.0"
-    for yaml in (root / "images" / "catalog").glob("*.yaml"):
-        yaml.write_text(yaml.read_text().replace("appliance/demo-engine:0.1.0", image))
-    yield root, image
+    overlay = tmp_path / "templated-broken.yaml"
+    assert "appliance/demo-engine:0.1.0" in TEMPLATED_CATALOG.read_text()
+    overlay.write_text(TEMPLATED_CATALOG.read_text().replace("appliance/demo-engine:0.1.0", image))
+    yield root, image, overlay
     subprocess_rmi(image)
 
 
@@ -66,9 +77,11 @@ def _objects(inst: str) -> tuple[list, list, list]:
 
 
 def test_first_install_that_never_gets_healthy_leaves_nothing(broken_resources, inst_env):
-    root, _ = broken_resources
+    root, _, overlay = broken_resources
     inst, env = inst_env
-    res = run_cli("init", "--demo", "--yes", "--health-timeout", "8", "--gateway-port", str(free_port_block(1)),
+    install_templated(env["APPLIANCE_DATA_DIR"], overlay)
+    res = run_cli("init", "--demo", "--yes", "--models", TEMPLATED_MODELS, "--health-timeout", "8",
+                  "--gateway-port", str(free_port_block(1)),
                   "--app-port-base", str(free_port_block(3)), env={**env, "APPLIANCE_RESOURCES": str(root)})
     assert res.returncode == 1, res.stdout + res.stderr
     err = res.stderr
@@ -86,12 +99,14 @@ def test_first_install_that_never_gets_healthy_leaves_nothing(broken_resources, 
 
 
 def test_failed_upgrade_keeps_the_previous_release_running(broken_resources, inst_env):
-    root, _ = broken_resources
+    root, _, overlay = broken_resources
     inst, env = inst_env
     ports = ["--gateway-port", str(free_port_block(1)), "--app-port-base", str(free_port_block(3))]
-    first = run_cli("init", "--demo", "--yes", *ports, env=env)
+    install_templated(env["APPLIANCE_DATA_DIR"])
+    first = run_cli("init", "--demo", "--yes", "--models", TEMPLATED_MODELS, *ports, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     before = {c.service: (c.id, c.state) for c in _objects(inst)[0]}
+    install_templated(env["APPLIANCE_DATA_DIR"], overlay)  # the upgrade: the broken engine's image
     res = run_cli("init", "--demo", "--yes", "--health-timeout", "8", *ports,
                   env={**env, "APPLIANCE_RESOURCES": str(root)})
     assert res.returncode == 1
@@ -114,7 +129,8 @@ def test_a_busy_host_port_stops_init_at_preflight_before_any_change(inst_env):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        res = run_cli("init", "--demo", "--yes", "--gateway-port", str(port),
+        install_templated(env["APPLIANCE_DATA_DIR"])
+        res = run_cli("init", "--demo", "--yes", "--models", TEMPLATED_MODELS, "--gateway-port", str(port),
                       "--app-port-base", str(free_port_block(3)), env=env)
     assert res.returncode == 3, res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("error: preflight ports:") and str(port) in res.stderr

@@ -1,6 +1,7 @@
 """`appliance status` against the REAL demo stack on the Docker engine (issue 6's Must-show).
 
-One demo stack for the module (`appliance init --demo --yes` under a unique instance, data
+One demo stack for the module (`appliance init --demo --yes --models demo-chat,demo-embed`: the
+templated test engine from its catalog overlay, tests/stack_support.py; under a unique instance, data
 directory and free ports), driven through the CLI as an admin would; everything with the
 instance label is removed afterwards. Order matters and is kept by pytest's file order:
 healthy -> one service stopped -> Docker unreachable -> `appliance up` -> healthy again.

@@ -1,8 +1,10 @@
 """Fine-tuning on the REAL Docker engine with the demo stack (issue 9's Must-show).
 
-One demo stack per module (``appliance init --demo --yes``: own instance, data dir and free
-ports), driven through the CLI as a user would; everything of the instance is purged
-afterwards. The demo trainer really trains a tiny model and writes real checkpoint files.
+One demo stack per module (``appliance init --demo --yes --models demo-chat,demo-embed`` on the
+templated test engine, its catalog overlay in the stack's data dir: own instance, data dir and
+free ports), driven through the CLI as a user would; everything of the instance is purged
+afterwards. The demo trainer (a test fixture from the same overlay) really trains a tiny model
+and writes real checkpoint files.
 """
 
 from __future__ import annotations
