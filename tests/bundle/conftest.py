@@ -188,8 +188,8 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.docker)
 
 
-# ---- releases of a real (demo) stack --------------------------------------------------------------
-DEMO_BASE = "appliance/demo-engine:0.1.0"
+# ---- releases of a real (demo) stack: the templated test engine ------------------------------------
+DEMO_BASE = "appliance/demo-engine:0.1.0"  # built from images/demo/engine (tests/fixtures/catalog/templated.yaml)
 
 
 @pytest.fixture(scope="session")
@@ -231,28 +231,55 @@ def release_kit(docker_engine, release_images):
     return SimpleNamespace(build_engine=build_engine, write_spec=write_release_spec)
 
 
-def write_release_spec(directory: Path, version: str, image: str, upgrades_from: list[str]) -> Path:
-    """A bundle spec whose catalog is the shipped one with the demo engine served by ``image``.
+@pytest.fixture(scope="session")
+def node_resources(tmp_path_factory) -> Path:
+    """Resources (``APPLIANCE_RESOURCES``) for the node that installs the release bundles: a copy
+    of the checkout's whose shipped catalog also holds the templated overlay's file. The node
+    plans (``appliance train submit``) with its shipped catalog, which must know ``demo-chat``
+    as the bundles' catalogs do; the node's data dir cannot hold the overlay instead (a
+    release's catalog is merged with the node's overlay: the same ids twice are an error)."""
+    import shutil
 
-    The catalog requires the demo engine to keep its ``build`` (demo engines are local builds);
-    the release image is built FROM the runtime's demo engine and so carries the same content
-    hash label, which tells the runtime it is up to date: it runs the bundle's image as is
-    (the tests check the running containers' image ids against the bundle's).
+    from tests.stack_support import REPO as CHECKOUT
+    from tests.stack_support import TEMPLATED_CATALOG
+
+    root = tmp_path_factory.mktemp("node-resources")
+    for sub in ("images", "playbooks"):
+        shutil.copytree(CHECKOUT / sub, root / sub, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copyfile(TEMPLATED_CATALOG, root / "images" / "catalog" / TEMPLATED_CATALOG.name)
+    return root
+
+
+def write_release_spec(directory: Path, version: str, image: str, upgrades_from: list[str]) -> Path:
+    """A bundle spec whose catalog is the shipped one plus the templated test overlay's entries
+    (its file copied into the bundle's catalog/), with the templated engine served by ``image``.
+
+    The shipped catalog has no templated engine (a test fixture, tests/fixtures/catalog/), so the
+    release carries it as one more catalog file. The node installing these bundles must not
+    have the overlay in its own data dir as well (a release's catalog is merged with the node's
+    overlay: the same ids twice are an error; see ``node_resources``). The catalog requires the demo engine to keep its
+    ``build`` (demo engines are local builds); the release image is built FROM the runtime's demo
+    engine and so carries the same content hash label, which tells the runtime it is up to date:
+    it runs the bundle's image as is (the tests check the running containers' image ids against
+    the bundle's).
     """
     import shutil
 
     import yaml
 
     from appliance.paths import images_dir
+    from tests.stack_support import TEMPLATED_CATALOG
 
     spec = write_spec(directory, version, [image], upgrades_from)
     catalog = directory / "catalog"
     shutil.copytree(images_dir() / "catalog", catalog)
-    engines_file = catalog / "engines.yaml"
-    data = yaml.safe_load(engines_file.read_text())
+    templated = catalog / TEMPLATED_CATALOG.name
+    assert not templated.exists(), "the shipped catalog has a file of the overlay's name"
+    data = yaml.safe_load(TEMPLATED_CATALOG.read_text())
     demo = data["engines"]["demo-engine"]
     demo["images"] = [{**demo["images"][0], "image": image, "version": version}]
-    engines_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    templated.write_text(yaml.safe_dump(data, sort_keys=False))
     raw = yaml.safe_load(spec.read_text())
     raw["catalog"] = "catalog"
     spec.write_text(yaml.safe_dump(raw))

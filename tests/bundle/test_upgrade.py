@@ -1,9 +1,12 @@
 """Upgrades of a real demo stack on the real Docker engine: refusals, round trip, crashes.
 
 One node (its own instance, data dir and free ports) is installed at 1.0.0 from a bundle
-and exercised in order. Release images are the runtime's demo engine plus one small layer,
-built by the tests; the bundles carry them with a catalog that points the demo engine at
-them (external images: only the bundle can provide them).
+(``--demo --models demo-chat,demo-embed``) and exercised in order. Release images are the
+templated test engine plus one small layer, built by the tests; the bundles carry them with a
+catalog (the shipped one plus the templated overlay's file) that points the templated engine at
+them (external images: only the bundle can provide them). The node's own resources
+(``APPLIANCE_RESOURCES``, a copy) have the overlay's file in their shipped catalog too, so the
+node can fine-tune ``demo-chat`` as the bundles' catalogs know it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.stack_support import free_port_block, purge_instance, run_cli, unique_instance
+from tests.stack_support import TEMPLATED_MODELS, free_port_block, purge_instance, run_cli, unique_instance
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -27,7 +30,7 @@ def cli(node, *args: str, extra_env: dict | None = None) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def node(release_bundles, release_images, keypair, docker_engine, tmp_path_factory):
+def node(release_bundles, release_images, keypair, docker_engine, node_resources, tmp_path_factory):
     inst = unique_instance("tb")
     for ref in release_images.values():  # from here on only the bundles can provide them
         docker_engine.remove_image(ref)
@@ -35,11 +38,13 @@ def node(release_bundles, release_images, keypair, docker_engine, tmp_path_facto
     gw, apps = free_port_block(1), free_port_block(3)
     n = SimpleNamespace(instance=inst, data=data, bundles=release_bundles, images=release_images,
                         env={"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(data),
-                             "APPLIANCE_BUNDLE_PUBKEYS": keypair.public_key})
+                             "APPLIANCE_BUNDLE_PUBKEYS": keypair.public_key,
+                             # its shipped catalog knows the templated engine's models (train submit)
+                             "APPLIANCE_RESOURCES": str(node_resources)})
     try:
         # first install through `appliance init --bundle` (the same verified, journaled path)
-        res = cli(n, "init", "--bundle", str(release_bundles.r1), "--demo", "--yes", "--json", "--gateway-port",
-                  str(gw), "--app-port-base", str(apps), "--health-timeout", "30")
+        res = cli(n, "init", "--bundle", str(release_bundles.r1), "--demo", "--models", TEMPLATED_MODELS, "--yes",
+                  "--json", "--gateway-port", str(gw), "--app-port-base", str(apps), "--health-timeout", "30")
         assert res.returncode == 0, res.stderr[-3000:]
         n.install = json.loads(res.stdout)
         assert n.install["ok"] and n.install["release"] == 1
@@ -179,7 +184,8 @@ def test_refused_with_one_line_and_nothing_changed(node, tamper, tmp_path, case)
 
 def test_delta_needs_its_base_on_the_node(node, tmp_path):
     fresh = {"APPLIANCE_DATA_DIR": str(tmp_path / "fresh"), "APPLIANCE_INSTANCE": unique_instance("tf")}
-    res = cli(node, "init", "--bundle", str(node.bundles.r2_delta), "--demo", "--yes", extra_env=fresh)
+    res = cli(node, "init", "--bundle", str(node.bundles.r2_delta), "--demo", "--models", TEMPLATED_MODELS, "--yes",
+              extra_env=fresh)
     assert res.returncode == 2, res.stderr
     assert "blob(s) it leaves out are not on this node" in res.stderr
     assert not (tmp_path / "fresh" / "blobs").exists() and not (tmp_path / "fresh" / "releases").exists()
