@@ -8,6 +8,10 @@ chat request (non-streaming, keep-alive) sent
   * to the gateway's published host port (what clients use; adds Docker's port forwarding).
 ``--local`` runs the same with the gateway and demo engine as plain local processes.
 
+The engine is the templated TEST engine (``init --demo --models demo-chat,demo-embed`` with the
+tests' catalog overlay, tests/fixtures/catalog/templated.yaml, in the throw-away data dir): it
+answers in microseconds, so what is measured is the gateway's own cost, not a model's.
+
 Latency: sequential requests from one keep-alive connection (p50/p99 of N). Throughput:
 C client threads, each with its own keep-alive connection, for T seconds. The clients run
 on the same (small) machine as the servers, so absolute numbers are a floor; the
@@ -152,6 +156,9 @@ def run_docker(args) -> None:
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import Docker
 
+    sys.path.insert(0, str(REPO))  # a checkout-only script: the tests' helpers are here
+    from tests.stack_support import TEMPLATED_MODELS, install_templated
+
     instance = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         gw_port = free_port()
@@ -164,7 +171,8 @@ def run_docker(args) -> None:
 
         try:
             t0 = time.monotonic()
-            res = cli("init", "--demo", "--yes", "--quiet")
+            install_templated(tmp)  # the templated test engine (not shipped): see the module docstring
+            res = cli("init", "--demo", "--yes", "--quiet", "--models", TEMPLATED_MODELS)
             if res.returncode != 0:
                 raise SystemExit(f"init failed: {res.stderr[-2000:]}")
             print(f"demo stack {instance} up in {time.monotonic() - t0:.1f} s")

@@ -16,6 +16,11 @@ to become healthy. Then the node agent runs idle on the warm instance for ``--se
 (default 60) and its RSS and CPU are sampled with psutil (plus the Docker daemon's CPU over
 the same minute: the price of the containers' health checks).
 
+The stacks run the templated TEST engine (``--models demo-chat,demo-embed`` from the tests'
+catalog overlay, tests/fixtures/catalog/templated.yaml, installed into each data dir): this
+measures appliance's own overhead, so the engine must start in well under a second and cost
+nothing; the real built-in models (llama.cpp, seconds to load) would measure llama.cpp instead.
+
 Usage: python3 benchmarks/bench_init.py [--seconds 60] [--interval 15] [--skip-cold]
 """
 
@@ -35,14 +40,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # the same free-port and purge helpers as the Docker tests (a checkout-only script, so tests/ is here)
-from tests.stack_support import free_port_block, purge_instance  # noqa: E402
+from tests.stack_support import (  # noqa: E402
+    TEMPLATED_CATALOG,
+    TEMPLATED_MODELS,
+    free_port_block,
+    install_templated,
+    purge_instance,
+)
 
 
 def run_init(env: dict, *extra: str) -> tuple[float, dict]:
+    """``init --demo`` of the templated test engine (its overlay must be in the data dir)."""
     gw = free_port_block(1)
     apps = free_port_block(3)
     t = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "appliance", "init", "--demo", "--yes", "--json", "--quiet",
+                          "--models", TEMPLATED_MODELS,
                           "--gateway-port", str(env.get("BENCH_GW", gw)),
                           "--app-port-base", str(env.get("BENCH_APPS", apps)), *extra],
                          capture_output=True, text=True, env={**os.environ, **env}, cwd=str(REPO))
@@ -84,16 +97,19 @@ def bench_pyrt() -> None:
           f"{summary['bytes'] / 1e6:.0f} MB), image {size / 1e6:.0f} MB")
 
 
-def cold_resources(tmp: Path, tag: str) -> Path:
+def cold_resources(tmp: Path, tag: str) -> tuple[Path, Path]:
+    """A resources copy and a templated overlay copy whose local images have names of their own."""
     root = tmp / "resources"
     shutil.copytree(REPO / "images", root / "images", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (root / "playbooks").mkdir()
-    for yaml in (root / "images" / "catalog").glob("*.yaml"):
+    overlay = tmp / "templated-cold.yaml"
+    shutil.copyfile(TEMPLATED_CATALOG, overlay)
+    for yaml in [*(root / "images" / "catalog").glob("*.yaml"), overlay]:
         text = yaml.read_text()
         for name in ("demo-engine", "gateway", "app-customer-service", "app-knowledge-base", "app-code-assistant"):
             text = text.replace(f"appliance/{name}:0.1.0", f"appliance/bench-{tag}-{name}:0.1.0")
         yaml.write_text(text)
-    return root
+    return root, overlay
 
 
 def idle_agent(env: dict, seconds: float, interval: float) -> None:
@@ -153,7 +169,8 @@ def main() -> None:
             bench_pyrt()
             inst = f"bench{tag}c"
             instances.append(inst)
-            res_root = cold_resources(tmp, tag)
+            res_root, overlay = cold_resources(tmp, tag)
+            install_templated(tmp / "cold", overlay)
             wall, result = run_init({"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(tmp / "cold"),
                                      "APPLIANCE_RESOURCES": str(res_root), "APPLIANCE_BUILD_NOCACHE": "1"})
             cold_images = sorted({s["image"] for s in result["stack"]["services"]})
@@ -163,6 +180,7 @@ def main() -> None:
         instances.append(inst)
         env = {"APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(tmp / "warm"),
                "BENCH_GW": str(free_port_block(1)), "BENCH_APPS": str(free_port_block(3))}
+        install_templated(tmp / "warm")
         wall, result = run_init(env)
         report("warm", wall, result)
         wall, result = run_init(env)

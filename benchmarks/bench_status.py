@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: whole-process time and Docker API calls of `appliance status --json`, against `docker ps`.
 
-Brings up the demo stack (`appliance init --demo --yes`: 6 containers) under a unique
-instance, data directory and free host ports, then:
+Brings up the demo stack (`appliance init --demo --yes --models demo-chat,demo-embed`: 6
+containers) under a unique instance, data directory and free host ports, then:
 
 1. times ``appliance status --json`` as a whole process and ``docker ps`` (the Docker CLI, the
    yardstick of the goal) in the same loop, alternately, after one warm-up each: median, p90,
@@ -18,6 +18,11 @@ instance, data directory and free host ports, then:
 3. adds 8 more services to the release (copies of the demo embedding engine, applied through
    the runtime's library like any release change) and repeats 1-2 with 14 containers;
 4. stops 6 services and repeats 2: the inspects stay bounded (at most 4) however many fail.
+
+The engine is the templated TEST engine (the tests' catalog overlay,
+tests/fixtures/catalog/templated.yaml, installed into the benchmark's data dir): what is measured is
+status's own cost, so the engine containers should be cheap and quick to start; the real built-in
+models (llama.cpp) would only add load to the machine being measured.
 
 The load average is printed at the start and the end (the VM is shared: note it with the
 figures). Everything it creates carries the instance label and is removed at the end (also on
@@ -51,7 +56,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 # the same free-port and purge helpers as the Docker tests (a checkout-only script, so tests/ is here)
-from tests.stack_support import free_port_block, purge_instance  # noqa: E402
+from tests.stack_support import TEMPLATED_MODELS, free_port_block, install_templated, purge_instance  # noqa: E402
 
 ENGINE_SOCKET = "/var/run/docker.sock"
 
@@ -242,7 +247,8 @@ def main() -> int:
         pass_times.append(time.perf_counter() - t0)
     try:
         t = time.perf_counter()
-        res = run_cli(["init", "--demo", "--yes", "--quiet"], env, timeout_s=1200)
+        install_templated(tmp / "data")  # the templated test engine (see the module docstring)
+        res = run_cli(["init", "--demo", "--yes", "--quiet", "--models", TEMPLATED_MODELS], env, timeout_s=1200)
         if res.returncode != 0:
             print(res.stdout[-2000:], res.stderr[-3000:])
             return 1
