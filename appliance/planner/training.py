@@ -128,12 +128,14 @@ def plan_training(inventory, model_id: str, method: str = "lora", catalog: Catal
     acc_groups = [g for g in groups if not g.is_cpu]
     pool = [g for g in acc_groups] if acc_groups and not model.demo else [g for g in groups if g.is_cpu]
     explain: list[str] = []
+    any_recipe = False
     for group in pool:
         try:
             rid, rec = select_recipe(cat, group.backend, method, model_id)
         except UsageError as exc:
             explain.append(f"{group.label}: {exc.message}")
             continue
+        any_recipe = True
         cap = group.slots[0].capacity_mib
         counts = [devices] if devices else [n for n in (1, 2, 4, 8, 16) if n <= len(group.slots)]
         for n in counts:
@@ -152,6 +154,9 @@ def plan_training(inventory, model_id: str, method: str = "lora", catalog: Catal
                                 build=rec.build, demo=rec.demo, entrypoint=list(rec.entrypoint), command=list(rec.args),
                                 env=dict(sorted(rec.env.items())), devices=refs, memory=mem,
                                 usable_mib_per_device=cap, explain=explain)
+    # no recipe at all (a CPU-only box: the catalog ships no CPU trainer) is not fixed by a smaller job
+    fix = ("use LoRA, a shorter sequence length, a smaller model, or more devices" if any_recipe else
+           "fine-tuning needs a backend with a training recipe (`appliance catalog list training`: "
+           "LLaMA-Factory on CUDA/ROCm, MindSpeed-LLM on Ascend); a CPU-only box serves models but does not train them")
     raise NoFitError(f"{method} fine-tuning of {model_id} fits nowhere on this node: " + "; ".join(explain[-3:] or
-                     ["no recipe for this node's backends"]), where="train",
-                     fix="use LoRA, a shorter sequence length, a smaller model, or more devices")
+                     ["no recipe for this node's backends"]), where="train", fix=fix)

@@ -53,3 +53,15 @@ def test_plan_training_picks_recipe_and_fewest_devices(catalog):
 def test_plan_training_demo_recipe_from_the_templated_overlay(templated_catalog):
     demo = plan_training(inventory("cpu-only"), "demo-chat", "lora", templated_catalog)
     assert demo.recipe == "lora-cpu-demo" and demo.image == "appliance/demo-trainer:0.1.0" and demo.devices == []
+
+
+def test_cpu_only_box_is_told_training_needs_an_accelerator(catalog):
+    """The shipped catalog has no CPU trainer: the refusal says so instead of 'use a smaller model'."""
+    with pytest.raises(NoFitError) as info:
+        plan_training(inventory("cpu-only"), "smollm2-135m-instruct", "lora", catalog)
+    assert "no lora recipe for backend cpu" in info.value.message
+    assert "CPU-only box serves models but does not train them" in info.value.fix
+    # where a recipe exists but memory does not fit, the advice stays about the job's size
+    with pytest.raises(NoFitError) as info:
+        plan_training(inventory("h200-1gpu"), "llama-3.1-70b-instruct", "full", catalog)
+    assert "smaller model" in info.value.fix
