@@ -99,18 +99,35 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
                           env={**os.environ, **(env or {})}, timeout=timeout, cwd=str(REPO))
 
 
-def purge_instance(inst: str) -> None:
-    """Remove every container, network and volume labelled ``appliance.instance=inst``."""
+_CURRENT = object()
+
+
+def purge_instance(inst: str, docker_host: str | None | object = _CURRENT) -> None:
+    """Remove every container, network and volume labelled ``appliance.instance=inst``.
+
+    ``docker_host``: the engine to purge on, when it may differ from the current ``DOCKER_HOST``
+    -- a session fixture set up by a docker test can be torn down after a test that sees no engine
+    (tests/conftest.py), so it passes the ``DOCKER_HOST`` it saw at setup (None: the default)."""
     from appliance.runtime import labels as L
     from appliance.runtime.docker_adapter import Docker
 
-    with Docker() as d:
-        for c in d.list_containers(L.instance_filter(inst)):
-            d.remove(c.id, force=True)
-        for n in d.list_networks(L.instance_filter(inst)):
-            d.remove_network(n["id"])
-        for v in d.list_volumes(L.instance_filter(inst)):
-            d.remove_volume(v["name"])
+    saved = os.environ.get("DOCKER_HOST")
+    if docker_host is not _CURRENT:
+        os.environ.pop("DOCKER_HOST", None)
+        if docker_host is not None:
+            os.environ["DOCKER_HOST"] = str(docker_host)
+    try:
+        with Docker() as d:
+            for c in d.list_containers(L.instance_filter(inst)):
+                d.remove(c.id, force=True)
+            for n in d.list_networks(L.instance_filter(inst)):
+                d.remove_network(n["id"])
+            for v in d.list_volumes(L.instance_filter(inst)):
+                d.remove_volume(v["name"])
+    finally:
+        os.environ.pop("DOCKER_HOST", None)
+        if saved is not None:
+            os.environ["DOCKER_HOST"] = saved
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.25):

@@ -72,6 +72,7 @@ def submit(model, dataset, method, devices, preempt, snapshot, inference_models,
     Exit 2 bad input (the dataset error names the file and line), 3 the job does not fit or
     its devices are in use (the reason says by what; --preempt makes room).
     """
+    from appliance.deploy.weights import box_catalog
     from appliance.errors import UsageError
     from appliance.train.jobs import submit_job
     from appliance.train.models import Hyper
@@ -84,7 +85,7 @@ def submit(model, dataset, method, devices, preempt, snapshot, inference_models,
     say = progress_printer(quiet)
     result = submit_job(model, dataset, method, devices=devices, preempt=preempt, snapshot=snapshot,
                         inference_models=models, dry_run=dry_run, hyper=hyper, output_model=output_model,
-                        progress=say)
+                        progress=say, catalog=box_catalog())
     if wait and result.job is not None:
         result.job = _wait(result.job.id, say)
     emit(result, as_json, _render_submit)

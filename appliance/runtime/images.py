@@ -73,9 +73,10 @@ def catalog_builds(catalog) -> dict[str, str]:
     if catalog is None:
         return out
     for engine in catalog.engines.values():
-        if engine.build:
-            for img in engine.images:
-                out[img.image] = normalize_build(engine.build)
+        for img in engine.images:  # an image's own build (the llama.cpp image) before the engine's
+            build = img.build or engine.build
+            if build:
+                out[img.image] = normalize_build(build)
     for app in catalog.apps.values():
         if app.build:
             out[app.image] = normalize_build(app.build)

@@ -54,8 +54,12 @@ def _serving_plan(inventory, catalog, *, snapshot: str | None, inference_models:
 def submit_job(model: str, dataset: str | Path, method: str = "lora", *, devices: int | None = None,
                preempt: bool = False, snapshot: str | None = None, inference_models: list[str] | None = None,
                dry_run: bool = False, hyper: Hyper | None = None, output_model: str | None = None,
-               docker=None, store: StateStore | None = None, progress: Progress | None = None) -> SubmitResult:
-    """Validate, schedule and (unless ``dry_run``/``snapshot``) start a fine-tuning job."""
+               docker=None, store: StateStore | None = None, progress: Progress | None = None,
+               catalog=None) -> SubmitResult:
+    """Validate, schedule and (unless ``dry_run``/``snapshot``) start a fine-tuning job.
+
+    ``catalog``: the catalog this box plans with (the CLI passes the installed bundle's, so a base
+    model only a bundle brought can be fine-tuned); default: the shipped one with the overlay."""
     from appliance.catalog import load_catalog
     from appliance.inventory.detect import detect
     from appliance.train.container import DEFAULT_LR, job_root
@@ -67,7 +71,7 @@ def submit_job(model: str, dataset: str | Path, method: str = "lora", *, devices
         raise UsageError("--devices must be at least 1", where="--devices", fix="e.g. --devices 2")
     summary = validate_dataset(dataset)
     say(f"dataset: {summary.records} {summary.format} record(s), all valid")
-    cat = load_catalog()
+    cat = catalog or load_catalog()
     base = cat.model(model)
     if base.role not in ("chat", "completion"):
         raise UsageError(f"{model} is a {base.role} model; fine-tuning is for chat models", where="--model",

@@ -1,6 +1,6 @@
 """The README's main job for real: `appliance init --demo --yes` -- real models on the llama.cpp engine.
 
-One stack per session (its own instance, data dir and free ports), brought up through the CLI
+One stack per module (its own instance, data dir and free ports), brought up through the CLI
 exactly as a new user would, then exercised with the official OpenAI SDK and the apps' APIs.
 Everything of the instance is purged afterwards.
 """
@@ -20,12 +20,13 @@ from tests.stack_support import REPO, free_port_block, purge_instance, unique_in
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("real-stack")
     inst = unique_instance("tr")
     env = {**os.environ, "APPLIANCE_INSTANCE": inst, "APPLIANCE_DATA_DIR": str(root / "data")}
     gw, apps = free_port_block(1), free_port_block(3)
+    engine = os.environ.get("DOCKER_HOST")  # the run's engine: teardown may come after a no-engine test
     try:
         res = subprocess.run([sys.executable, "-m", "appliance", "init", "--demo", "--yes", "--json", "-q",
                               "--gateway-port", str(gw), "--app-port-base", str(apps)],
@@ -42,10 +43,10 @@ def real_stack(tmp_path_factory):
                               embed=embed["served_model_name"],
                               apps={name: url for name, url in out["endpoints"].items() if name != "gateway"})
     finally:
-        purge_instance(inst)
+        purge_instance(inst, docker_host=engine)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(real_stack):
     from openai import OpenAI
 

@@ -24,6 +24,9 @@ def test_build_dirs_come_from_the_catalog_and_the_naming_convention():
     assert I.build_dir_for("appliance/gateway:0.1.0", cat) == "gateway"
     assert I.build_dir_for("appliance/app-knowledge-base:0.1.0", cat) == "apps/knowledge-base"
     assert I.build_dir_for("vllm/vllm-openai:v0.11.0", cat) is None
+    # a build set on one engine image (the locally built llama.cpp image; its upstream sibling is pulled)
+    assert I.build_dir_for("appliance/llama-cpp:xllamacpp", cat) == "engines/llamacpp"
+    assert I.build_dir_for("ghcr.io/ggml-org/llama.cpp:server", cat) is None
     assert I.normalize_build("images/demo/engine") == "demo/engine"
 
 
