@@ -52,6 +52,24 @@ const appkit = (() => {
     return el;
   }
 
+  // A failed answer shown in place: the plain-words text, class "error" (+ "unavailable" when the
+  // model is), data-reason for scripts and tests, and the page's data-status="error".
+  function showError(el, err) {
+    el.classList.remove("thinking");
+    el.textContent = errorText(err);
+    el.classList.add("error");
+    if (err && err.reason === "model_unavailable") el.classList.add("unavailable");
+    el.dataset.reason = (err && err.reason) || "";
+    document.body.dataset.status = "error";
+    return el;
+  }
+
+  // The request is over (answered or failed): the answer area is no longer busy, controls re-enabled.
+  function settle(el, ...controls) {
+    if (el) el.removeAttribute("aria-busy");
+    busy(false, ...controls);
+  }
+
   function evaluationNotice(info) {
     const models = (info && info.evaluation_models) || [];
     let el = document.getElementById("evaluation-notice");
@@ -87,5 +105,5 @@ const appkit = (() => {
     "button:disabled, input:disabled, textarea:disabled { opacity: .6; cursor: not-allowed; }\n";
   document.head.appendChild(style);
 
-  return {ApiError, api, errorText, busy, thinking, evaluationNotice};
+  return {ApiError, api, errorText, busy, thinking, showError, settle, evaluationNotice};
 })();
