@@ -47,8 +47,8 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               help="Models to serve ('default': the catalog's choice). Default: as recorded.")
 @click.option("--bundle", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Install from an offline bundle (images, catalog).")
-@click.option("--demo/--no-demo", default=None, help="The built-in CPU demo stack (no accelerator, registry or "
-              "weights). Default: as recorded.")
+@click.option("--demo/--no-demo", default=None, help="The built-in evaluation stack: small real models from their "
+              "Python packages on the CPU, nothing provisioned. Default: as recorded.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and every change, change nothing.")
 @click.option("--force", is_flag=True, help="Go on even when a preflight check fails.")

@@ -473,11 +473,10 @@ def _record(journal: dict, path: Path, f, digest: str) -> None:
     write_atomic(path, json.dumps(journal), fsync=False)
 
 
-def stored_models(store: ModelStore | None = None) -> set[str] | None:
-    """``model@precision`` in the store, for the planner; None when the store is empty (so a box
-    without imported models plans exactly as before)."""
-    keys = {m.key for m in (store or ModelStore()).manifests()}
-    return keys or None
+def stored_models(store: ModelStore | None = None) -> set[str]:
+    """``model@precision`` in the store, for the planner (empty: nothing imported yet -- on a
+    CPU-only node the default set then falls back to the built-in models, appliance.planner.selection)."""
+    return {m.key for m in (store or ModelStore()).manifests()}
 
 
 def verify_all(store: ModelStore, manifests: list[Manifest], progress: Progress | None = None) -> VerifyReport:

@@ -7,6 +7,13 @@ node chat models above ``planner.cpu_default_max_params`` are skipped (too slow 
 good default; they can still be requested). Closed models join the default set only when
 licensed. ``demo=True`` plans the built-in evaluation models instead (``builtin`` in the
 catalog: small real models whose weights ship in Python packages).
+
+On a CPU-only node whose model store is known (a deploy, ``appliance plan`` on the node itself), a
+role none of whose default models has its weights stored gets the built-in evaluation model of
+that role instead, with a note naming the better model and its import command: a CPU box without
+imported weights then serves something real out of the box (``appliance init --yes``) instead of
+refusing for weights it cannot have. With accelerators the default set stays what the hardware
+deserves, and the deploy asks for its weights.
 """
 
 from __future__ import annotations
@@ -47,6 +54,18 @@ def _best_of_role(cat: Catalog, role: str, cands, ctx=None) -> tuple[str | None,
     return (fitting[0] if fitting else None), None
 
 
+def _builtin_of_role(cat: Catalog, role: str, cands) -> str | None:
+    """The built-in evaluation model of ``role`` that fits (the first by id), if any."""
+    return next((m for m in sorted(cat.models) if cat.models[m].builtin and cat.models[m].role == role
+                 and cands(m)[0]), None)
+
+
+def _builtin_note(role: str, alt: str, better: str | None) -> str:
+    hint = f" ({better} would fit: `appliance models import SOURCE --model {better}`, then re-run)" if better else ""
+    return (f"default set: no default {role} model has its weights in the model store on this CPU-only node: "
+            f"the built-in evaluation model {alt} instead{hint}")
+
+
 def _import_note(mid: str, instead: str) -> str:
     return (f"default set: {mid} would fit and ranks above {instead}, but its weights are not in the model store: "
             f"`appliance models import SOURCE --model {mid}`, then re-run")
@@ -66,12 +85,18 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
                      "(small; their weights ship in Python packages)")
         return requested, _pack(requested, cands, by_key, cat), rejected, notes
 
+    fallback = not ctx.has_accelerators and ctx.available is not None  # see the module's docstring
     others: list[str] = []
     for role in cat.planner.default_roles:
         if role == "chat":
             continue
         best, better = _best_of_role(cat, role, cands, ctx)
-        if best is None:
+        alt = _builtin_of_role(cat, role, cands) if fallback and (best is None or not _stored(best, ctx, cands)) \
+            else None
+        if alt is not None:
+            others.append(alt)
+            notes.append(_builtin_note(role, alt, best))
+        elif best is None:
             notes.append(f"default set: no {role} model fits this node")
         else:
             others.append(best)
@@ -83,6 +108,15 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
         skipped = [m for m in chat_pool if not _stored(m, ctx, cands)]
         chat_pool = [m for m in chat_pool if _stored(m, ctx, cands)] + skipped
     limit = cat.planner.cpu_default_max_params
+    if fallback and not any(_stored(m, ctx, cands) for m in chat_pool):
+        alt = _builtin_of_role(cat, "chat", cands)
+        if alt is not None:
+            requested = [alt] + others
+            placements = _pack(requested, cands, by_key, cat)
+            if all(m in placements for m in requested):
+                better = next((m for m in chat_pool if cat.models[m].params <= limit and cands(m)[0]), None)
+                notes.insert(0, _builtin_note("chat", alt, better))
+                return requested, placements, rejected, notes
     for mid in chat_pool:
         spec = cat.models[mid]
         if not ctx.has_accelerators and spec.params > limit:

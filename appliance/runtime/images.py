@@ -24,7 +24,7 @@ import tarfile
 import tempfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
 from appliance.errors import RuntimeFailure
@@ -149,6 +149,18 @@ def _distribution(name: str, build: str):
                                  "dependencies") from None
 
 
+_INSTALL_RECORDS = {"REQUESTED", "direct_url.json", "INSTALLER", "RECORD"}
+
+
+def _install_only(rel: PurePosixPath) -> bool:
+    """Files of an installed distribution that say how pip installed it, not what it is
+    (and bytecode, which the image does not carry, and entry-point scripts outside site-packages)."""
+    parts = rel.parts
+    if not parts or parts[0].startswith("..") or "__pycache__" in parts or rel.name.endswith((".pyc", ".pyo")):
+        return True
+    return len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in _INSTALL_RECORDS
+
+
 def carried_files(build: str) -> tuple[list[tuple[Path, str]], list[str]]:
     """(file, path under the image's root) of the carried distributions and the shared libraries
     their extension modules link (``ldd``), and one line per distribution for the content hash
@@ -158,11 +170,14 @@ def carried_files(build: str) -> tuple[list[tuple[Path, str]], list[str]]:
     sos: list[Path] = []
     for name in carried_packages(build):
         dist = _distribution(name, build)
-        record = dist.read_text("RECORD") or ""
-        ident.append(f"{dist.metadata['Name']} {dist.version} {hashlib.sha256(record.encode()).hexdigest()}")
+        # the RECORD lines of what is carried, sorted: the same wheel installed by another pip run
+        # (REQUESTED, direct_url.json, INSTALLER differ; bytecode is not carried) hashes the same
+        record = sorted(line for line in (dist.read_text("RECORD") or "").splitlines()
+                        if line and not _install_only(PurePosixPath(line.rsplit(",", 2)[0])))
+        ident.append(f"{dist.metadata['Name']} {dist.version} "
+                     f"{hashlib.sha256(chr(10).join(record).encode()).hexdigest()}")
         for rel in dist.files or []:
-            parts = rel.parts
-            if "__pycache__" in parts or rel.name.endswith((".pyc", ".pyo")) or parts[0].startswith(".."):
+            if _install_only(PurePosixPath(rel.as_posix())):
                 continue
             host = Path(dist.locate_file(rel))
             if not host.is_file():

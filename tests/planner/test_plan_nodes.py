@@ -200,3 +200,24 @@ def test_a_fine_tune_served_beside_its_base_shares_its_cores_and_moves_no_other(
         assert after["smollm2-ft"] == after["smollm2-ft-2"] == before[base]
     # without its base in the plan a fine-tune gets cores of its own
     assert split_cores(4, ["smollm2-ft", "all-minilm-l6-v2"], cat) == {"smollm2-ft": [0, 1], "all-minilm-l6-v2": [2, 3]}
+
+
+def test_cpu_only_default_set_falls_back_to_builtin_models_per_role_without_stored_weights(catalog):
+    """A CPU box with nothing imported serves the built-in models (`appliance init --yes` works out
+    of the box); an imported default model takes its role back; accelerators never fall back."""
+    cpu = inventory("cpu-only")
+    bare = plan(cpu, catalog, available=set())
+    assert [(s.role, s.model) for s in bare.services] == [("chat", "smollm2-135m-instruct"),
+                                                          ("embedding", "all-minilm-l6-v2")]
+    assert all(s.evaluation and s.engine == "llama-cpp" for s in bare.services)
+    notes = [n for n in bare.explain if "built-in evaluation model" in n]
+    assert len(notes) == 2 and all("appliance models import SOURCE --model" in n for n in notes), bare.explain
+    # the store unknown (a snapshot, a library call without it): the default set as the hardware allows
+    unknown = plan(cpu, catalog)
+    assert not any(s.evaluation for s in unknown.services)
+    chat = next(s.model for s in unknown.services if s.role == "chat")
+    # the default chat model imported: it is served; the embedding role still falls back
+    some = plan(cpu, catalog, available={f"{chat}@gguf-q4_k_m"})
+    assert [(s.role, s.model) for s in some.services] == [("chat", chat), ("embedding", "all-minilm-l6-v2")]
+    gpu = plan(inventory("h200-1gpu"), catalog, available=set())
+    assert not any(s.evaluation for s in gpu.services)
