@@ -53,27 +53,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, mode: int = 0o64
     their typed error, naming the file).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_name(path), dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        if owner_uid is not None or owner_gid is not None:
-            os.chown(tmp, -1 if owner_uid is None else owner_uid, -1 if owner_gid is None else owner_gid)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if fsync:
-        fsync_dir(path.parent)
+    with atomic_output(path, mode=mode, fsync=fsync, owner_uid=owner_uid, owner_gid=owner_gid) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
     return path
 
 
@@ -93,10 +74,12 @@ def write_if_changed(path: str | os.PathLike, data: bytes | str, *, mode: int = 
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike, *, mode: int = 0o644, fsync: bool = True) -> Iterator[IO[bytes]]:
+def atomic_output(path: str | os.PathLike, *, mode: int = 0o644, fsync: bool = True,
+                  owner_uid: int | None = None, owner_gid: int | None = None) -> Iterator[IO[bytes]]:
     """Stream into ``path``: yields a binary file; the target appears only if the block succeeds.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    Mode and owner are set on the temporary file, before the rename. On an exception the
+    temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +91,8 @@ def atomic_output(path: str | os.PathLike, *, mode: int = 0o644, fsync: bool = T
             if fsync:
                 os.fsync(fh.fileno())
         os.chmod(tmp, mode)
+        if owner_uid is not None or owner_gid is not None:
+            os.chown(tmp, -1 if owner_uid is None else owner_uid, -1 if owner_gid is None else owner_gid)
         os.replace(tmp, path)
     except BaseException:
         try:
