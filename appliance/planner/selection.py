@@ -108,15 +108,16 @@ def choose_default_set(cat: Catalog, ctx, cands, by_key, demo: bool):
         skipped = [m for m in chat_pool if not _stored(m, ctx, cands)]
         chat_pool = [m for m in chat_pool if _stored(m, ctx, cands)] + skipped
     limit = cat.planner.cpu_default_max_params
-    if fallback and not any(_stored(m, ctx, cands) for m in chat_pool):
-        alt = _builtin_of_role(cat, "chat", cands)
-        if alt is not None:
-            requested = [alt] + others
-            placements = _pack(requested, cands, by_key, cat)
-            if all(m in placements for m in requested):
-                better = next((m for m in chat_pool if cat.models[m].params <= limit and cands(m)[0]), None)
-                notes.insert(0, _builtin_note("chat", alt, better))
-                return requested, placements, rejected, notes
+    eligible = [m for m in chat_pool if cat.models[m].params <= limit]  # a CPU-only node's default candidates
+    alt = _builtin_of_role(cat, "chat", cands) if fallback and not any(_stored(m, ctx, cands) for m in eligible) \
+        else None
+    if alt is not None:
+        requested = [alt] + others
+        placements = _pack(requested, cands, by_key, cat)
+        if all(m in placements for m in requested):
+            better = next((m for m in eligible if cands(m)[0]), None)
+            notes.insert(0, _builtin_note("chat", alt, better))
+            return requested, placements, rejected, notes
     for mid in chat_pool:
         spec = cat.models[mid]
         if not ctx.has_accelerators and spec.params > limit:
