@@ -57,12 +57,14 @@ class KeyRecord:
 class Denied(Exception):
     """A request the gateway refuses: HTTP status, OpenAI-style error code and message."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None,
+                 param: str | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        self.param = param  # the request field at fault, when there is one
 
 
 def load_keys(path: str) -> dict[str, KeyRecord]:

@@ -14,6 +14,7 @@ Environment:
   GATEWAY_UPSTREAM_TIMEOUT_S  per read from an engine (default 600)
   GATEWAY_UPSTREAM_API_KEY    optional key sent to the engines (never the caller's key)
   GATEWAY_UPSTREAM_CONCURRENCY  requests in flight to one engine at most (default 16); more wait
+  GATEWAY_QUEUE_TIMEOUT_S     how long a request waits for one of those (default 120), then 503 engine_busy
   GATEWAY_MAX_BODY_MIB        largest request body accepted (default 32)
   GATEWAY_POLL_S              config poll interval (default 1.0)
 
@@ -27,6 +28,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -56,11 +58,12 @@ class Pool:
     """Idle keep-alive connections per upstream, so a request does not pay a TCP handshake, and
     at most ``per_upstream`` requests in flight to one engine: an engine accepts a small number of
     connections at a time (llama.cpp's HTTP threads and listen backlog) and refuses the rest, so a
-    burst waits here, in order, instead of failing as 502 (a wait longer than the upstream timeout
+    burst waits here, in order, instead of failing as 502 (a wait longer than ``queue_timeout_s``
     is answered 503 engine_busy)."""
 
-    def __init__(self, timeout_s: float, max_idle: int = 64, per_upstream: int = 16):
+    def __init__(self, timeout_s: float, max_idle: int = 64, per_upstream: int = 16, queue_timeout_s: float = 120.0):
         self.timeout_s = timeout_s
+        self.queue_timeout_s = queue_timeout_s
         self.max_idle = max_idle
         self.per_upstream = per_upstream
         self.idle: dict[str, list[http.client.HTTPConnection]] = {}
@@ -142,8 +145,7 @@ class Handler(BaseHTTPRequestHandler):
         extra = [("Retry-After", str(err.retry_after_s))] if err.retry_after_s else []
         if err.status == 401:
             extra.append(("WWW-Authenticate", 'Bearer realm="appliance"'))
-        body = json.dumps({"error": {"message": err.message, "type": kind, "code": err.code}}).encode()
-        self._send(err.status, body, extra=extra)
+        self._send(err.status, error_body(err.message, kind=kind, code=err.code, param=err.param), extra=extra)
         self.info["error"] = err.code
 
     # ---- request plumbing --------------------------------------------------------------
@@ -244,7 +246,7 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             try:
                 req = json.loads(body) if body else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: a deeply nested body
                 req = None
             if not isinstance(req, dict):
                 raise Denied(400, "bad_request", "the body must be a JSON object")
@@ -261,9 +263,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 check(path, req)  # before the engine sees it: one meaning of "invalid" for every engine
             except Invalid as bad:
-                self._send(400, error_body(bad.message, kind="invalid_request_error", code=bad.code, param=bad.param))
-                self.info["error"] = bad.code
-                return
+                raise Denied(400, bad.code, bad.message, param=bad.param) from None
             self.usage.admit(rec, now)
             self.info["stream"] = req.get("stream") is True
             self._proxy(rec, base, path, body)
@@ -279,15 +279,28 @@ class Handler(BaseHTTPRequestHandler):
     def _proxy(self, rec, base: str, path: str, body: bytes) -> None:
         slot = self.pool.slot(base)
         t_wait = time.perf_counter()
-        if not slot.acquire(timeout=self.pool.timeout_s):
+        if not slot.acquire(timeout=self.pool.queue_timeout_s):
             raise Denied(503, "engine_busy", "the engine for this model is busy; retry later", retry_after_s=5)
-        waited_ms = (time.perf_counter() - t_wait) * 1000
-        if waited_ms >= 1:
-            self.info["queued_ms"] = round(waited_ms, 1)
         try:
+            waited_ms = (time.perf_counter() - t_wait) * 1000
+            if waited_ms >= 1:
+                self.info["queued_ms"] = round(waited_ms, 1)
+                if self._client_gone():  # it gave up while queued: the engine must not work for nobody
+                    self.close_connection = True
+                    self.info["error"] = "client_disconnected"
+                    return
             self._proxy_held(rec, base, path, body)
         finally:
             slot.release()
+
+    def _client_gone(self) -> bool:
+        """The client closed its connection (a peek reads end-of-file) while its request waited."""
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
 
     def _proxy_held(self, rec, base: str, path: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "Accept": self.headers.get("Accept", "*/*"),
@@ -384,7 +397,8 @@ def serve() -> None:
     Handler.config = config
     Handler.usage = usage
     Handler.pool = Pool(float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT_S", "600")),
-                        per_upstream=int(os.environ.get("GATEWAY_UPSTREAM_CONCURRENCY", "16")))
+                        per_upstream=int(os.environ.get("GATEWAY_UPSTREAM_CONCURRENCY", "16")),
+                        queue_timeout_s=float(os.environ.get("GATEWAY_QUEUE_TIMEOUT_S", "120")))
     Handler.max_body = int(float(os.environ.get("GATEWAY_MAX_BODY_MIB", "32")) * (1 << 20))
     Handler.upstream_key = os.environ.get("GATEWAY_UPSTREAM_API_KEY", "")
     watcher = Watcher(config, usage, log, poll_s=float(os.environ.get("GATEWAY_POLL_S", "1.0")))

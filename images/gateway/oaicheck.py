@@ -25,24 +25,15 @@ class Invalid(Exception):
         self.message, self.param, self.code = message, param, code
 
 
-def _number(req: dict, name: str, lo: float, hi: float) -> None:
+def _bounded(req: dict, name: str, lo, hi, *, integer: bool = False) -> None:
+    """``req[name]``, when given, is a number (an integer with ``integer``) in [lo, hi]."""
     if name not in req or req[name] is None:
         return
     v = req[name]
-    if isinstance(v, bool) or not isinstance(v, NUMBER):
-        raise Invalid(f"'{name}' must be a number", name, "invalid_type")
+    if isinstance(v, bool) or not isinstance(v, int if integer else NUMBER):
+        raise Invalid(f"'{name}' must be {'an integer' if integer else 'a number'}", name, "invalid_type")
     if not lo <= v <= hi:
         raise Invalid(f"'{name}' must be between {lo:g} and {hi:g}", name, "out_of_range")
-
-
-def _integer(req: dict, name: str, lo: int, hi: int) -> None:
-    if name not in req or req[name] is None:
-        return
-    v = req[name]
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise Invalid(f"'{name}' must be an integer", name, "invalid_type")
-    if not lo <= v <= hi:
-        raise Invalid(f"'{name}' must be between {lo} and {hi}", name, "out_of_range")
 
 
 def _boolean(req: dict, name: str) -> None:
@@ -51,15 +42,15 @@ def _boolean(req: dict, name: str) -> None:
 
 
 def _sampling(req: dict) -> None:
-    _number(req, "temperature", 0, 2)
-    _number(req, "top_p", 0, 1)
-    _number(req, "presence_penalty", -2, 2)
-    _number(req, "frequency_penalty", -2, 2)
-    _integer(req, "max_tokens", 1, 1 << 20)
-    _integer(req, "max_completion_tokens", 1, 1 << 20)
-    _integer(req, "seed", -(1 << 63), (1 << 63) - 1)
+    _bounded(req, "temperature", 0, 2)
+    _bounded(req, "top_p", 0, 1)
+    _bounded(req, "presence_penalty", -2, 2)
+    _bounded(req, "frequency_penalty", -2, 2)
+    _bounded(req, "max_tokens", 1, 1 << 20, integer=True)
+    _bounded(req, "max_completion_tokens", 1, 1 << 20, integer=True)
+    _bounded(req, "seed", -(1 << 63), (1 << 63) - 1, integer=True)
     _boolean(req, "stream")
-    _integer(req, "n", 1, MAX_N)
+    _bounded(req, "n", 1, MAX_N, integer=True)
     if req.get("n") not in (None, 1) and req.get("stream"):
         raise Invalid("'n' greater than 1 is not supported with 'stream'", "n", "unsupported_value")
     stop = req.get("stop")
@@ -70,6 +61,22 @@ def _sampling(req: dict) -> None:
 
 def _text(value) -> bool:
     return isinstance(value, str) and value.strip() != ""
+
+
+def _tokens(value) -> bool:
+    """A non-empty list of token ids (OpenAI accepts them wherever it accepts text)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool)
+                                                           for t in value)
+
+
+def _inputs(value) -> list | None:
+    """The items of a ``prompt``/``input``: a text, token ids, or a list of texts or of token-id
+    lists; None when it is none of these (or empty)."""
+    if _text(value) or _tokens(value):
+        return [value]
+    if isinstance(value, list) and value and all(_text(x) or _tokens(x) for x in value):
+        return value
+    return None
 
 
 def check(path: str, req: dict) -> None:
@@ -88,18 +95,14 @@ def check(path: str, req: dict) -> None:
             raise Invalid("the messages are all empty", "messages", "empty_input")
         _sampling(req)
     elif path == "/v1/completions":
-        prompt = req.get("prompt")
-        if isinstance(prompt, list):
-            if not prompt or not all(_text(p) for p in prompt):
-                raise Invalid("'prompt' must be a non-empty string or a list of them", "prompt", "empty_input")
-        elif not _text(prompt):
-            raise Invalid("'prompt' must be a non-empty string", "prompt", "empty_input")
+        if _inputs(req.get("prompt")) is None:
+            raise Invalid("'prompt' must be a non-empty string, token ids, or a list of them", "prompt",
+                          "empty_input")
         _sampling(req)
     elif path == "/v1/embeddings":
-        data = req.get("input")
-        items = data if isinstance(data, list) else [data]
-        if not items or len(items) > MAX_BATCH or not all(_text(x) for x in items):
-            raise Invalid(f"'input' must be a non-empty string or a list of 1 to {MAX_BATCH} non-empty strings",
+        items = _inputs(req.get("input"))
+        if items is None or len(items) > MAX_BATCH:
+            raise Invalid(f"'input' must be a non-empty string, token ids, or a list of 1 to {MAX_BATCH} of them",
                           "input", "empty_input")
         fmt = req.get("encoding_format")
         if fmt not in (None, "float", "base64"):
@@ -116,7 +119,7 @@ def normalize_error(status: int, body: bytes) -> bytes:
     engine's message kept (it names the field, never a prompt)."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, str):
@@ -124,9 +127,10 @@ def normalize_error(status: int, body: bytes) -> bytes:
     if not isinstance(err, dict):
         err = {"message": (body[:300].decode("utf-8", "replace").strip() or f"engine error {status}")}
     code = err.get("code")
-    kind = err.get("type") or ("invalid_request_error" if status < 500 else "api_error")
+    kind = err.get("type") if isinstance(err.get("type"), str) and err.get("type") else \
+        ("invalid_request_error" if status < 500 else "api_error")
+    param = err.get("param") if isinstance(err.get("param"), str) else None
     if not isinstance(code, str):
         code = {400: "invalid_request", 401: "upstream_unauthorized", 404: "not_found", 413: "too_large",
                 429: "rate_limited", 501: "not_supported", 503: "model_loading"}.get(status, f"upstream_{status}")
-    return error_body(str(err.get("message") or f"engine error {status}"), kind=kind, code=code,
-                      param=err.get("param"))
+    return error_body(str(err.get("message") or f"engine error {status}"), kind=kind, code=code, param=param)
