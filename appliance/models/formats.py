@@ -10,7 +10,9 @@ three formats that matter here are simple to read from their headers:
   range. :func:`read_safetensors` checks that the ranges cover the data exactly, in bounds, with
   no overlap and sizes that match dtype x shape -- a header that lies is refused;
 * GGUF: a small binary header (metadata key/values and tensor infos). :func:`read_gguf` reads
-  it with bounds on every count and length, skipping big arrays (the vocabulary) by counting.
+  it with bounds on every count and length, skipping big arrays (the vocabulary) by counting,
+  and checks that the file reaches the end of its last tensor (offset + ggml type x shape, from
+  the aligned start of the data) -- a copy cut short inside the weights is refused.
 
 Every reader is bounded in what it reads and raises :class:`FormatError` (an ``ApplianceError``
 naming the file) for anything malformed.
@@ -197,6 +199,38 @@ class GgufFacts:
     metadata: dict = field(default_factory=dict)   # scalar and string values only
 
 
+# ggml tensor type -> (elements per block, bytes per block), as llama.cpp's gguf package has them
+# (gguf.constants.GGML_QUANT_SIZES; tests/models/test_import_rules.py checks the two agree)
+GGML_TYPE_SIZES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+                   9: (32, 40), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),
+                   15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18),
+                   21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8),
+                   28: (1, 8), 29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17)}
+GGUF_DEFAULT_ALIGNMENT = 32
+
+
+def tensor_bytes(ggml_type: int, elements: int) -> int:
+    """Bytes a tensor of ``elements`` values of ``ggml_type`` occupies; 0 for a type this table does
+    not know yet (a newer llama.cpp's), so such a tensor only bounds the data by its offset."""
+    block, block_bytes = GGML_TYPE_SIZES.get(ggml_type, (1, 0))
+    return elements // block * block_bytes
+
+
+def _check_tensor_data(meta: dict, infos_end: int, data_end: int, last: str, size: int, where: str) -> None:
+    """The file holds every tensor's bytes: the data starts at the end of the tensor infos rounded
+    up to ``general.alignment``, and each tensor's offset is from there. Why: a copy cut short
+    inside the weights has a whole header, so it would be imported -- and the engine fail at load."""
+    alignment = meta.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or not 0 < alignment <= 1 << 20:
+        raise FormatError(f"general.alignment {alignment!r} is not a plausible alignment", where=where,
+                          fix="not a valid GGUF file")
+    data_start = infos_end + (-infos_end % alignment)
+    if data_start + data_end > size:
+        raise FormatError(f"is truncated inside its tensor data: tensor {last!r} ends at byte "
+                          f"{data_start + data_end:,}, the file has {size:,} bytes", where=where,
+                          fix="the copy is incomplete: copy the file again and compare its size with the original")
+
+
 class _Reader:
     def __init__(self, fh, size: int, where: str):
         self.fh, self.size, self.where = fh, size, where
@@ -268,18 +302,25 @@ def read_gguf(path: Path) -> GgufFacts:
             vtype = r.u32()
             meta[key] = r.value(vtype, keep=not key.startswith("tokenizer.ggml.merges"))
         params = 0
+        data_end = 0      # the end of the furthest tensor, relative to the start of the tensor data
+        last = ""
         for _ in range(n_tensors):
-            r.string(keep=False)
+            tensor = r.string()
             dims = r.u32()
             if dims > 8:
                 raise FormatError(f"a tensor with {dims} dimensions", where=where, fix="not a valid GGUF file")
             shape = [r.u64() for _ in range(dims)]
-            r.u32()  # ggml type
+            ggml_type = r.u32()
             offset = r.u64()
             if offset > size:
                 raise FormatError(f"a tensor at offset {offset} beyond the file's {size} bytes", where=where,
                                   fix="the file is truncated: copy it again")
-            params += math.prod(shape)
+            elements = math.prod(shape)
+            params += elements
+            end = offset + tensor_bytes(ggml_type, elements)
+            if end > data_end:
+                data_end, last = end, tensor
+        _check_tensor_data(meta, fh.tell(), data_end, last, size, where)
     arch = meta.get("general.architecture") if isinstance(meta.get("general.architecture"), str) else None
 
     def key(suffix: str) -> int | None:

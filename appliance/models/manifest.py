@@ -82,6 +82,8 @@ class ImportResult(BaseModel):
     resumed: bool = False
     seconds: float
     path: str = Field(description="where the model's files are placed (the path the plan mounts)")
+    replaced: bool = Field(default=False, description="an earlier import of this model@precision was replaced")
+    bytes_freed: int = Field(default=0, description="bytes of the replaced import's files no model uses any more")
     warnings: list[str] = Field(default_factory=list)
 
 

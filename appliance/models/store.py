@@ -15,7 +15,10 @@ An import hashes every byte while copying it (one read of each byte), writes to 
 and renames it into ``blobs/`` only when complete; a journal records each finished file, so a
 re-run after a crash or Ctrl-C continues where it stopped (the file in progress resumes from its
 temporary copy, re-hashed). The manifest is written -- atomically -- only once every blob is in
-place and verified; until then the model does not exist for anyone. This module is the only one
+place and verified and the view is placed; until then the model does not exist for anyone, and a
+refused import (a directory in the way is refused before a byte is copied) leaves no manifest.
+Importing a ``model@precision`` again replaces it: new view, new manifest, and the old version's
+blobs that no manifest uses any more are collected. This module is the only one
 that writes the store; the deploy pipeline asks it whether a plan's weights are present and
 verified (:meth:`ModelStore.check`).
 
@@ -95,22 +98,28 @@ class ModelStore:
     def manifest_path(self, model: str, precision: str) -> Path:
         return manifest_path(model, precision, self.root)
 
+    def _read(self, path: Path) -> Manifest:
+        """One manifest file, or a StateError naming it and the fix: a manifest is written atomically,
+        so an unreadable one was damaged or edited by hand -- never a pydantic traceback."""
+        try:
+            return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StateError(f"the model manifest is unreadable: {_first_problem(exc)}", where=str(path),
+                             fix=f"remove it (rm {path}) and import the model again (appliance models import "
+                                 "SOURCE); `appliance models verify` then checks the rest of the store") from None
+        except OSError as exc:
+            raise StateError(f"cannot read the model manifest: {exc.strerror or exc}", where=str(path),
+                             fix="check the store's permissions (run as the appliance's user)") from None
+
     def manifests(self) -> list[Manifest]:
         if not self.manifest_dir.is_dir():
             return []
-        out = []
-        for p in sorted(self.manifest_dir.glob("*.json")):
-            try:
-                out.append(Manifest.model_validate_json(p.read_text(encoding="utf-8")))
-            except ValueError as exc:
-                raise StateError(f"the model manifest is unreadable: {str(exc).splitlines()[0]}", where=str(p),
-                                 fix="remove it and import the model again (appliance models import ...)") from None
-        return out
+        return [self._read(p) for p in sorted(self.manifest_dir.glob("*.json"))]
 
     def get(self, model: str, precision: str | None = None) -> Manifest | None:
         if precision is not None:
             p = self.manifest_path(model, precision)
-            return Manifest.model_validate_json(p.read_text(encoding="utf-8")) if p.is_file() else None
+            return self._read(p) if p.is_file() else None
         found = [m for m in self.manifests() if m.model == model]
         return found[0] if len(found) == 1 else None
 
@@ -133,14 +142,21 @@ class ModelStore:
     def import_source(self, source: Source, *, model: str, precision: str, facts: Facts, views_root: Path,
                       progress: Progress | None = None, known: dict[str, str] | None = None,
                       expected: dict[str, str] | None = None) -> ImportResult:
-        """Copy ``source``'s files into the store (hashing as they are copied), write the manifest,
-        place the view. ``known``: rel path -> sha256 already verified elsewhere (a bundle's files):
+        """Copy ``source``'s files into the store (hashing as they are copied), place the view, then
+        write the manifest. ``known``: rel path -> sha256 already verified elsewhere (a bundle's files):
         those are hard-linked in without a second read where the file system allows. ``expected``:
-        rel path -> the sha256 the catalog names for it; a different file is refused."""
+        rel path -> the sha256 the catalog names for it; a different file is refused.
+
+        A refusal leaves no manifest: a directory at the plan's path that the store did not place
+        is refused before a byte is copied, and the manifest is written only once the view is in
+        place. A model imported again is replaced; the blobs only the old version used are
+        collected (``bytes_freed``)."""
         progress = progress or NullProgress()
         start = time.monotonic()
         key = f"{model}@{precision}"
         with self.locked():
+            self._check_view_free(views_root / model / precision)
+            replaced = self.get(model, precision) is not None
             self.blobs.mkdir(parents=True, exist_ok=True)
             work = self.partial / key
             work.mkdir(parents=True, exist_ok=True)
@@ -182,14 +198,15 @@ class ModelStore:
             manifest = Manifest(model=model, precision=precision, layout=source.layout, files=files,
                                 source=SourceInfo(kind=source.kind, ref=source.ref), facts=facts, imported_at=iso(now),
                                 verified=Verification(at=iso(now), at_ts=now, blobs=self._blob_stats(files)))
+            view = self.place(manifest, views_root)
             self.manifest_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(self.manifest_path(model, precision), manifest.model_dump_json(indent=1) + "\n")
-            view = self.place(manifest, views_root)
             shutil.rmtree(work, ignore_errors=True)
+            freed = self.gc() if replaced else 0   # the old version's blobs that nothing else uses
         return ImportResult(model=model, precision=precision, layout=source.layout,
                             source=manifest.source, files=len(files), bytes_total=manifest.size, bytes_copied=copied,
                             bytes_reused=reused, resumed=resumed, seconds=round(time.monotonic() - start, 3),
-                            path=str(view), warnings=list(source.warnings))
+                            path=str(view), replaced=replaced, bytes_freed=freed, warnings=list(source.warnings))
 
     def _done(self, journal: dict, f) -> bool:
         rec = journal["files"].get(f.rel)
@@ -278,12 +295,16 @@ class ModelStore:
     def view_dir(self, manifest: Manifest, views_root: Path) -> Path:
         return views_root / manifest.model / manifest.precision
 
-    def place(self, manifest: Manifest, views_root: Path) -> Path:
-        """(Re)build the model's directory at the plan's path: links to the blobs, then a rename."""
-        final = self.view_dir(manifest, views_root)
+    def _check_view_free(self, final: Path) -> None:
+        """The store replaces only a directory it placed itself (its marker) or an empty one."""
         if final.exists() and not (final / MARKER).is_file() and (final.is_symlink() or any(final.iterdir())):
             raise UsageError(f"{final} already holds files that the model store did not place", where=str(final),
                              fix=f"move them away (or import them: appliance models import {final}) and re-run")
+
+    def place(self, manifest: Manifest, views_root: Path) -> Path:
+        """(Re)build the model's directory at the plan's path: links to the blobs, then a rename."""
+        final = self.view_dir(manifest, views_root)
+        self._check_view_free(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.placing-", dir=final.parent))
         try:
@@ -412,18 +433,30 @@ class ModelStore:
         return False
 
     def export(self, manifest: Manifest, dest: Path, progress: Progress | None = None) -> Path:
-        """The model's files in their own layout under ``dest`` (new or empty), for another box."""
+        """The model's files in their own layout under ``dest`` (new or empty), for another box.
+
+        A destination that cannot be written (not a directory, no permission, a full disk) is a
+        UsageError naming it, and what was written of this export is removed again -- a partial
+        copy would look like a whole model on the other box."""
         progress = progress or NullProgress()
-        if dest.exists() and any(dest.iterdir()):
-            raise UsageError("is not empty", where=str(dest), fix="export into a new or empty directory")
+        try:
+            existed = dest.is_dir()
+            if existed and any(dest.iterdir()):
+                raise UsageError("is not empty", where=str(dest), fix="export into a new or empty directory")
+        except OSError as exc:
+            raise _export_error(exc, dest, manifest) from None
         task = progress.task(f"export {manifest.model}", manifest.size)
-        for entry in manifest.files:
-            target = dest / entry.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.blob(entry.sha256), "rb") as src, open(target, "wb") as out:
-                while chunk := src.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    task.advance(len(chunk))
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            for entry in manifest.files:
+                target = dest / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy_blob(self.blob(entry.sha256), target, task)
+        except BaseException as exc:
+            _undo_export(dest, existed)
+            if isinstance(exc, OSError):
+                raise _export_error(exc, dest, manifest) from None
+            raise
         task.done()
         return dest
 
@@ -439,6 +472,65 @@ class ModelStore:
         return ModelList(store=str(self.root), models=entries, blobs=len(blobs),
                          blob_bytes=sum(p.stat().st_size for p in blobs),
                          manifest_bytes=sum(e.size_bytes for e in entries))
+
+
+def _first_problem(exc: Exception) -> str:
+    """A pydantic error's first problem in words (``files: Field required``), else the message's first line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(x) for x in first.get("loc", ()))
+            return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        except (IndexError, TypeError, KeyError):
+            pass
+    return str(exc).splitlines()[0]
+
+
+def _copy_blob(blob: Path, target: Path, task) -> None:
+    """One blob to an export's file. A blob that cannot be read is the store's damage, not the
+    destination's: a StateError pointing at ``verify``."""
+    try:
+        src = open(blob, "rb")
+    except OSError as exc:
+        raise StateError(f"cannot read the blob {blob.name[:12]}...: {exc.strerror or exc}", where=str(blob),
+                         fix="appliance models verify, then import the damaged model again") from None
+    with src, open(target, "wb") as out:
+        while chunk := src.read(CHUNK_BYTES):
+            out.write(chunk)
+            task.advance(len(chunk))
+
+
+def _undo_export(dest: Path, existed: bool) -> None:
+    """Remove what a failed export wrote: ``dest`` itself when the export created it, else its
+    contents (it was empty before)."""
+    if not existed:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    try:
+        children = list(dest.iterdir())
+    except OSError:
+        return
+    for p in children:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _export_error(exc: OSError, dest: Path, manifest: Manifest) -> UsageError:
+    import errno
+
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free {manifest.size / 1e6:,.1f} MB there, or export to another disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "export into a directory you can write to (or fix its permissions)"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a part of the path is a file, not a directory: choose another destination"
+    else:
+        fix = f"choose a writable directory with {manifest.size / 1e6:,.1f} MB free"
+    return UsageError(f"cannot write the export of {manifest.key}: {reason}", where=str(dest), fix=fix)
 
 
 def _hash_existing(path: Path, h, advance=None) -> int:

