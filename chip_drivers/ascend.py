@@ -272,12 +272,14 @@ class AscendDriver(ChipDriver):
     )
     # Memory per chip from public specs; npu-smi's figure replaces it when the tool runs.
     # 910B: 64 GB HBM on 910B1/B2/B3 (910B4 has 32 GB: only npu-smi tells them apart).
-    # 310P: 24 GB per chip (Atlas 300I Pro; the 96 GB 300I Duo has 48 GB per chip).
+    # 310P: 24 GB per chip (Atlas 300I Pro). Atlas 300I Duo (96 GB card, two 310P3 chips of
+    # 48 GB): 44280 MiB per chip, the memory GPUStack's runtime reports for the two chips of its
+    # 310P3 sample (gpustack/runtime detector samples: 44280 and 43693 MiB; the larger is used).
     products: dict[str, Product] = {
         "d100": Product("Ascend 310", 8192, "ascend310", "310"),
         "d500": Product("Ascend 310P", 24576, "ascend310p", "310p"),
         "d500:0200:0100": Product("Ascend 310P (Atlas 300I Pro)", 24576, "ascend310p", "310p"),
-        "d500:0200:0110": Product("Ascend 310P (Atlas 300I Duo)", 24576, "ascend310p", "310p"),
+        "d500:0200:0110": Product("Ascend 310P (Atlas 300I Duo)", 44280, "ascend310p", "310p"),
         "d801": Product("Ascend 910", 32768, "ascend910", "910"),
         "d802": Product("Ascend 910B", 65536, "ascend910b", "910b"),
         "d803": Product("Ascend 910_93 (910C)", 65536, "ascend910_93", "a3"),

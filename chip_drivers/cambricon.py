@@ -1,10 +1,11 @@
 """Cambricon MLU accelerators (backend ``neuware``).
 
 Layer a: PCI vendor ``cabc``, class 0x1200 (processing accelerator). ``pci.ids`` knows only
-MLU270-S4 ``0270`` and MLU370-S4 ``0370``. Public MLU370 boards (S4, X4, X8) all use device
+MLU270-S4 ``0270`` and MLU370-S4 ``0370``; MLU290 ``0290`` and MLU365 ``0365`` come from
+Cambricon's own scripts (see the table). Public MLU370 boards (S4, X4, X8) all use device
 ``0370`` as far as we know; an MLU370-X8 is two chips, each its own PCI function with 24 GB,
 so the table holds the per-function memory (24 GiB) and names the family ("MLU370"); cnmon
-then names the board. MLU290/MLU590 ids are not public (chips.md §8): such devices are still
+then names the board. The MLU590 id is not public (chips.md §8): such devices are still
 claimed by class and named from cnmon.
 
 Layer b: kernel module ``cambricon_drv`` (PCI driver name ``cambricon-pci-drv``), its
@@ -55,6 +56,12 @@ class CambriconDriver(ChipDriver):
         # pci.ids: "MLU370-S4"; the whole MLU370 family (S4/X4: one 24 GB chip; X8: two 24 GB
         # chips, one PCI function each) — per-function memory. cnmon names the exact board.
         "0370": Product("MLU370", 24576, "mlu370", "mlu370"),
+        # Not in pci.ids (2026.08.22): ids from Cambricon's manufacturing test scripts (`lspci -d
+        # cabc:0290` -> MLU290 cards, `cabc:0365` -> MLU365 cards). Memory from Cambricon's
+        # driver: MLU290 "only one version of mlu290 with 32GB HBM"; the one MLU365 board in its
+        # board table (MLU365-D2) has total_mem_size 0x300000000 = 12 GiB.
+        "0290": Product("MLU290", 32768, "mlu290", "mlu290"),
+        "0365": Product("MLU365", 12288, "mlu370", "mlu365"),
     }
 
     # ---- layer b -------------------------------------------------------------------------

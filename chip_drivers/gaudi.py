@@ -60,11 +60,24 @@ class GaudiDriver(ChipDriver):
     provision_role = "gaudi"
     snapshot_commands = (("hl-smi",), QUERY_ARGV)
     snapshot_paths = ("/sys/module/habanalabs/version",)
+    # Ids: pci.ids (1000, 1010, 1020, 1060, 1063) and the habanalabs driver's PCI id table
+    # (habanalabs_drv.c: PCI_IDS_GAUDI_HL2000M 0x1001, PCI_IDS_GAUDI_HL2000M_SEC 0x1011,
+    # PCI_IDS_GAUDI2_HL_288 0x1021, PCI_IDS_GAUDI3_SINGLE_DIE 0x1062), not in pci.ids 2026.08.22.
+    # Memory: Gaudi 32 GB HBM2, Gaudi2 96 GB HBM2e (hl-smi shows 98304 MiB on an HL-225), Gaudi3
+    # 128 GB HBM2e (public specs); hl-smi's figure replaces it.
     products: dict[str, Product] = {
         "1000": Product("Intel Gaudi (HL-205)", 32768, "gaudi", "gaudi"),
         "1010": Product("Intel Gaudi (HL-205, secured)", 32768, "gaudi", "gaudi"),
+        # the HL-2000M variant of the same Gaudi chip: its 32 GB assumed
+        "1001": Product("Intel Gaudi (HL-2000M)", 32768, "gaudi", "gaudi"),
+        "1011": Product("Intel Gaudi (HL-2000M, secured)", 32768, "gaudi", "gaudi"),
         "1020": Product("Intel Gaudi2 (HL-225)", 98304, "gaudi2", "gaudi2"),
+        # HL-288 is the Gaudi2 PCIe card (public Gaudi vLLM/DeepSeek-R1 launch scripts: `hl-smi | grep
+        # HL-288` -> "Gaudi2 PCIe platform"); the same Gaudi2 chip and 96 GB as the HL-225 assumed.
+        "1021": Product("Intel Gaudi2 PCIe (HL-288)", 98304, "gaudi2", "gaudi2"),
         "1060": Product("Intel Gaudi3 (HL-325L)", 131072, "gaudi3", "gaudi3"),
+        # a single-die Gaudi3 (the 128 GB Gaudi3 is two dies): memory unknown until hl-smi runs
+        "1062": Product("Intel Gaudi3 (single die)", None, "gaudi3", "gaudi3"),
         "1063": Product("Intel Gaudi3 PCIe (HL-338)", 131072, "gaudi3", "gaudi3"),
     }
 

@@ -72,11 +72,23 @@ class HygonDriver(ChipDriver):
     snapshot_commands = (("hy-smi",), ("hy-smi", "--showbus"), ("rocm-smi", *ROCM_SMI_ARGS))
     snapshot_paths = DTK_VERSION_FILES + ("/sys/module/hycu/version", "/sys/module/hydcu/version")
     # K100_AI is 6211 in pci.ids, 6210 in Hygon's docs and a real rocm-smi capture: both kept.
+    # Z100/Z100L/BW ids: Hygon's hydcu kernel driver header (DEVICE_Z100 0x54b7, DEVICE_Z100L
+    # 0x55b7, 0x6320, 0x6430); none of them is in pci.ids (2026.08.22). 6320 = BW1000 (BW150/
+    # BW1000) and 6430 = BW1100 come from issue 18 only: the header's own names are DEVICE_BW3000
+    # and DEVICE_NMZ_8378. rocm-smi's VRAM replaces every memory figure here.
     products: dict[str, Product] = {
         "6210": Product("Hygon K100_AI", 65536, "gfx928", compute_capability="gfx928"),
         "6211": Product("Hygon K100_AI", 65536, "gfx928", compute_capability="gfx928"),
         "62b7": Product("Hygon K100", 65536, "gfx926", compute_capability="gfx926"),
-        "55b7": Product("Hygon Z100", 32768, "gfx906", compute_capability="gfx906"),
+        # Z100 and Z100L: 32 GB HBM2, gfx906 (public Z100/Z100L specs; some Z100 listings say 16 GB)
+        "54b7": Product("Hygon Z100", 32768, "gfx906", compute_capability="gfx906"),
+        "55b7": Product("Hygon Z100L", 32768, "gfx906", compute_capability="gfx906"),
+        # BW1000: 64 GB and gfx936 in public BW1000 deployment notes (8 x 64 GB per node,
+        # PYTORCH_ROCM_ARCH=gfx936); Hygon publishes no specification (unverified).
+        "6320": Product("Hygon BW1000", 65536, "gfx936", compute_capability="gfx936"),
+        # BW1100: gfx938 in public DCU profiling notes; memory: one model table says 144 GB, not
+        # enough to rely on -> unknown until rocm-smi runs.
+        "6430": Product("Hygon BW1100", None, "gfx938", compute_capability="gfx938"),
         "6370": Product("Hygon BW100", None, None),
     }
 

@@ -1,9 +1,15 @@
 """Kunlunxin XPUs (backend ``xpu``, runtime XRE).
 
 Layer a: PCI ``1d22`` (Baidu) functions of an accelerator class; ``3688`` is the P800
-(unverified id from a community script, see chips.md), ``3684`` the first-generation Kunlun
-card, ``3685`` a Kunlun2 virtual function. The Baidu storage device ``1380`` is not an
-accelerator class and is never reported.
+(unverified id from a community script, see chips.md), ``3685`` a Kunlun2 virtual function.
+``3684`` is two generations (Kunlunxin's XRE install guide, "安装前检查"): the first-generation
+K100/K200 enumerate as class ``1200`` with no subsystem id, the second-generation R200 as class
+``0780`` ("communication controller") with subsystem ``0002:0001``. So class ``0780`` is an
+accelerator class here, but only for Kunlunxin's own accelerator ids (those in the product
+table); a ``3684`` of class ``0780`` or with a subsystem id other than the R200's is a
+second-generation board the table does not name (R300 and the 32 GB R200 variants list the
+same id, e.g. an R300 box's ``lspci`` shows "Communication controller: Device 1d22:3684").
+The Baidu storage device ``1380`` is not an accelerator class and is never reported.
 
 Layer b: ``kunlun`` module (``/sys/module/kunlun/version``), ``/dev/xpuN`` and ``/dev/xpuctrl``.
 No runtime version file is documented; XRE's version comes from the xpu-smi banner.
@@ -20,7 +26,7 @@ import re
 
 from appliance.inventory.hostview import HostView
 from appliance.inventory.models import Accelerator, ProbeStep, Runtime
-from appliance.inventory.pci import normalize_bdf
+from appliance.inventory.pci import PciDevice, normalize_bdf
 from chip_drivers import vendor_files as vf
 from chip_drivers.base import (
     CLASS_3D,
@@ -36,6 +42,14 @@ from chip_drivers.base import (
 )
 from chip_drivers.smi_table import parse_smi_box
 from chip_drivers.tool_devices import ToolDevice, merge_listing
+
+# "Other communication controller": the class the Kunlun2 (R200/R300) functions report. Accepted
+# by this driver only, and only for the device ids of its product table.
+CLASS_COMM_OTHER = "0780"
+KUNLUN_DEVICE = "3684"
+# A 3684 function that is second generation (class 0780, or a subsystem id) but not a board the
+# table knows: named by generation, memory from xpu-smi.
+KUNLUN2_BOARD = Product("Kunlunxin Kunlun2 AI Accelerator (R-series)", None, "KL2", "kl2")
 
 
 def is_intel_xpu_smi(text: str) -> bool:
@@ -80,17 +94,38 @@ class KunlunxinDriver(ChipDriver):
     display_name = "Kunlunxin"
     backend = "xpu"
     pci_vendor_ids = ('1d22',)
-    accelerator_classes = (CLASS_PROCESSING_ACCEL, CLASS_3D, CLASS_DISPLAY_OTHER)
+    accelerator_classes = (CLASS_PROCESSING_ACCEL, CLASS_3D, CLASS_DISPLAY_OTHER, CLASS_COMM_OTHER)
     kernel_modules = ('kunlun', 'xpu')
     tools = ('xpu-smi',)
     provision_role = "kunlunxin"
     snapshot_commands = (("xpu-smi",), ("xpu-smi", "-q"))
     snapshot_paths = ("/sys/module/kunlun/version",)
+    # Keys: device id, or device:subsystem vendor:subsystem device (a board of that chip).
     products: dict[str, Product] = {
         "3688": Product("Kunlunxin P800", 98304, "KL3", "p800"),
+        # first generation (XRE install guide: no subsystem id = K100 or K200; a K200 is two
+        # XPUs behind one function): memory not in a source this project holds -> unknown
         "3684": Product("Kunlunxin Kunlun AI Accelerator (K100/K200)", None, "KL1", "kl1"),
+        # XRE install guide: subsystem 0002:0001 = the standard R200 card (class 0780); its
+        # SR-IOV table gives the R200 16 GB (chip KLX2-S1P; R200_8F/R200_8FS/RG800/R300: 32 GB)
+        "3684:0002:0001": Product("Kunlunxin R200", 16384, "KL2", "kl2"),
         "3685": Product("Kunlunxin Kunlun2 (VF)", None, "KL2", "kl2"),
     }
+
+    # ---- layer a ---------------------------------------------------------------------
+    def claims(self, dev: PciDevice) -> bool:
+        if dev.vendor in self.pci_vendor_ids and dev.class_prefix == CLASS_COMM_OTHER:
+            return dev.device in {key.split(":")[0] for key in self.products}
+        return super().claims(dev)
+
+    def lookup_product(self, dev: PciDevice) -> Product | None:
+        product = super().lookup_product(dev)
+        if dev.device == KUNLUN_DEVICE and product is self.products[KUNLUN_DEVICE] and (
+                dev.class_prefix == CLASS_COMM_OTHER or (dev.subsystem_vendor or "0000") != "0000"):
+            # second generation, board not in the table ("no subsystem" in lspci reads as
+            # subsystem 0000:0000 in sysfs)
+            return KUNLUN2_BOARD
+        return product
 
     # ---- layer b ---------------------------------------------------------------------
     def driver_state(self, host: HostView) -> DriverState:

@@ -2,7 +2,8 @@
 
 Layer a: PCI vendor ``1ed5``; the product table comes from ``pci.ids`` (S80 ``0201``, S70
 ``0202``, X300 ``0211``, S3000 ``0222``, S4000 ``0323``/``0327``/``0328``, S90 ``0301``) with
-public memory sizes. Moore Threads boards are graphics cards, so the VGA class is accepted;
+public memory sizes, plus the other product ids of ``pci.ids`` (S10 to S2000, S60, S3000E,
+X500) by name only. Moore Threads boards are graphics cards, so the VGA class is accepted;
 their HDMI/DP audio functions (``01ff``/``02ff``/``03ff``, class 0x0403) are never claimed.
 
 Layer b: kernel module ``mtgpu``, ``/sys/module/mtgpu/version`` when declared; ``/dev/mtgpu.N``
@@ -65,6 +66,21 @@ class MthreadsDriver(ChipDriver):
         "0327": Product("MTT S4000", 49152, "quyuan", "s4000"),
         "0328": Product("MTT S4000", 49152, "quyuan", "s4000"),
         "0301": Product("MTT S90", None, None, "s90"),
+        # pci.ids names only (memory not in pci.ids nor in a source this project holds -> unknown;
+        # mthreads-gmi gives it; architecture not asserted): S10 to S100, S1000M/S1000/S2000, the
+        # second S60 id (0203), S3000E, X500.
+        "0100": Product("MTT S10", None, None, "s10"),
+        "0101": Product("MTT S10", None, None, "s10"),
+        "0102": Product("MTT S30", None, None, "s30"),
+        "0105": Product("MTT S50", None, None, "s50"),
+        "0106": Product("MTT S60", None, None, "s60"),
+        "0111": Product("MTT S100", None, None, "s100"),
+        "0121": Product("MTT S1000M", None, None, "s1000m"),
+        "0122": Product("MTT S1000", None, None, "s1000"),
+        "0123": Product("MTT S2000", None, None, "s2000"),
+        "0203": Product("MTT S60", None, None, "s60"),
+        "0225": Product("MTT S3000E", None, None, "s3000e"),
+        "0313": Product("MTT X500", None, None, "x500"),
     }
 
     def allow_vga(self, dev: PciDevice) -> bool:

@@ -35,17 +35,39 @@ from chip_drivers.base import (
 SMI_XML_ARGV = ("nvidia-smi", "-q", "-x")
 CUDA_VERSION_FILES = ("/usr/local/cuda/version.json", "/usr/local/cuda/version.txt")
 
-# Device id -> product. Names are what NVML/nvidia-smi print; memory_mib is the total NVML
-# reports for that product (H200: 150754820096 bytes = 143771 MiB, from the h200-1gpu capture;
-# the H100 80GB value 81559 MiB is in the tool samples; the others are the values these
-# products commonly report and are refined by NVML or nvidia-smi whenever either runs).
+# Device id -> product. Names are what NVML/nvidia-smi print where known (else the pci.ids
+# product name, prefixed "NVIDIA"); memory_mib is the total NVML reports for that product
+# (H200: 150754820096 bytes = 143771 MiB, from the h200-1gpu capture; the H100 80GB value
+# 81559 MiB is in the tool samples; the others are the values these products commonly report).
+# NVML or nvidia-smi replaces name and memory whenever either runs. Where no NVML figure is
+# known, memory is derived as the comment says (from the pci.ids name: N GB -> N x 1024 MiB),
+# or left unknown (None) rather than invented. Ids: the project's pci.ids copy
+# (tests/fixtures/pci/pci.ids, version 2026.08.22) unless a comment says otherwise;
+# tests/detect/test_pci_ids_tables.py checks every row against it.
 _HOPPER, _AMPERE, _ADA, _BLACKWELL = "hopper", "ampere", "ada", "blackwell"
 PRODUCTS: dict[str, Product] = {
     "2330": Product("NVIDIA H100 80GB HBM3", 81559, _HOPPER, "h100", "9.0"),
     "2331": Product("NVIDIA H100 PCIe", 81559, _HOPPER, "h100", "9.0"),
-    "2321": Product("NVIDIA H100 NVL", 95830, _HOPPER, "h100", "9.0"),
+    "2321": Product("NVIDIA H100 NVL", 95830, _HOPPER, "h100", "9.0"),   # pci.ids "H100L 94GB"
+    # pci.ids "H100 SXM5 64GB" / "H100 SXM5 96GB" / "H100 96GB": memory from the name (64/96 x 1024)
+    "2337": Product("NVIDIA H100 SXM5 64GB", 65536, _HOPPER, "h100", "9.0"),
+    "2338": Product("NVIDIA H100 SXM5 96GB", 98304, _HOPPER, "h100", "9.0"),
+    "233d": Product("NVIDIA H100 96GB", 98304, _HOPPER, "h100", "9.0"),
+    # pci.ids "H100 SXM5 94GB": the 94 GB of the H100 NVL (2321), so its figure
+    "2339": Product("NVIDIA H100 SXM5 94GB", 95830, _HOPPER, "h100", "9.0"),
     "2324": Product("NVIDIA H800", 81559, _HOPPER, "h800", "9.0"),
+    # pci.ids "H800 PCIe": 80 GB like the H100 PCIe (2331), so its figure (unverified for the H800)
+    "2322": Product("NVIDIA H800 PCIe", 81559, _HOPPER, "h800", "9.0"),
+    # pci.ids "H800L 94GB": the 94 GB of the H100 NVL (2321), so its figure
+    "233a": Product("NVIDIA H800L 94GB", 95830, _HOPPER, "h800", "9.0"),
     "2329": Product("NVIDIA H20", 97871, _HOPPER, "h20", "9.0"),
+    # pci.ids "H20 HBM3e": the 141 GB H20 (issue 18). Its HBM3e stack is the H200's 141 GB, so the
+    # H200's NVML figure (143771 MiB, h200-1gpu capture) is used; not verified on an H20 HBM3e.
+    "232c": Product("NVIDIA H20 141GB HBM3e", 143771, _HOPPER, "h20", "9.0"),
+    # pci.ids "H20 NVL16" (two ids): pci.ids gives no memory and the 96 GB and 141 GB H20 cannot
+    # be told apart by name, so memory is unknown until NVML/nvidia-smi runs.
+    "230c": Product("NVIDIA H20 NVL16", None, _HOPPER, "h20", "9.0"),
+    "230e": Product("NVIDIA H20 NVL16", None, _HOPPER, "h20", "9.0"),
     "2335": Product("NVIDIA H200", 143771, _HOPPER, "h200", "9.0"),
     "233b": Product("NVIDIA H200 NVL", 143771, _HOPPER, "h200", "9.0"),
     "20b0": Product("NVIDIA A100-SXM4-40GB", 40960, _AMPERE, "a100", "8.0"),
@@ -53,12 +75,44 @@ PRODUCTS: dict[str, Product] = {
     "20b1": Product("NVIDIA A100-PCIE-40GB", 40960, _AMPERE, "a100", "8.0"),
     "20b5": Product("NVIDIA A100 80GB PCIe", 81920, _AMPERE, "a100", "8.0"),
     "20f3": Product("NVIDIA A800-SXM4-80GB", 81920, _AMPERE, "a800", "8.0"),
+    # pci.ids "A800 SXM4 40GB" / "A800 80GB PCIe" / "A800 40GB PCIe": the A100 figures of the
+    # same memory size (20b0, 20b5, 20b1)
+    "20bd": Product("NVIDIA A800-SXM4-40GB", 40960, _AMPERE, "a800", "8.0"),
+    "20f5": Product("NVIDIA A800 80GB PCIe", 81920, _AMPERE, "a800", "8.0"),
+    "20f6": Product("NVIDIA A800 40GB PCIe", 40960, _AMPERE, "a800", "8.0"),
     "26b9": Product("NVIDIA L40S", 46068, _ADA, "l40s", "8.9"),
     "26b5": Product("NVIDIA L40", 46068, _ADA, "l40", "8.9"),
     "26b7": Product("NVIDIA L20", 46068, _ADA, "l20", "8.9"),
     "26ba": Product("NVIDIA L20", 46068, _ADA, "l20", "8.9"),
     "27b8": Product("NVIDIA L4", 23034, _ADA, "l4", "8.9"),
+    # Blackwell. Compute capability: 10.0 for B200/GB200 (and the B100, same GB100 generation),
+    # 10.3 for B300/GB300, 12.0 for RTX PRO Blackwell (CUDA programming guide's table).
     "2901": Product("NVIDIA B200", 183359, _BLACKWELL, "b200", "10.0"),
+    # pci.ids "HGX B200 168GB": memory from the name (168 x 1024)
+    "2909": Product("NVIDIA HGX B200 168GB", 172032, _BLACKWELL, "b200", "10.0"),
+    # pci.ids "TS4 / B100" (GB100) and "B100" (GB102); "HGX GB200"; "B300 SXM6 AC"; "GB300" (two
+    # ids): no memory figure in pci.ids or in a source this project holds -> unknown until NVML runs.
+    "2920": Product("NVIDIA B100", None, _BLACKWELL, "b100", "10.0"),
+    "29bc": Product("NVIDIA B100", None, _BLACKWELL, "b100", "10.0"),
+    "2941": Product("NVIDIA GB200", None, _BLACKWELL, "gb200", "10.0"),
+    "3182": Product("NVIDIA B300 SXM6 AC", None, _BLACKWELL, "b300", "10.3"),
+    "31c2": Product("NVIDIA GB300", None, _BLACKWELL, "gb300", "10.3"),
+    "31c3": Product("NVIDIA GB300", None, _BLACKWELL, "gb300", "10.3"),
+    # pci.ids "RTX PRO 6000 Blackwell Server Edition": 97887 MiB total in a public nvidia-smi
+    # host query of that board (96 GB GDDR7); the Workstation and Max-Q editions carry the same
+    # 96 GB and are given the same figure (unverified for them).
+    "2bb5": Product("NVIDIA RTX PRO 6000 Blackwell Server Edition", 97887, _BLACKWELL, "rtx-pro-6000", "12.0"),
+    "2bb1": Product("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", 97887, _BLACKWELL, "rtx-pro-6000",
+                    "12.0"),
+    "2bb4": Product("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", 97887, _BLACKWELL,
+                    "rtx-pro-6000", "12.0"),
+    # pci.ids "RTX PRO 6000D Blackwell Workstation Edition" / "... Max-Q ..." / "RTX 6000D": the
+    # China-market boards; their memory is not in a source this project holds -> unknown.
+    "2bb2": Product("NVIDIA RTX PRO 6000D Blackwell Workstation Edition", None, _BLACKWELL, "rtx-pro-6000d",
+                    "12.0"),
+    "2bbc": Product("NVIDIA RTX PRO 6000D Blackwell Max-Q Workstation Edition", None, _BLACKWELL,
+                    "rtx-pro-6000d", "12.0"),
+    "2bb9": Product("NVIDIA RTX 6000D", None, _BLACKWELL, "rtx-pro-6000d", "12.0"),
 }
 
 # Driver branch -> the CUDA version that driver supports (what nvidia-smi prints as
