@@ -6,7 +6,10 @@ Every ``interval_s`` one reconcile pass:
    agent then restarts nothing) from the state;
 2. lists the instance's containers (one Docker call) and repairs what differs: a missing
    container is recreated, an exited one started (recreated if it will not start), one
-   unhealthy for ``unhealthy_passes`` passes restarted. Repairs back off per service
+   unhealthy for ``unhealthy_passes`` passes restarted. A service whose probe is ``http``
+   (no Docker health check: a vendor image that may lack python3 and curl) is probed from
+   here each pass (:mod:`appliance.runtime.probe`), and that result is its health -- for the
+   repairs, the metrics and, recorded in the state, ``appliance status``. Repairs back off per service
    (interval x 2^n, capped) while a service keeps failing, and every repair is an event in
    the state. Services held by :func:`appliance.runtime.stack.stop_services` are left alone;
 3. re-detects the hardware (with usage, for the metrics) and marks a service degraded when
@@ -228,6 +231,7 @@ class Agent:
         docker = self._connect()
         services = list_services(docker, self.store, self.instance, release=release)
         report.services = len(services)
+        probes = self._probe_outside(docker, release, services)
         self._mark_degraded(release, report)
         notes = releases.service_notes(self.store, self.instance)
         if release is not None and report.desired == "up":
@@ -239,12 +243,61 @@ class Agent:
                             continue
                         action = self._needs_repair(state)
                         if action:
-                            self._repair(release, svc, state, action, notes.get(state.name, {}), report)
-            if report.repairs:
-                services = list_services(docker, self.store, self.instance, release=release)
-                notes = releases.service_notes(self.store, self.instance)
+                            self._repair(release, svc, state, action, notes.get(state.name, {}), report,
+                                         probe=probes.get(state.name))
+            for repaired in report.repairs:  # restarted or recreated: the last probe is of the old run
+                probes.pop(repaired["service"], None)
+        self._record_probes(probes)
+        if report.repairs:
+            services = list_services(docker, self.store, self.instance, release=release)
+            notes = releases.service_notes(self.store, self.instance)
         self._supervise_jobs(docker)
         self.metrics.set_services(services, notes)
+
+    def _probe_outside(self, docker, release, services) -> dict[str, dict]:
+        """GET the health path of every running ``http``-probe service (label ``appliance.probe``:
+        Docker has no health check for them) at its address on the stack network, in parallel,
+        each bounded by its health timeout; sets each one's ``health`` for this pass as Docker
+        would (a failure within the start period is ``starting``) and returns the records
+        (service -> container, health, detail, ts) :meth:`_record_probes` writes for status."""
+        from appliance.runtime.probe import health_state, http_probe
+
+        stack = release.stack if release is not None else None
+        targets = []
+        for state in services:
+            svc = stack.service(state.name) if stack is not None else None
+            if svc is None or state.probe != "http" or state.state != "running" or not state.container_id:
+                continue
+            addr = docker.container_address(state.container_id, stack.network)
+            if addr.state == "running":
+                targets.append((state, svc, addr))
+        if not targets:
+            return {}
+
+        def probe(target):
+            _, svc, addr = target
+            return http_probe(addr.ip, svc.health.port, svc.health.path, svc.health.timeout_s) if addr.ip else None
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+            results = list(pool.map(probe, targets))
+        now = time.time()
+        records: dict[str, dict] = {}
+        for (state, svc, addr), res in zip(targets, results):
+            age = now - (addr.started_ts or state.created_ts or now)
+            state.health = health_state(res is not None and res.ok, age, svc.health.start_period_s)
+            records[state.name] = {"container": state.container_id, "health": state.health, "ts": now,
+                                   "detail": res.text() if res else f"no address on {stack.network}"}
+        return records
+
+    def _record_probes(self, records: dict[str, dict]) -> None:
+        """For ``appliance status`` (:func:`appliance.runtime.views.probe_records`): valid for three
+        intervals, as the heartbeat; a locked state costs the record, not the pass."""
+        try:
+            releases.record_probes(self.store, self.instance, records, valid_s=3 * self.config.interval_s + 5)
+        except ApplianceError as exc:
+            log.warning("cannot record the health probes: %s", exc.one_line())
 
     def _needs_repair(self, state) -> str | None:
         """recreate (the release's container is gone), start (it stopped), restart (unhealthy)."""
@@ -264,7 +317,8 @@ class Agent:
                 releases.note_service(self.store, self.instance, state.name, failures=0, next_try_ts=None)
         return None
 
-    def _repair(self, release, svc, state, action: str, note: dict, report: PassReport) -> None:
+    def _repair(self, release, svc, state, action: str, note: dict, report: PassReport,
+                probe: dict | None = None) -> None:
         now = time.time()
         next_try = note.get("next_try_ts")
         if next_try and now < next_try:
@@ -273,7 +327,8 @@ class Agent:
         docker = self.docker
         what = {"recreate": f"container of {svc.name} is missing: recreating it",
                 "start": f"{svc.name} is {state.state}: starting it",
-                "restart": f"{svc.name} is unhealthy: restarting it"}[action]
+                "restart": f"{svc.name} is unhealthy: restarting it"
+                           + (f" (last check from outside: {probe['detail']})" if probe else "")}[action]
         ok = True
         detail = ""
         try:

@@ -70,6 +70,10 @@ class EngineImage(Strict):
     verified: bool = Field(default=True, description="false: tag taken from a single unverified source")
     build: str | None = Field(default=None, description="built locally from this images/ directory (never pulled); "
                               "preferred over the engine's published images")
+    probe: Literal["python3", "curl", "http"] | None = Field(
+        default=None, description="how the runtime checks its health: python3 or curl inside the container (the "
+        "image must ship it), http from outside (the runtime and the agent GET the health path at the container's "
+        "address); default python3 for a local build (ours ship it), else http")
 
 
 class EngineConstraints(Strict):

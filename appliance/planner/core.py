@@ -179,7 +179,8 @@ def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, ca
         engine=cand.engine, backend=eng.backend, image=cand.image.image, image_version=cand.image.version,
         precision=cand.precision, tensor_parallel=cand.tp, devices=devices, memory_mib_per_device=cand.need_mib,
         memory=cand.budget, entrypoint=entrypoint, command=command, env=dict(sorted(start.env.items())), port=port,
-        health=HealthCheck(path=eng.health, port=port, start_period_s=start_period),
+        health=HealthCheck(path=eng.health, port=port, start_period_s=start_period,
+                           probe=HealthCheck.probe_for(cand.image.probe, cand.image.build or eng.build)),
         model_path=model_path, model_container_path=container_path, model_source=cand.variant.source,
         model_file=cand.variant.file, cpuset=cpuset if group.is_cpu else None, evaluation=model.builtin,
         weights_files=[] if model.demo else ([cand.variant.file] if cand.variant.file

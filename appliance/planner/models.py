@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +41,9 @@ class MemoryBudget(BaseModel):
     concurrency: int | None = None
 
 
+Probe = Literal["python3", "curl", "http"]
+
+
 class HealthCheck(BaseModel):
     path: str = "/health"
     port: int
@@ -47,6 +51,15 @@ class HealthCheck(BaseModel):
     timeout_s: float = 5.0
     start_period_s: float = 600.0
     retries: int = 3
+    probe: Probe | None = Field(
+        default=None, description="how the health path is checked: python3 / curl run inside the container, http "
+        "from outside it (the runtime and the agent); None (plans made before the field): as probe_for() says")
+
+    @staticmethod
+    def probe_for(explicit: str | None, build: str | None) -> str:
+        """The probe of an image: the catalog's ``probe`` when set, else ``python3`` for a local
+        build (our images ship it), else ``http`` (a vendor image may lack python3 and curl)."""
+        return explicit or ("python3" if build else "http")
 
 
 class PlannedService(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 from appliance.errors import RuntimeFailure
 from appliance.inventory.models import Accelerator, Inventory
 from appliance.paths import data_dir, images_dir
-from appliance.planner.models import DeviceRef, Plan, PlannedService
+from appliance.planner.models import DeviceRef, HealthCheck, Plan, PlannedService
 from appliance.runtime import labels as L
 from appliance.runtime.models import Bind, HealthSpec, ServiceSpec, Settings, StackSpec
 
@@ -33,7 +33,8 @@ LOCAL_WAIT_TIMEOUT_S = 60.0
 
 
 def health_test(port: int, path: str) -> list[str]:
-    """A Docker healthcheck that needs only ``python3`` in the image (no curl in scratch images).
+    """A Docker healthcheck that needs only ``python3`` in the image (no curl in scratch images):
+    the ``python3`` probe, for our own images (built on the pyrt base, which ships it).
 
     Raw socket + ``-I -S`` keeps each check at a few milliseconds of CPU: urllib would import
     http.client, email and ssl on every run.
@@ -45,6 +46,29 @@ def health_test(port: int, path: str) -> list[str]:
             "while s.recv(65536):pass\n"
             "sys.exit(0 if d[9:12]==b'200' else 1)")
     return ["CMD", "python3", "-I", "-S", "-c", code]
+
+
+def curl_test(port: int, path: str, timeout_s: float) -> list[str]:
+    """The ``curl`` probe: for vendor images that ship curl but maybe no python3 (llama.cpp's
+    ``server`` images). ``-f``: an HTTP error status fails the check; ``--max-time`` bounds it."""
+    return ["CMD", "curl", "-fsS", "-o", "/dev/null", "--max-time", f"{timeout_s:g}",
+            f"http://127.0.0.1:{port}{path}"]
+
+
+# Docker's test that runs no check and also disables a HEALTHCHECK the image declares
+NO_HEALTHCHECK = ["NONE"]
+
+
+def healthcheck(health: HealthSpec) -> dict:
+    """The container's Docker health check for ``health.probe``: python3 / curl run inside the
+    container; ``http`` runs nothing inside (:data:`NO_HEALTHCHECK`) -- the runtime and the agent
+    probe the container from outside (:mod:`appliance.runtime.probe`)."""
+    if health.probe == "http":
+        return {"test": list(NO_HEALTHCHECK)}
+    test = (curl_test(health.port, health.path, health.timeout_s) if health.probe == "curl"
+            else health_test(health.port, health.path))
+    return {"test": test, "interval_s": health.interval_s, "timeout_s": health.timeout_s,
+            "start_period_s": health.start_period_s, "retries": health.retries}
 
 
 def gateway_dir(root: Path | None = None) -> Path:
@@ -122,6 +146,7 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
     quick = local and ps.demo  # the templated test engine starts in well under a second
     hc = ps.health
     health = HealthSpec(path=hc.path, port=hc.port, retries=hc.retries, timeout_s=hc.timeout_s,
+                        probe=HealthCheck.probe_for(hc.probe, build),
                         interval_s=LOCAL_HEALTH_INTERVAL_S if local else hc.interval_s,
                         start_period_s=LOCAL_START_PERIOD_S if quick else hc.start_period_s,
                         wait_timeout_s=LOCAL_WAIT_TIMEOUT_S if quick else max(hc.start_period_s, 60.0))

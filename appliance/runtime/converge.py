@@ -25,9 +25,11 @@ from appliance.errors import RuntimeFailure
 from appliance.runtime import labels as L
 from appliance.runtime.docker_adapter import ContainerCreate, ContainerInfo, Docker
 from appliance.runtime.models import ApplyResult, Change, ServiceSpec, StackSpec
+from appliance.runtime.probe import ProbeResult, health_state, http_probe
 from appliance.runtime.views import STACK_KINDS  # one definition, shared with the readers
 
 LOG_LINES_ON_FAILURE = 20
+PROBE_EVERY_S = 1.0   # http probes while waiting: at most one a second per service (a refused connect costs ~0)
 
 
 class ServiceUnhealthy(RuntimeFailure):
@@ -44,7 +46,7 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
     h = stack.hash_of(svc.name) or svc.spec_hash()
     labels = {**L.base_labels(stack.instance), L.SERVICE: svc.name, L.KIND: svc.kind,
               L.RELEASE: str(release or 0), L.PLAN_HASH: stack.plan_hash or "", L.SPEC_HASH: h,
-              L.MODELS: ",".join(svc.served_models)}
+              L.MODELS: ",".join(svc.served_models), L.PROBE: svc.health.probe}
     if svc.demo:
         labels[L.DEMO] = "true"
     if svc.device_refs:
@@ -55,7 +57,7 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
     binds = {}
     for b in svc.binds:
         binds[b.source] = {"bind": b.target, "mode": "ro" if b.read_only else "rw"}
-    from appliance.runtime.compose import health_test
+    from appliance.runtime.compose import healthcheck
 
     return ContainerCreate(
         name=L.container_name(stack.instance, svc.name, h), image=svc.run_image(), labels=labels,
@@ -66,9 +68,7 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
         device_requests=list(svc.device_requests), group_add=list(svc.group_add), runtime=svc.runtime,
         cap_add=list(svc.cap_add), cap_drop=["ALL"] if svc.hardened else [],
         security_opt=["no-new-privileges:true"], ipc_mode=svc.ipc_mode, read_only=svc.hardened,
-        healthcheck={"test": health_test(svc.health.port, svc.health.path),
-                     "interval_s": svc.health.interval_s, "timeout_s": svc.health.timeout_s,
-                     "start_period_s": svc.health.start_period_s, "retries": svc.health.retries},
+        healthcheck=healthcheck(svc.health),
         memory_limit_mib=svc.memory_limit_mib, cpus=svc.cpus, cpuset=svc.cpuset, shm_size_mib=svc.shm_size_mib,
         pids_limit=512 if svc.hardened else None)
 
@@ -94,6 +94,8 @@ class _Pending:
     old: list[ContainerInfo] = field(default_factory=list)
     stopped_old: list[str] = field(default_factory=list)
     new: bool = True
+    probed_ts: float = 0.0                  # http probe: when it last ran (monotonic)
+    last_probe: ProbeResult | None = None   # http probe: its last result
 
 
 class Converger:
@@ -265,7 +267,11 @@ class Converger:
         self.progress(f"waiting for {', '.join(sorted(waiting))} to become healthy")
         while waiting:
             for name, p in sorted(waiting.items()):
-                state, health, exit_code = self.docker.health(p.container_id)
+                outside = p.svc.health.probe == "http"
+                if outside:
+                    state, health, exit_code = self._probe(p)
+                else:
+                    state, health, exit_code = self.docker.health(p.container_id)
                 if state == "running" and health in ("healthy", None):
                     waiting.pop(name)
                     continue
@@ -275,20 +281,42 @@ class Converger:
                     failed = (f"its container {'keeps exiting' if state == 'restarting' else state}"
                               + (f" (exit code {exit_code})" if exit_code is not None else ""))
                 elif time.monotonic() - p.started_ts > limit:
-                    check = self.docker.last_health_check(p.container_id)
+                    if outside:
+                        check = (f"from this host: {p.last_probe.text()}" if p.last_probe
+                                 else f"it has no address on {self.stack.network}")
+                    else:
+                        check = self.docker.last_health_check(p.container_id)
                     failed = (f"it did not become healthy within {limit:g}s (health: {health or 'none'}"
                               + (f", last check {check}" if check else ", no check has run yet") + ")")
                 if failed:
                     self.result.waiting_s += time.monotonic() - start
                     lines = self.docker.log_tail(p.container_id, LOG_LINES_ON_FAILURE)
+                    fix = "fix the cause (appliance init --dry-run shows the settings) and re-run"
+                    if outside and (p.last_probe is None or (p.last_probe.status is None and p.last_probe.detail
+                                                             not in ("connection refused", "connection reset"))):
+                        fix += ("; its health is probed from this host at the container's address on the stack "
+                                "network, which a remote or rootless Docker engine does not route: there, give "
+                                "the image `probe: curl` (or python3) in the catalog")
                     raise ServiceUnhealthy(
                         f"{failed}; its last {len(lines)} log line(s) are shown above; "
                         f"every change of this run was undone",
-                        service=name, log_lines=lines, where=f"service {name}",
-                        fix="fix the cause (appliance init --dry-run shows the settings) and re-run")
+                        service=name, log_lines=lines, where=f"service {name}", fix=fix)
             if waiting:
                 time.sleep(0.25)
         self.result.waiting_s += time.monotonic() - start
+
+    def _probe(self, p: _Pending) -> tuple[str, str, int | None]:
+        """(state, health, exit code) of an ``http``-probe service: Docker has no health for it,
+        so health is the outside probe's (at most one probe per :data:`PROBE_EVERY_S`; the last
+        result counts in between). A failure within the start period is ``starting``."""
+        addr = self.docker.container_address(p.container_id, self.stack.network)
+        hc = p.svc.health
+        now = time.monotonic()
+        if addr.state == "running" and addr.ip and now - p.probed_ts >= min(PROBE_EVERY_S, hc.interval_s):
+            p.last_probe = http_probe(addr.ip, hc.port, hc.path, hc.timeout_s)
+            p.probed_ts = now
+        ok = p.last_probe is not None and p.last_probe.ok
+        return addr.state, health_state(ok, now - p.started_ts, hc.start_period_s), addr.exit_code
 
     def _undo(self, pending: list[_Pending]) -> None:
         """Remove what this apply created and restart the old containers it stopped."""

@@ -105,6 +105,30 @@ class ContainerCreate:
     log_max_files: int = 3
 
 
+@dataclass
+class ContainerAddress:
+    """Where a running container answers on one network (:meth:`Docker.container_address`)."""
+
+    state: str                      # running, exited, ..., or missing
+    exit_code: int | None = None
+    ip: str | None = None           # its address on the network (None: not attached / not running)
+    started_ts: float | None = None  # when it last started (epoch seconds)
+
+
+def docker_time(text: str | None) -> float | None:
+    """Epoch seconds of Docker's RFC 3339 times with nanoseconds (``2024-05-01T10:00:00.123456789Z``);
+    None for the zero time or anything else."""
+    import re
+
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text or "")
+    if not m or text.startswith("0001-"):
+        return None
+    from datetime import datetime
+
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(m.group(1) + tz).timestamp() + float(m.group(2) or 0)
+
+
 def _status_health(status: str) -> str | None:
     for word in ("unhealthy", "healthy", "health: starting"):
         if f"({word})" in status:
@@ -232,13 +256,12 @@ class Docker:
         healthcheck = None
         if spec.healthcheck:
             hc = spec.healthcheck
-            healthcheck = {
-                "Test": hc["test"],
-                "Interval": int(hc["interval_s"] * 1e9),
-                "Timeout": int(hc["timeout_s"] * 1e9),
-                "StartPeriod": int(hc["start_period_s"] * 1e9),
-                "Retries": int(hc["retries"]),
-            }
+            healthcheck = {"Test": hc["test"]}  # ["NONE"] alone: no check (the image's own disabled too)
+            for key, name in (("interval_s", "Interval"), ("timeout_s", "Timeout"), ("start_period_s", "StartPeriod")):
+                if hc.get(key) is not None:
+                    healthcheck[name] = int(hc[key] * 1e9)
+            if hc.get("retries") is not None:
+                healthcheck["Retries"] = int(hc["retries"])
         try:
             res = api.create_container(
                 image=spec.image, command=spec.command or None, entrypoint=spec.entrypoint or None, name=spec.name,
@@ -343,6 +366,18 @@ class Docker:
             return None
         net = ((info.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
         return net.get("IPAddress") or None
+
+    def container_address(self, ref: str, network: str) -> "ContainerAddress":
+        """One inspect: the container's state, exit code, start time and its IP on ``network``
+        (what an outside health probe needs); state 'missing' when it is gone."""
+        info = self.inspect_container(ref)
+        if info is None:
+            return ContainerAddress(state="missing")
+        st = info.get("State") or {}
+        net = ((info.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
+        return ContainerAddress(state=st.get("Status", "unknown"), exit_code=st.get("ExitCode"),
+                                ip=net.get("IPAddress") or net.get("GlobalIPv6Address") or None,
+                                started_ts=docker_time(st.get("StartedAt")))
 
     # ---- networks and volumes --------------------------------------------------------------
     def network_exists(self, name: str) -> bool:

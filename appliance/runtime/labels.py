@@ -24,6 +24,7 @@ DEMO = "appliance.demo"
 MODELS = "appliance.models"
 HOST_PORT = "appliance.host-port"
 DEVICES = "appliance.devices"
+PROBE = "appliance.probe"          # python3 | curl | http (http: probed from outside, no Docker health)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,40}$")
 

@@ -57,6 +57,10 @@ class HealthSpec(BaseModel):
     start_period_s: float = 600.0
     retries: int = 3
     wait_timeout_s: float = Field(default=600.0, description="how long init waits for healthy")
+    probe: Literal["python3", "curl", "http"] = Field(
+        default="python3", description="python3 / curl: a Docker health check run inside the container; http: "
+        "no check inside, the runtime and the agent GET the path at the container's address "
+        "(appliance.runtime.probe)")
 
 
 class ServiceSpec(BaseModel):
@@ -94,8 +98,13 @@ class ServiceSpec(BaseModel):
     demo: bool = False
 
     def spec_hash(self) -> str:
-        """Fingerprint of the container definition (start order is not part of it)."""
+        """Fingerprint of the container definition (start order is not part of it).
+
+        The health probe counts only when it is not ``python3``: a definition from before the
+        probe field (always python3) hashes as it did, so its container is kept."""
         data = self.model_dump(mode="json", exclude={"depends_on"})
+        if data["health"].get("probe") == "python3":
+            del data["health"]["probe"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def run_image(self) -> str:
@@ -157,6 +166,9 @@ class StackSpec(BaseModel):
 
     def stack_hash(self) -> str:
         data = self.model_dump(mode="json")
+        for svc in data["services"]:  # as in ServiceSpec.spec_hash: python3 (the default) hashes as before
+            if svc["health"].get("probe") == "python3":
+                del svc["health"]["probe"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def endpoints(self) -> dict:
@@ -199,6 +211,8 @@ class ServiceState(BaseModel):
     created_ts: float | None = None
     served_models: list[str] = Field(default_factory=list)
     degraded: str | None = Field(default=None, description="why the agent marked it degraded")
+    probe: str | None = Field(default=None, description="its container's health probe (label appliance.probe): "
+                              "http: health is the node agent's last outside probe (None until it has one)")
 
 
 class Release(BaseModel):

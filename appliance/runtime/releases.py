@@ -142,8 +142,24 @@ def set_desired(store: StateStore, instance: str, state: str) -> None:
 
 
 def service_notes(store: StateStore, instance: str) -> dict[str, dict]:
+    """service -> the agent's findings (its ``runtime_services`` row; ``probe``: its last outside
+    health probe, :func:`appliance.runtime.views.probe_records`)."""
+    from appliance.runtime.views import with_probes
+
     rows = store.query("SELECT * FROM runtime_services WHERE instance=?", (instance,))
-    return {r["name"]: dict(r) for r in rows}
+    return with_probes({r["name"]: dict(r) for r in rows}, store, instance)
+
+
+def record_probes(store: StateStore, instance: str, records: dict[str, dict], *, valid_s: float) -> None:
+    """Record the agent's outside probes of this pass (service -> {container, health, detail, ts});
+    readers ignore them after ``valid_s`` seconds. An empty ``records`` clears an earlier record
+    (written only when there was one)."""
+    from appliance.runtime.views import probes_key
+
+    key = probes_key(instance)
+    if not records and store.get_meta(key) is None:
+        return
+    store.set_meta(key, json.dumps({"expires_ts": time.time() + valid_s, "services": records}, sort_keys=True))
 
 
 def note_service(store: StateStore, instance: str, name: str, **fields) -> None:
@@ -160,8 +176,11 @@ def note_service(store: StateStore, instance: str, name: str, **fields) -> None:
 
 def clear_instance(store: StateStore, instance: str) -> None:
     """Forget the instance's agent findings (after ``down --purge``); releases stay as history."""
+    from appliance.runtime.views import probes_key
+
     with store.transaction() as conn:
         conn.execute("DELETE FROM runtime_services WHERE instance=?", (instance,))
+        conn.execute("DELETE FROM meta WHERE key=?", (probes_key(instance),))
         conn.execute("UPDATE releases SET status='removed' WHERE instance=? AND status IN ('active', 'pending')",
                      (instance,))
         conn.execute("INSERT INTO runtime_desired(instance, state, updated_ts) VALUES(?,?,?) "

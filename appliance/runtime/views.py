@@ -38,6 +38,46 @@ def heartbeat_key(instance: str) -> str:
     return f"agent.heartbeat.{instance}"
 
 
+def probes_key(instance: str) -> str:
+    """The state meta key where the node agent records its last outside probe of each ``http``-probe
+    service (:mod:`appliance.runtime.probe`): ``{"expires_ts": T, "services": {name: {"container":
+    id, "health": healthy|unhealthy|starting, "detail": "HTTP 503 from ...", "ts": T}}}``. Written
+    by :func:`appliance.runtime.releases.record_probes`; :func:`service_notes` hands each record
+    to its service's note as ``probe`` until it expires (3 agent intervals: a stopped agent's last
+    word is not shown as the service's health)."""
+    return f"agent.probes.{instance}"
+
+
+def probe_records(store, instance: str, now: float | None = None) -> dict[str, dict]:
+    """service -> the agent's last outside probe of it; {} when none is recorded or it expired."""
+    import time
+
+    try:
+        raw = store.get_meta(probes_key(instance))
+        data = json.loads(raw) if raw else {}
+    except (ValueError, TypeError):
+        return {}
+    if not isinstance(data, dict) or float(data.get("expires_ts") or 0) < (now or time.time()):
+        return {}
+    services = data.get("services")
+    return {k: v for k, v in services.items() if isinstance(v, dict)} if isinstance(services, dict) else {}
+
+
+def with_probes(notes: dict[str, dict], store, instance: str) -> dict[str, dict]:
+    """``notes`` with each service's outside probe record (``probe``) added; the one merge, for
+    this module's and :mod:`appliance.runtime.releases`' ``service_notes`` alike."""
+    for name, record in probe_records(store, instance).items():
+        notes.setdefault(name, {})["probe"] = record
+    return notes
+
+
+def probed_health(note: dict | None, container_id: str) -> str | None:
+    """The health of an ``http``-probe container: the agent's recorded result for this very
+    container, else None (not probed yet, or the agent is not running: shown as running)."""
+    record = (note or {}).get("probe") or {}
+    return record.get("health") if record.get("container") == container_id else None
+
+
 # ---- views of the recorded plan and stack -------------------------------------------------------
 class DeviceView:
     """A planned device reference (``planner.models.DeviceRef``); what ``Inventory.find`` matches."""
@@ -214,7 +254,7 @@ def service_notes(store, instance: str) -> dict[str, dict]:
     if "runtime_services" not in tables(store):
         return {}
     rows = store.query("SELECT * FROM runtime_services WHERE instance=?", (instance,))
-    return {r["name"]: dict(r) for r in rows}
+    return with_probes({r["name"]: dict(r) for r in rows}, store, instance)
 
 
 # ---- the services' states -------------------------------------------------------------------------
@@ -223,20 +263,21 @@ class ServiceStateView:
 
     __slots__ = ("name", "kind", "state", "health", "container_id", "container_name", "image", "release",
                  "spec_hash", "desired_hash", "up_to_date", "endpoint", "status_text", "created_ts",
-                 "served_models", "degraded")
+                 "served_models", "degraded", "probe")
 
     def __init__(self, *, name: str, state: str, kind: str | None = None, health: str | None = None,
                  container_id: str | None = None, container_name: str | None = None, image: str | None = None,
                  release: int | None = None, spec_hash: str | None = None, desired_hash: str | None = None,
                  up_to_date: bool = True, endpoint: str | None = None, status_text: str | None = None,
                  created_ts: float | None = None, served_models: list[str] | None = None,
-                 degraded: str | None = None):
+                 degraded: str | None = None, probe: str | None = None):
         self.name, self.kind, self.state, self.health = name, kind, state, health
         self.container_id, self.container_name, self.image, self.release = container_id, container_name, image, release
         self.spec_hash, self.desired_hash, self.up_to_date = spec_hash, desired_hash, up_to_date
         self.endpoint, self.status_text, self.created_ts = endpoint, status_text, created_ts
         self.served_models = list(served_models or [])
         self.degraded = degraded
+        self.probe = probe
 
     def model_dump(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -268,12 +309,14 @@ def service_states(docker, instance: str, release: ReleaseView | None,
                                         degraded=note.get("degraded") or note.get("held")))
             continue
         labels = c.labels
+        probe = labels.get(L.PROBE)  # absent on containers made before probes had kinds: python3
+        health = probed_health(note, c.id) if probe == "http" and c.state == "running" else c.health
         out.append(ServiceStateView(
-            name=name, kind=labels.get(L.KIND), state=c.state, health=c.health, container_id=c.id,
+            name=name, kind=labels.get(L.KIND), state=c.state, health=health, container_id=c.id,
             container_name=c.name, image=c.image, release=int(labels.get(L.RELEASE, 0) or 0),
             spec_hash=labels.get(L.SPEC_HASH), desired_hash=want,
             up_to_date=want is not None and labels.get(L.SPEC_HASH) == want,
             endpoint=labels.get("appliance.endpoint") or None, status_text=c.status, created_ts=c.created_ts,
             served_models=[m for m in labels.get(L.MODELS, "").split(",") if m],
-            degraded=note.get("degraded") or note.get("held")))
+            degraded=note.get("degraded") or note.get("held"), probe=probe))
     return out

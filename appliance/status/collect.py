@@ -315,6 +315,10 @@ def _query_docker(report: _Partial, docker, store, inst: str, max_inspects: int,
         states = service_states(docker, inst, release, report.notes)
         chosen = choose_inspects(states, max_inspects)
         facts = {s.name: inspect_facts(docker.inspect_container(s.container_id)) for s in chosen}
+        for s in states:  # probed from outside (no Docker health check): the agent's last check says why
+            detail = ((report.notes.get(s.name) or {}).get("probe") or {}).get("detail")
+            if s.probe == "http" and s.health == "unhealthy" and detail:
+                facts.setdefault(s.name, {})["health_output"] = f"the agent's probe: {detail}"
     except Exception as exc:  # noqa: BLE001 - DockerUnavailable, or the engine failing mid-way
         text = exc.message if isinstance(exc, DockerUnavailable) else f"the Docker engine failed: {_short(exc)}"
         docker_status.reachable = False
