@@ -245,7 +245,7 @@ def load_catalog(path: str | os.PathLike | None = None, *, use_cache: bool = Tru
     return catalog
 
 
-_SECTIONS = ("profiles", "precisions", "compat", "engines", "models", "apps", "training")
+_SECTIONS = ("profiles", "precisions", "compat", "engines", "models", "apps", "training", "contracts")
 
 
 def _merge(parsed: list[tuple[Path, str, CatalogFile]], digest: str) -> Catalog:
@@ -338,6 +338,10 @@ def _cross_check(cat: Catalog, parsed: list[tuple[Path, str, CatalogFile]]) -> N
         for e in prof.engine_priority:
             if e not in cat.engines:
                 raise bad("profiles", pid, ("engine_priority", e), f"unknown engine '{e}'", e, cat.engines)
+    for eid, eng in cat.engines.items():
+        if not eng.demo and eng.service not in cat.contracts:
+            raise bad("engines", eid, ("service",), f"no argument contract for service '{eng.service}'",
+                      eng.service, cat.contracts)
     if "default" not in cat.profiles:
         file, text = planner_file
         raise _fail(file, text, ("profiles",), "no 'default' profile", "add profiles.default")

@@ -26,7 +26,7 @@ RankRule = Literal[
 
 # Placeholders a start command may use; the planner fills them (docs/catalog.md lists them).
 TEMPLATE_FIELDS = frozenset({
-    "model_path", "served_model_name", "port", "tp", "context", "context_total", "concurrency",
+    "model_path", "served_model_name", "port", "tp", "context", "context_input", "context_total", "concurrency",
     "mem_fraction", "devices", "threads", "role", "precision",
 })
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -55,6 +55,17 @@ class VersionRange(Strict):
 # --------------------------------------------------------------------------- engines
 
 
+class ImageRecipe(Strict):
+    """A serving image built on the box from a vendor base (no registry, no internet): the base
+    comes from the bundle, the engine from wheels the bundle carries."""
+
+    base: str = Field(description="the vendor's base image (loaded from the bundle)")
+    wheels: list[str] = Field(min_length=1, description="pip requirement specifiers installed from the bundle's "
+                              "wheel directory with --no-index")
+    tag: str = Field(description="the local tag the built image gets")
+    source: str | None = None
+
+
 class EngineImage(Strict):
     """One published image of an engine, with what it needs from the host."""
 
@@ -74,6 +85,23 @@ class EngineImage(Strict):
         default=None, description="how the runtime checks its health: python3 or curl inside the container (the "
         "image must ship it), http from outside (the runtime and the agent GET the health path at the container's "
         "address); default python3 for a local build (ours ship it), else http")
+    upstream_version: str | None = Field(default=None, description="the upstream engine version a vendor fork is "
+                                         "based on: the argument contract is checked against it (default: version)")
+    deprecated: str | None = Field(default=None, description="why the publisher deprecated this tag: chosen only "
+                                   "when no other image of the engine fits the host")
+    serves: bool = Field(default=True, description="false: a vendor base without the engine; needs 'recipe'")
+    recipe: ImageRecipe | None = Field(default=None, description="how the serving image is layered on a vendor base "
+                                       "offline, from wheels carried in the bundle")
+
+    @model_validator(mode="after")
+    def _v_serves(self) -> "EngineImage":
+        if not self.serves and self.recipe is None:
+            raise ValueError("an image without the engine (serves: false) needs a recipe that layers it")
+        return self
+
+    @property
+    def contract_version(self) -> str:
+        return self.upstream_version or self.version
 
 
 class EngineConstraints(Strict):
@@ -87,13 +115,33 @@ class PrecisionRequirement(Strict):
     variants: list[str] | None = None
 
 
+class ConfigFile(Strict):
+    """A JSON configuration file inside the image that the engine reads instead of flags (MindIE):
+    the planner renders ``set`` (dotted keys, template values) into a start script that edits
+    it, so the settings are data the argument contract can check."""
+
+    workdir: str = Field(description="directory the engine starts in")
+    path: str = Field(description="the file, relative to workdir")
+    set: dict[str, str | int | bool | list] = Field(description="dotted key -> value (templates allowed)")
+    exec: str = Field(description="the command started after the edit (relative to workdir)")
+
+    @field_validator("set")
+    @classmethod
+    def _v_set(cls, value: dict) -> dict:
+        _check_template([v for v in value.values() if isinstance(v, str)])
+        return value
+
+
 class StartSpec(Strict):
     entrypoint: list[str] = Field(default_factory=list, description="overrides the image entrypoint when set")
-    args: list[str]
+    args: list[str] = Field(default_factory=list)
+    config: ConfigFile | None = Field(default=None, description="settings written into the engine's config file")
     role_args: dict[Role, list[str]] = Field(default_factory=dict)
     precision_args: dict[str, list[str]] = Field(default_factory=dict)
     trust_remote_code_args: list[str] = Field(default_factory=list, description="added for models that need it")
     env: dict[str, str] = Field(default_factory=dict)
+    shared_device_env: dict[str, str] = Field(default_factory=dict, description="added when another service "
+                                              "shares one of its devices (MetaX MACA_MPS_MODE)")
 
     @field_validator("args", "entrypoint")
     @classmethod
@@ -349,6 +397,91 @@ class PlannerSettings(Strict):
     search_budget: int = 20000
 
 
+# --------------------------------------------------------------------------- argument contracts
+
+
+class FlagRule(Strict):
+    """Which versions of an engine accept a flag, and from where that is known.
+
+    ``since`` is the first version that accepts it, ``removed`` the first that refuses it (so
+    the accepted range is ``[since, removed)``), ``deprecated`` the first that warns.
+    """
+
+    since: str | None = None
+    deprecated: str | None = None
+    removed: str | None = None
+    replaced_by: str | None = None
+    value: bool = Field(default=True, description="false: a switch without a value")
+    source: str | None = None
+
+
+class VersionedArgs(Strict):
+    """Arguments the planner adds for a role on engine versions in ``[since, until)``."""
+
+    since: str | None = None
+    until: str | None = None
+    args: list[str]
+    source: str | None = None
+
+    @field_validator("args")
+    @classmethod
+    def _v_args(cls, value: list[str]) -> list[str]:
+        return _check_template(value)
+
+
+ContractRuleKind = Literal["flag_equals", "flag_less_than", "flag_at_least", "entrypoint", "config_set",
+                           "config_same", "env_when_shared"]
+
+
+class ContractRule(Strict):
+    """A companion rule every planned command of the engine must meet (appliance.catalog.contract)."""
+
+    kind: ContractRuleKind
+    why: str
+    source: str
+    since: str | None = None
+    until: str | None = None
+    roles: list[Role] | None = Field(default=None, description="only for services of these roles")
+    backends: list[Backend] | None = Field(default=None, description="only for engines of these backends "
+                                           "(a vendor fork's own rule)")
+    flag: str | None = None
+    equals: str | None = None
+    than: str | None = None
+    field: Literal["context", "context_total", "concurrency", "tp"] | None = None
+    entrypoint: list[str] | None = None
+    config: dict[str, str | int | bool] = Field(default_factory=dict)
+    when: dict[str, str | int | bool] = Field(default_factory=dict)
+    keys: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _v_kind(self) -> "ContractRule":
+        need = {"flag_equals": ("flag", "equals"), "flag_less_than": ("flag", "than"),
+                "flag_at_least": ("flag", "field"), "entrypoint": ("entrypoint",), "config_set": ("config",),
+                "config_same": ("keys",), "env_when_shared": ("env",)}[self.kind]
+        missing = [n for n in need if not getattr(self, n)]
+        if missing:
+            raise ValueError(f"a {self.kind} rule needs {', '.join(missing)}")
+        return self
+
+
+class EngineContract(Strict):
+    """What one engine (service) accepts, by version: flags, role arguments and companion rules.
+
+    The planner takes role arguments from here for the image's version, and
+    :func:`appliance.catalog.contract.check` holds every planned command to it.
+    """
+
+    name: str
+    source: str
+    command: Literal["flags", "config"] = Field(default="flags", description="config: the engine reads a config "
+                                                "file (MindIE); its flags are not checked, its settings are")
+    positional: int = Field(default=0, ge=0, description="leading positional arguments (trtllm-serve's model)")
+    flags: dict[str, FlagRule] = Field(default_factory=dict)
+    role_args: dict[Role, list[VersionedArgs]] = Field(default_factory=dict)
+    rules: list[ContractRule] = Field(default_factory=list)
+
+
 class CatalogFile(Strict):
     """One YAML file: any of the sections; files are merged, ids must be unique."""
 
@@ -363,6 +496,7 @@ class CatalogFile(Strict):
     models: dict[str, Model] = Field(default_factory=dict)
     apps: dict[str, App] = Field(default_factory=dict)
     training: dict[str, TrainingRecipe] = Field(default_factory=dict)
+    contracts: dict[str, EngineContract] = Field(default_factory=dict)
 
     @field_validator("engines", "models", "apps", "training", "profiles")
     @classmethod
@@ -390,6 +524,7 @@ class Catalog(BaseModel):
     models: dict[str, Model]
     apps: dict[str, App]
     training: dict[str, TrainingRecipe]
+    contracts: dict[str, EngineContract] = Field(default_factory=dict)
 
     def compat_for(self, backend: str) -> BackendCompat | None:
         """Driver minimum and runtime range the catalog's images need on a ``backend`` host."""

@@ -108,6 +108,7 @@ def choose_image(model_id: str, eid: str, eng: Engine, group: DeviceGroup, ctx: 
     rt_name = compat.runtime_name if compat else "runtime"
     images = [i for i in eng.images if not i.variants or group.variant in i.variants]
     images.sort(key=lambda i: sort_key(i.version), reverse=True)
+    images.sort(key=lambda i: i.deprecated is not None)  # a deprecated tag only when nothing else fits
     images.sort(key=lambda i: i.build is None)  # a locally built image first: it needs no registry
     for img in images:
         why = None

@@ -20,6 +20,7 @@ from appliance.errors import NoFitError
 from appliance.inventory.models import Inventory
 from appliance.planner import memory as M
 from appliance.planner.candidates import Candidate, Context, DeviceGroup, Slot, enumerate_model
+from appliance.planner.command import add_shared_env, build_args, config_edits, config_script, fill
 from appliance.planner.models import (
     DeviceRef,
     HealthCheck,
@@ -166,34 +167,30 @@ def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, ca
         "precision": cand.precision,
     }
     start = eng.start
-    args = (list(start.args) + list(start.role_args.get(model.role, []))
-            + list(start.precision_args.get(cand.precision, [])))
-    if model.trust_remote_code:
-        args += start.trust_remote_code_args
-    command = [_fill(a, values) for a in args]
-    entrypoint = [_fill(a, values) for a in start.entrypoint]
+    values["context_input"] = str(max(1, (cand.budget.context_tokens or 1) - 1))
+    args = build_args(eng, cand.image, catalog, model.role, cand.precision, model.trust_remote_code)
+    command = [fill(a, values) for a in args]
+    entrypoint = [fill(a, values) for a in start.entrypoint]
+    config = None
+    if start.config is not None:
+        config = config_edits(start.config, values)
+        command = [config_script(start.config, config)] + command
     weights_gib = cand.budget.weights_mib * cand.tp / 1024
     start_period = 60.0 if model.demo else float(min(3600, 300 + math.ceil(weights_gib) * 5))
     return PlannedService(
         name=service_name(model.role, cand.model), role=model.role, model=cand.model, served_model_name=served,
         engine=cand.engine, backend=eng.backend, image=cand.image.image, image_version=cand.image.version,
         precision=cand.precision, tensor_parallel=cand.tp, devices=devices, memory_mib_per_device=cand.need_mib,
-        memory=cand.budget, entrypoint=entrypoint, command=command, env=dict(sorted(start.env.items())), port=port,
+        memory=cand.budget, entrypoint=entrypoint, command=command, env=dict(sorted(start.env.items())),
+        config=config, port=port,
         health=HealthCheck(path=eng.health, port=port, start_period_s=start_period,
                            probe=HealthCheck.probe_for(cand.image.probe, cand.image.build or eng.build)),
         model_path=model_path, model_container_path=container_path, model_source=cand.variant.source,
         model_file=cand.variant.file, cpuset=cpuset if group.is_cpu else None, evaluation=model.builtin,
         weights_files=[] if model.demo else ([cand.variant.file] if cand.variant.file
                                              else ["config.json", "*.safetensors", "tokenizer files"]),
-        exclusive_devices=eng.exclusive_devices, build=cand.image.build or eng.build,
+        exclusive_devices=eng.exclusive_devices, build=cand.image.build or eng.build, recipe=cand.image.recipe,
         license_required=model.closed, demo=model.demo)
-
-
-def _fill(template: str, values: dict[str, str]) -> str:
-    out = template
-    for key, value in values.items():
-        out = out.replace("{" + key + "}", value)
-    return out
 
 
 def bind_apps(catalog: Catalog, services: list[PlannedService]) -> tuple[list[PlannedApp], list[str]]:
@@ -367,6 +364,10 @@ def _assemble(cat: Catalog, inventory: Inventory, profile: str, groups: list[Dev
         where = "host RAM" if group.is_cpu else ", ".join(f"{d.vendor}:{d.index}" for d in svc.devices)
         explain.append(f"{mid}: {chosen.engine} {svc.image} {chosen.precision} tp{chosen.tp} on {where}; "
                        f"{M.describe(chosen.budget)} of {group.slots[0].capacity_mib or 0:,} MiB usable")
+        if chosen.image.deprecated:
+            explain.append(f"{mid}: {svc.image} is deprecated ({chosen.image.deprecated}); it is the newest image "
+                           f"this host's driver/runtime can run")
+    services = add_shared_env(services, cat)
     apps, app_notes = bind_apps(cat, services)
     explain += app_notes
     gw = cat.platform.gateway

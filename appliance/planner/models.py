@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from appliance.catalog.schema import ImageRecipe
 
 PLAN_FORMAT = "appliance-plan/1"
 
@@ -79,6 +81,8 @@ class PlannedService(BaseModel):
                                   description="container entrypoint override (empty: image default)")
     command: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, Any] | None = Field(default=None, description="settings the start script writes into the "
+                                          "engine's config file (dotted keys; MindIE)")
     port: int
     health: HealthCheck
     model_path: str | None = Field(default=None, description="host path of the weights, mounted read-only")
@@ -94,6 +98,8 @@ class PlannedService(BaseModel):
     exclusive_devices: bool = Field(default=False, description="no other service may share its devices")
     build: str | None = Field(default=None,
                               description="local build context: the runtime builds the image, never pulls it")
+    recipe: ImageRecipe | None = Field(default=None, description="the image is layered on a vendor base from "
+                                       "wheels (appliance.runtime.images: recipe builds)")
     license_required: bool = False
     demo: bool = False
 

@@ -158,7 +158,7 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
         # hits its own limit, not the box's other services
         memory_limit = int(ps.memory_mib_per_device * 1.25) + 256
     return ServiceSpec(
-        name=ps.name, kind="inference", image=ps.image, build=build,
+        name=ps.name, kind="inference", image=ps.image, build=build, recipe=ps.recipe,
         entrypoint=list(ps.entrypoint), command=list(ps.command), env=env, port=ps.port, aliases=[ps.name], binds=binds,
         tmpfs={"/tmp": "rw,size=64m"} if local else {},
         devices=list(access.devices), device_requests=list(access.device_requests),

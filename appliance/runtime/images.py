@@ -10,8 +10,9 @@ see :func:`content_tag`): a build is done only when no image has that tag, conta
 exactly the build they were planned with, and two instances (or two appliance versions) on one
 engine never re-tag each other's images. Builds of one tag are serialised across processes by a
 host-wide lock, so concurrent ``init`` runs build it once. Engine images from the catalog are
-never built here: they must already be present (or be loaded from a bundle, or pulled where a
-registry is reachable).
+never built here -- they must already be present (or be loaded from a bundle, or pulled where a
+registry is reachable) -- except a catalog *recipe*: a vendor base without the engine, on which
+the engine's wheels from :func:`wheels_dir` are installed with ``pip --no-index``.
 """
 
 from __future__ import annotations
@@ -266,6 +267,58 @@ def build_lock(tag: str) -> Iterator[None]:
         os.close(fd)
 
 
+# ---- recipe builds: a vendor base + wheels carried offline ----------------------------------
+_RECIPE_DOCKERFILE = """\
+FROM {base}
+COPY wheels/ /tmp/appliance-wheels/
+RUN ["python3", "-m", "pip", "install", "--no-index", "--no-cache-dir", \
+     "--find-links", "/tmp/appliance-wheels", {specs}]
+"""
+
+
+def wheels_dir() -> Path:
+    """Where carried wheels live on the node (a bundle's ``wheels/`` is unpacked here)."""
+    from appliance.paths import data_dir
+
+    return data_dir() / "wheels"
+
+
+def _dist_name(spec: str) -> str:
+    import re
+
+    return re.split(r"[<>=!~ \[;]", spec, maxsplit=1)[0].strip().lower().replace("-", "_")
+
+
+def recipe_wheels(recipe, directory: Path | None = None) -> list[Path]:
+    """The wheel files in ``directory`` (default :func:`wheels_dir`) for the recipe's requirements;
+    a requirement with no wheel is one clear error naming it (the build would fail offline)."""
+    root = directory or wheels_dir()
+    files = sorted(root.glob("*.whl")) if root.is_dir() else []
+    by_name: dict[str, list[Path]] = {}
+    for f in files:
+        by_name.setdefault(f.name.split("-", 1)[0].lower().replace("-", "_"), []).append(f)
+    missing = [spec for spec in recipe.wheels if _dist_name(spec) not in by_name]
+    if missing:
+        raise RuntimeFailure(f"{recipe.tag} needs wheels that are not carried: {', '.join(missing)}",
+                             where=str(root), fix="put the wheels (and their dependencies) in this directory, "
+                             "e.g. from the vendor's offline package or a bundle, then re-run")
+    return files
+
+
+def write_recipe_context(fh, recipe, wheels: list[Path]) -> None:
+    """A tar build context: the Dockerfile and every carried wheel (pip resolves among them)."""
+    import json
+
+    specs = ", ".join(json.dumps(s) for s in recipe.wheels)
+    docker_file = _RECIPE_DOCKERFILE.format(base=recipe.base, specs=specs).encode()
+    with tarfile.open(fileobj=fh, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(docker_file)
+        tar.addfile(info, io.BytesIO(docker_file))
+        for w in wheels:
+            tar.add(str(w), arcname=f"wheels/{w.name}")
+
+
 class Ensured(NamedTuple):
     """An image made present: the reference containers run, and its content hash (local builds)."""
 
@@ -306,9 +359,12 @@ class ImageEnsurer:
         self._base_tag = tag
         return tag
 
-    def ensure(self, image: str, build: str | None) -> Ensured:
-        """Make ``image`` present: a local build from images/``build`` under its content tag, or
-        an external engine image as it is named. Returns what containers must run."""
+    def ensure(self, image: str, build: str | None, recipe=None) -> Ensured:
+        """Make ``image`` present: a local build from images/``build`` under its content tag, a
+        recipe build on a vendor base, or an external engine image as it is named. Returns what
+        containers must run."""
+        if recipe is not None:
+            return self._ensure_recipe(recipe)
         if build is None:
             self._ensure_external(image)
             return Ensured(image, None)
@@ -334,6 +390,34 @@ class ImageEnsurer:
                                                  "appliance.image": build, "appliance.family": image})
                     self.build_s += time.monotonic() - start
         return Ensured(ref, want)
+
+    def _ensure_recipe(self, recipe) -> Ensured:
+        """A serving image layered on a vendor base that lacks the engine: the base must be on the
+        node (a bundle loads it) and the wheels in :func:`wheels_dir`; pip installs them with
+        ``--no-index`` (no registry, no internet)."""
+        if self.docker.image_labels(recipe.tag) is not None:
+            return Ensured(recipe.tag, None)
+        if self.docker.image_labels(recipe.base) is None:
+            raise RuntimeFailure(f"the base image {recipe.base} of {recipe.tag} is not on this node",
+                                 where=f"image {recipe.tag}",
+                                 fix="load it from an offline bundle (appliance init --bundle FILE) "
+                                     "or `docker load` it")
+        wheels = recipe_wheels(recipe)
+        self.changes.append(Change(action="build-image", target=recipe.tag,
+                                   detail=f"{recipe.base} + {', '.join(recipe.wheels)} "
+                                          f"from {len(wheels)} carried wheel(s)"))
+        if not self.dry_run:
+            with build_lock(recipe.tag):
+                if self.docker.image_labels(recipe.tag) is None:
+                    start = time.monotonic()
+                    self.progress(f"building {recipe.tag} on {recipe.base} (wheels: {', '.join(recipe.wheels)})")
+                    with tempfile.TemporaryFile() as fh:
+                        write_recipe_context(fh, recipe, wheels)
+                        fh.seek(0)
+                        self.docker.build_image(fh, recipe.tag, {L.MANAGED: "true", "appliance.image": "recipe",
+                                                                 "appliance.base": recipe.base})
+                    self.build_s += time.monotonic() - start
+        return Ensured(recipe.tag, None)
 
     def _ensure_external(self, image: str) -> None:
         """Engine images: present, else pulled where a registry answers (never on

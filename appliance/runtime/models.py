@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from appliance.catalog.schema import ImageRecipe
 from appliance.planner.models import DeviceRef, Plan
 
 STACK_FORMAT = "appliance-stack/1"
@@ -68,6 +69,7 @@ class ServiceSpec(BaseModel):
     kind: Literal["inference", "gateway", "app", "training"]
     image: str = Field(description="the image the plan names (catalog reference)")
     build: str | None = Field(default=None, description="images/ subdirectory the image is built from locally")
+    recipe: ImageRecipe | None = Field(default=None, description="layered on a vendor base from carried wheels")
     content_hash: str | None = Field(default=None, description="hash of the build directory (local images)")
     image_ref: str | None = Field(default=None, description="what Docker runs: a local build's content tag "
                                   "(appliance.runtime.images.content_tag), else the image itself")
@@ -105,6 +107,8 @@ class ServiceSpec(BaseModel):
         data = self.model_dump(mode="json", exclude={"depends_on"})
         if data["health"].get("probe") == "python3":
             del data["health"]["probe"]
+        if data.get("recipe") is None:  # likewise a service without a recipe (every one before the field)
+            data.pop("recipe", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def run_image(self) -> str:
@@ -169,6 +173,8 @@ class StackSpec(BaseModel):
         for svc in data["services"]:  # as in ServiceSpec.spec_hash: python3 (the default) hashes as before
             if svc["health"].get("probe") == "python3":
                 del svc["health"]["probe"]
+            if svc.get("recipe") is None:
+                svc.pop("recipe", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def endpoints(self) -> dict:

@@ -90,10 +90,11 @@ def ensure_images(stack: StackSpec, docker, *, dry_run: bool = False, progress: 
     # each distinct image once; local builds run side by side (the engine does the work)
     from concurrent.futures import ThreadPoolExecutor
 
+    recipes = {s.image: s.recipe for s in stack.services if s.recipe is not None}
     distinct = sorted({(s.image, s.build) for s in stack.services}, key=lambda t: (t[0], t[1] or ""))
     workers = 1 if dry_run else min(3, max(1, len(distinct)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        ensured = dict(zip(distinct, pool.map(lambda t: ens.ensure(t[0], t[1]), distinct)))
+        ensured = dict(zip(distinct, pool.map(lambda t: ens.ensure(t[0], t[1], recipes.get(t[0])), distinct)))
     services = [svc.model_copy(update={"content_hash": ensured[(svc.image, svc.build)].content_hash,
                                        "image_ref": ensured[(svc.image, svc.build)].ref})
                 for svc in stack.services]

@@ -189,3 +189,83 @@ def test_missing_engine_image_is_pulled_or_explained(docker, monkeypatch):
     monkeypatch.delenv("APPLIANCE_NO_PULL")
     dry.ensure(ref, None)
     assert [(c.action, c.target) for c in dry.changes] == [("pull-image", ref)]
+
+
+def _probe_wheel(directory, name: str = "appliance_recipe_probe", version: str = "1.0") -> None:
+    """A minimal pure-Python wheel built here (no network): one module that prints a marker."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {f"{name}.py": b"MARKER = 'served by the layered engine'\n",
+             f"{name}-{version}.dist-info/METADATA":
+                 f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                  b"Tag: py3-none-any\n"}
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{name}-{version}.dist-info/RECORD,,")
+    files[f"{name}-{version}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    with zipfile.ZipFile(directory / f"{name}-{version}-py3-none-any.whl", "w") as zf:
+        for path, data in files.items():
+            zf.writestr(path, data)
+
+
+def test_a_recipe_layers_carried_wheels_on_a_vendor_base_offline(tmp_path, monkeypatch, docker):
+    """A catalog image without the engine (serves: false) is built on the node: its base (here
+    the pyrt runtime with pip, standing in for a vendor base) plus wheels from the carried wheel
+    directory, installed with pip --no-index; a missing wheel or base is one clear error."""
+    import io
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pip
+
+    from appliance.catalog.schema import ImageRecipe
+    from appliance.runtime import labels as L
+
+    suffix = uuid.uuid4().hex[:8]
+    base = f"appliance-test/recipe-base-{suffix}:1"
+    tag = f"appliance-test/recipe-{suffix}:1"
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path / "data"))
+    wheels = I.wheels_dir()
+    wheels.mkdir(parents=True)
+    recipe = ImageRecipe(base=base, wheels=["appliance-recipe-probe==1.0"], tag=tag)
+    ens = I.ImageEnsurer(docker)
+    with pytest.raises(RuntimeFailure, match=f"base image {base}"):
+        ens.ensure(tag, None, recipe)
+    built = [base, tag]
+    try:
+        # the stand-in vendor base: the pyrt runtime with the host's pip in its site-packages
+        site = f"/usr/local/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+        fh = io.BytesIO()
+        with tarfile.open(fileobj=fh, mode="w") as tar:
+            tar.add(str(Path(pip.__file__).parent), arcname="pip",
+                    filter=lambda t: None if "__pycache__" in t.name else t)
+            text = f"FROM {ens.base_tag()}\nCOPY pip/ {site}/pip/\n".encode()
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+        fh.seek(0)
+        docker.build_image(fh, base, {L.MANAGED: "true", "appliance.test": "recipe"})
+        with pytest.raises(RuntimeFailure, match="not carried: appliance-recipe-probe==1.0"):
+            I.ImageEnsurer(docker).ensure(tag, None, recipe)
+        _probe_wheel(wheels)
+        dry = I.ImageEnsurer(docker, dry_run=True)
+        assert dry.ensure(tag, None, recipe).ref == tag and [c.action for c in dry.changes] == ["build-image"]
+        assert docker.image_labels(tag) is None
+        first = I.ImageEnsurer(docker)
+        assert first.ensure(tag, None, recipe).ref == tag
+        assert docker.image_labels(tag)["appliance.base"] == base
+        out = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", tag, "-c",
+                              "import appliance_recipe_probe as m; print(m.MARKER)"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip() == "served by the layered engine", out.stderr
+        again = I.ImageEnsurer(docker)
+        assert again.ensure(tag, None, recipe).ref == tag and again.changes == []    # built once
+    finally:
+        for ref in reversed(built):
+            docker.remove_image(ref)

@@ -59,15 +59,14 @@ def params(args: argparse.Namespace):
     # HTTP threads: enough to hold every request the gateway lets through at once (its per-engine
     # limit, 16) while the slots work through them; llama.cpp queues what its slots cannot take
     p.n_threads_http = max(16, 2 * args.parallel)
-    p.endpoint_metrics = True
+    p.endpoint_metrics = args.metrics
     if args.embedding or args.reranking:
         p.embedding = True
         pooling = "rank" if args.reranking else args.pooling  # None: the pooling the GGUF names
         if pooling:
             p.pooling_type = getattr(x.llama_pooling_type, f"LLAMA_POOLING_TYPE_{pooling.upper()}")
-        # an embedding request's whole input is one batch: as large as the context allows
-        # (llama.cpp refuses inputs longer than the physical batch, PR #7389)
-        p.n_batch = p.n_ubatch = max(args.ubatch_size, args.ctx_size // max(1, args.parallel))
+        # -b/-ub come from the plan (contracts.yaml "llama.cpp": an embedding input must fit the
+        # physical batch, PR #7389), exactly as llama-server would take them
     if args.api_key_file:
         with open(args.api_key_file, encoding="utf-8") as fh:
             p.api_keys = [fh.readline().strip()]

@@ -1,0 +1,106 @@
+"""The engine command of a planned service, built from the catalog's data and its argument contract.
+
+Why a module of its own: the same facts build the command (:func:`build_args`), write a
+config-file engine's settings (:func:`config_script`, MindIE) and feed the contract check
+(:func:`contract_command`), so the command the runtime starts and the command the tests hold
+to the contract cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from appliance.catalog.contract import Command, role_args
+from appliance.catalog.schema import Catalog, ConfigFile, Engine, EngineImage
+from appliance.planner.models import PlannedService
+
+# What the start script runs inside a config-file engine's image to set dotted keys in its
+# JSON config (argv: file, edits as JSON). Vendor MindIE images ship python3 (MindIE is Python).
+_APPLY = ("import json,sys\n"
+          "p,e=sys.argv[1],json.loads(sys.argv[2])\n"
+          "c=json.load(open(p))\n"
+          "for k,v in e.items():\n"
+          " *a,b=k.split('.');d=c\n"
+          " for x in a:d=d[x][0] if isinstance(d[x],list) else d[x]\n"
+          " d[b]=v\n"
+          "json.dump(c,open(p,'w'),indent=2)")
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    out = template
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out
+
+
+def build_args(eng: Engine, image: EngineImage, catalog: Catalog, role: str, precision: str,
+               trust_remote_code: bool) -> list[str]:
+    """The engine's argument templates for this image: its base args, the role's arguments (the
+    engine's own ``role_args`` when it sets them, else the contract's for the image's engine
+    version), precision and remote-code args. Either way the contract check holds the result."""
+    start = eng.start
+    if role in start.role_args:
+        chosen = list(start.role_args[role])  # type: ignore[index]
+    else:
+        chosen = role_args(catalog.contracts.get(eng.service), image.contract_version, role) or []
+    args = list(start.args) + chosen
+    args += list(start.precision_args.get(precision, []))
+    if trust_remote_code:
+        args += start.trust_remote_code_args
+    return args
+
+
+def config_edits(config: ConfigFile, values: dict[str, str]) -> dict[str, Any]:
+    """Dotted key -> value with templates filled; a filled template that reads as a JSON number
+    or list becomes one (``{port}`` -> 1025, ``[{devices}]`` -> [0, 1])."""
+    out: dict[str, Any] = {}
+    for key, value in config.set.items():
+        if isinstance(value, str) and "{" in value:
+            text = fill(value, values)
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = text
+            out[key] = parsed if isinstance(parsed, (int, float, list)) else text
+        else:
+            out[key] = value
+    return out
+
+
+def config_script(config: ConfigFile, edits: dict[str, Any]) -> str:
+    """The start script: edit the config file, then exec the engine (one shell line)."""
+    return (f"cd {shlex.quote(config.workdir)} && python3 -c {shlex.quote(_APPLY)} {shlex.quote(config.path)} "
+            f"{shlex.quote(json.dumps(edits, sort_keys=True))} && exec {config.exec}")
+
+
+def shares_devices(svc: PlannedService, services: list[PlannedService]) -> bool:
+    mine = {(d.vendor, d.index) for d in svc.devices}
+    return bool(mine) and any(o is not svc and mine & {(d.vendor, d.index) for d in o.devices} for o in services)
+
+
+def add_shared_env(services: list[PlannedService], catalog: Catalog) -> list[PlannedService]:
+    """Services that share a device get their engine's ``shared_device_env`` (MetaX MPS mode)."""
+    out = []
+    for svc in services:
+        extra = catalog.engines[svc.engine].start.shared_device_env if svc.engine in catalog.engines else {}
+        if extra and shares_devices(svc, services):
+            svc = svc.model_copy(update={"env": dict(sorted({**svc.env, **extra}.items()))})
+        out.append(svc)
+    return out
+
+
+def contract_command(svc: PlannedService, services: list[PlannedService] | None = None) -> Command:
+    """The contract check's view of a planned service."""
+    ctx = svc.memory.context_tokens if svc.memory else None
+    conc = svc.memory.concurrency if svc.memory else None
+    values = {"tp": svc.tensor_parallel}
+    if ctx:
+        values["context"] = ctx
+        values["context_total"] = ctx * (conc or 1)
+    if conc:
+        values["concurrency"] = conc
+    return Command(name=svc.name, role=svc.role, backend=svc.backend, entrypoint=list(svc.entrypoint),
+                   args=list(svc.command), env=dict(svc.env), values=values, config=svc.config,
+                   shares_devices=shares_devices(svc, services or [svc]))
