@@ -25,7 +25,7 @@ MAX_SIGNATURE_BYTES = 4096
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^(\d+(?:\.\d+){0,3})(?:-([0-9A-Za-z.]+))?$")
 
-FileKind = Literal["playbooks", "catalog", "package", "model"]
+FileKind = Literal["playbooks", "catalog", "package", "model", "wheels"]
 
 
 def version_key(version: str) -> tuple:

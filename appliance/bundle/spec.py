@@ -34,6 +34,8 @@ class BundleSpec(BaseModel):
     catalog: str | None = None
     packages: dict[str, str] = Field(default_factory=dict, description="chip family -> directory")
     models: dict[str, str] = Field(default_factory=dict, description="model name -> directory or file")
+    wheels: str | None = Field(default=None, description="directory of Python wheels the catalog's image recipes "
+                               "install (appliance.runtime.images: recipe builds)")
 
     @field_validator("packages", "models")
     @classmethod
@@ -75,6 +77,8 @@ def spec_files(spec: BundleSpec, spec_dir: Path, where: str) -> list[tuple[str, 
         roots.append(("package", f"packages/{chip}", chip, src))
     for name, src in sorted(spec.models.items()):
         roots.append(("model", f"models/{name}", None, src))
+    if spec.wheels:
+        roots.append(("wheels", "wheels", None, spec.wheels))
     out = []
     for kind, prefix, chip, src in roots:
         source = (spec_dir / src)

@@ -156,6 +156,27 @@ class StartSpec(Strict):
         return value
 
 
+class WeightsConversion(Strict):
+    """Weights an engine cannot read as published (vllm_musa): converted once per model,
+    precision and tensor-parallel degree with the engine's own tool, in its own image, before the
+    service starts; the service is pointed at the result (appliance.deploy.convert)."""
+
+    tool: str = Field(description="the vendor's converter, for messages")
+    entrypoint: list[str]
+    args: list[str] = Field(description="templates: {source_path} (the store's weights), {output_path}, {tp}")
+    timeout_s: float = Field(default=3600.0, gt=0)
+    source: str
+
+    @field_validator("args", "entrypoint")
+    @classmethod
+    def _v_args(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            for name in _PLACEHOLDER.findall(arg):
+                if name not in {"source_path", "output_path", "tp"}:
+                    raise ValueError(f"unknown placeholder {{{name}}} (known: output_path, source_path, tp)")
+        return value
+
+
 class EngineMemory(Strict):
     overhead_mib: int = Field(ge=0, description="per device: runtime context, activations, graphs")
 
@@ -183,6 +204,8 @@ class Engine(Strict):
     models: list[str] | None = Field(default=None, description="serve only these models (demo engine)")
     demo: bool = False
     build: str | None = Field(default=None, description="local build context (built by the runtime, never pulled)")
+    weights_conversion: WeightsConversion | None = Field(default=None, description="the engine serves converted "
+                                                         "weights only (made on the node before it starts)")
     notes: str | None = None
 
     @field_validator("tensor_parallel")

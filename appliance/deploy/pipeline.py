@@ -1,4 +1,5 @@
-"""The one deploy pipeline: detect -> preflight -> plan -> weights -> provision -> images -> converge -> record.
+"""The one deploy pipeline: detect -> preflight -> plan -> weights -> provision -> compose -> convert -> converge
+-> record (convert: weights an engine serves only converted, appliance.deploy.convert).
 
 ``init``, ``serve``, ``upgrade`` and ``rollback`` all run these steps (:mod:`appliance.deploy.upgrade`
 wraps them in the bundle journal); what differs is the :class:`~appliance.deploy.models.DeployRequest`
@@ -261,6 +262,21 @@ def compose(run: Run) -> None:
     run.result.stack = run.stack
 
 
+def convert(run: Run) -> None:
+    """Weights an engine serves only converted (vllm_musa) are converted with its own tool, in its
+    image, before any service starts (:mod:`appliance.deploy.convert`); a dry run says what it would do."""
+    from appliance.deploy.convert import convert_all, pending
+
+    if not pending(run.plan) or run.docker is None or run.req.snapshot:
+        return
+    t = time.monotonic()
+    lines = convert_all(run.plan, run.inventory, run.docker, instance=run.inst, dry_run=not run.req.mutating,
+                        say=run.say)
+    for line in lines:
+        run.say(line)
+    run.timed("convert", t, f"{len(lines)} service(s)")
+
+
 def converge(run: Run, *, source: str, reuse_same: bool, plan=None) -> None:
     """Images, the apps' keys, then the runtime's blue/green apply (health-gated; it records the
     release pending -> active). Then the local builds the apply replaced are pruned."""
@@ -389,6 +405,7 @@ def deploy(req: DeployRequest, *, say: Say | None = None, store: StateStore | No
     weights(run)
     provision(run)
     compose(run)
+    convert(run)
     current = S.current_release(store, run.inst) if store is not None else None
     run.result.previous_release = current.id if current else None
     run.result.from_version = run.result.to_version = run.source.version

@@ -149,10 +149,13 @@ def _journaled_steps(run: P.Run, op: J.Op, opened, progress: Progress) -> None:
     rdir, res.staged_bytes, res.reused_bytes = B.stage(opened, store, op.instance, progress)
     run.source = P.release_source(manifest.version, rdir)
     from appliance.deploy.weights import import_bundle_models
+    from appliance.runtime.images import carry_wheels
 
     imported = import_bundle_models(rdir, manifest, run.catalog, progress)
+    wheels = carry_wheels(rdir / "wheels")
     run.timed("stage", t, f"{len(manifest.files)} file(s) in {rdir}"
-                          + (f"; model store: {', '.join(imported)}" if imported else ""))
+                          + (f"; model store: {', '.join(imported)}" if imported else "")
+                          + (f"; {len(wheels)} wheel(s) for image recipes" if wheels else ""))
 
     t = step("loaded")
     run.say(f"loading {len(manifest.images)} image(s)")
@@ -175,6 +178,7 @@ def _journaled_steps(run: P.Run, op: J.Op, opened, progress: Progress) -> None:
 
     run.on_switch = switch_progress
     P.compose(run)
+    P.convert(run)
     P.converge(run, source=f"bundle {manifest.version}", reuse_same=False)
     J.set_step(store, op, "commit", to_release=res.release)
     B.fault("commit")

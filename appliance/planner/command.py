@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 from appliance.catalog.contract import Command, role_args
-from appliance.catalog.schema import Catalog, ConfigFile, Engine, EngineImage
-from appliance.planner.models import PlannedService
+from appliance.catalog.schema import Catalog, ConfigFile, Engine, EngineImage, WeightsConversion
+from appliance.planner.models import PlannedConversion, PlannedService
+
+DERIVED_DIR = ".derived"  # <models_dir>/.derived/<model>/<precision>/<engine>-tp<N>: converted weights
 
 # What the start script runs inside a config-file engine's image to set dotted keys in its
 # JSON config (argv: file, edits as JSON). Vendor MindIE images ship python3 (MindIE is Python).
@@ -73,6 +76,16 @@ def config_script(config: ConfigFile, edits: dict[str, Any]) -> str:
     """The start script: edit the config file, then exec the engine (one shell line)."""
     return (f"cd {shlex.quote(config.workdir)} && python3 -c {shlex.quote(_APPLY)} {shlex.quote(config.path)} "
             f"{shlex.quote(json.dumps(edits, sort_keys=True))} && exec {config.exec}")
+
+
+def plan_conversion(conv: WeightsConversion, model_path: str, models_dir, cand) -> PlannedConversion:
+    """Where an engine's converted weights go (beside the store's views, one directory per model,
+    precision, engine and TP degree: a different TP needs a different conversion) and the command."""
+    output = str(Path(models_dir) / DERIVED_DIR / cand.model / cand.precision / f"{cand.engine}-tp{cand.tp}")
+    values = {"source_path": model_path, "output_path": output, "tp": str(cand.tp)}
+    return PlannedConversion(tool=conv.tool, entrypoint=[fill(a, values) for a in conv.entrypoint],
+                             command=[fill(a, values) for a in conv.args], source_path=model_path,
+                             output_path=output, timeout_s=conv.timeout_s)
 
 
 def shares_devices(svc: PlannedService, services: list[PlannedService]) -> bool:

@@ -20,7 +20,14 @@ from appliance.errors import NoFitError
 from appliance.inventory.models import Inventory
 from appliance.planner import memory as M
 from appliance.planner.candidates import Candidate, Context, DeviceGroup, Slot, enumerate_model
-from appliance.planner.command import add_shared_env, build_args, config_edits, config_script, fill
+from appliance.planner.command import (
+    add_shared_env,
+    build_args,
+    config_edits,
+    config_script,
+    fill,
+    plan_conversion,
+)
 from appliance.planner.models import (
     DeviceRef,
     HealthCheck,
@@ -157,6 +164,10 @@ def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, ca
     container_path = model_path
     if model_path and cand.variant.file:
         container_path = f"{model_path}/{cand.variant.file}"
+    conversion = None
+    if model_path and eng.weights_conversion is not None:
+        conversion = plan_conversion(eng.weights_conversion, model_path, models_dir, cand)
+        container_path = conversion.output_path
     served = cand.model if eng.served_name == "arg" or container_path is None else container_path
     values = {
         "model_path": container_path or "", "served_model_name": served, "port": str(port), "tp": str(cand.tp),
@@ -190,6 +201,7 @@ def render_service(cand: Candidate, positions: list[int], group: DeviceGroup, ca
         weights_files=[] if model.demo else ([cand.variant.file] if cand.variant.file
                                              else ["config.json", "*.safetensors", "tokenizer files"]),
         exclusive_devices=eng.exclusive_devices, build=cand.image.build or eng.build, recipe=cand.image.recipe,
+        conversion=conversion,
         license_required=model.closed, demo=model.demo)
 
 

@@ -64,6 +64,17 @@ class HealthCheck(BaseModel):
         return explicit or ("python3" if build else "http")
 
 
+class PlannedConversion(BaseModel):
+    """The one-off conversion of a service's weights by its engine's tool (appliance.deploy.convert)."""
+
+    tool: str
+    entrypoint: list[str]
+    command: list[str]
+    source_path: str = Field(description="the model store's weights (read-only)")
+    output_path: str = Field(description="where the converted weights go; the service serves them")
+    timeout_s: float
+
+
 class PlannedService(BaseModel):
     name: str = Field(description="service name, e.g. llm-qwen2-5-7b-instruct")
     role: str = Field(description="chat | embedding | rerank | completion")
@@ -100,6 +111,8 @@ class PlannedService(BaseModel):
                               description="local build context: the runtime builds the image, never pulls it")
     recipe: ImageRecipe | None = Field(default=None, description="the image is layered on a vendor base from "
                                        "wheels (appliance.runtime.images: recipe builds)")
+    conversion: PlannedConversion | None = Field(default=None, description="its engine serves converted weights: "
+                                                 "made from model_path before the service starts")
     license_required: bool = False
     demo: bool = False
 

@@ -139,6 +139,8 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
         # the weights directory, read-only, at the same path inside (the engine is pointed at the
         # file in it for GGUF: model_container_path)
         binds.append(Bind(source=ps.model_path, target=ps.model_path, read_only=True))
+    if ps.conversion is not None:  # the engine serves the converted weights (appliance.deploy.convert)
+        binds.append(Bind(source=ps.conversion.output_path, target=ps.conversion.output_path, read_only=True))
     engine = catalog.engines.get(ps.engine) if catalog is not None else None
     build = normalize_build(ps.build) or (normalize_build(engine.build) if engine is not None and engine.build
                                           else build_dir_for(ps.image, catalog))

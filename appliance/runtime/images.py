@@ -283,6 +283,31 @@ def wheels_dir() -> Path:
     return data_dir() / "wheels"
 
 
+def carry_wheels(source: Path, directory: Path | None = None) -> list[str]:
+    """Put a staged bundle's wheels where recipe builds find them (linked when on the same file
+    system, else copied; each placed atomically). Returns the wheel names placed."""
+    import shutil
+
+    if not source.is_dir():
+        return []
+    dest = directory or wheels_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    placed = []
+    for wheel in sorted(source.glob("*.whl")):
+        target = dest / wheel.name
+        placed.append(wheel.name)
+        if target.exists() and os.path.samefile(wheel, target):
+            continue  # already this file (rename() between two links of one file would do nothing)
+        tmp = dest / f".{wheel.name}.partial"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(wheel, tmp)
+        except OSError:
+            shutil.copyfile(wheel, tmp)
+        os.replace(tmp, target)
+    return placed
+
+
 def _dist_name(spec: str) -> str:
     import re
 

@@ -140,8 +140,8 @@ def test_companion_rules(catalog):
     ok = ["--max-input-tokens", "4095", "--max-total-tokens", "4096"]
     assert check(_cmd(ok, role="chat"), tgi, "2.0.5") == []
     small = ["--embedding", "-b", "2048", "-ub", "512"]
-    assert sorted(v.rule for v in check(_cmd(small), llama, "b6000")) == ["flag_at_least", "flag_at_least"]
-    assert check(_cmd(small, role="chat"), llama, "b6000") == []       # chat: the batch may be smaller
+    assert sorted(v.rule for v in check(_cmd(small), llama, "b8840")) == ["flag_at_least", "flag_at_least"]
+    assert check(_cmd(small, role="chat"), llama, "b8840") == []       # chat: the batch may be smaller
     conf = {"ServerConfig.ipAddress": "0.0.0.0", "BackendConfig.ModelDeployConfig.maxSeqLen": 8192,
             "BackendConfig.ScheduleConfig.maxPrefillTokens": 8192, "BackendConfig.ScheduleConfig.maxIterTimes": 8192}
     rules = [v.rule for v in check(_cmd([], role="chat", entrypoint=["bash", "-lc"], config=conf), mindie, "2.1.RC1")]
