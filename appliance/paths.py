@@ -36,6 +36,11 @@ def playbooks_dir() -> Path:
     return resource_dir() / "playbooks"
 
 
+# Under the model store's views root: weights an engine converted from the store's
+# (<views>/.derived/<model>/<precision>/<engine>-tp<N>; appliance.deploy.convert).
+DERIVED_DIR = ".derived"
+
+
 def data_dir() -> Path:
     env = os.environ.get("APPLIANCE_DATA_DIR")
     if env:

@@ -63,6 +63,8 @@ class ImageRecipe(Strict):
     wheels: list[str] = Field(min_length=1, description="pip requirement specifiers installed from the bundle's "
                               "wheel directory with --no-index")
     tag: str = Field(description="the local tag the built image gets")
+    python: str = Field(default="python3", description="the interpreter whose pip installs the wheels (a "
+                        "vendor base may keep its framework in a venv)")
     source: str | None = None
 
 

@@ -57,6 +57,7 @@ from appliance.models.manifest import (
     VerifyReport,
 )
 from appliance.models.sources import Source
+from appliance.paths import DERIVED_DIR
 from appliance.progress import NullProgress, Progress
 
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -396,9 +397,13 @@ class ModelStore:
 
     # ---- remove / export / list ------------------------------------------------------------------
     def remove(self, manifest: Manifest, views_root: Path) -> int:
-        """Forget a model version: its view, its manifest, and the blobs no other manifest uses.
-        Returns the bytes freed."""
+        """Forget a model version: its view, the weights engines converted from it
+        (``<views>/.derived/<model>/<precision>``, appliance.deploy.convert), its manifest, and the
+        blobs no other manifest uses. Returns the bytes freed (the store's blobs)."""
         with self.locked():
+            derived = views_root / DERIVED_DIR / manifest.model / manifest.precision
+            if derived.is_dir() and not derived.is_symlink():
+                shutil.rmtree(derived)
             final = self.view_dir(manifest, views_root)
             if (final / MARKER).is_file():
                 shutil.rmtree(final)

@@ -15,9 +15,8 @@ from typing import Any
 
 from appliance.catalog.contract import Command, role_args
 from appliance.catalog.schema import Catalog, ConfigFile, Engine, EngineImage, WeightsConversion
+from appliance.paths import DERIVED_DIR
 from appliance.planner.models import PlannedConversion, PlannedService
-
-DERIVED_DIR = ".derived"  # <models_dir>/.derived/<model>/<precision>/<engine>-tp<N>: converted weights
 
 # What the start script runs inside a config-file engine's image to set dotted keys in its
 # JSON config (argv: file, edits as JSON). Vendor MindIE images ship python3 (MindIE is Python).

@@ -271,7 +271,7 @@ def build_lock(tag: str) -> Iterator[None]:
 _RECIPE_DOCKERFILE = """\
 FROM {base}
 COPY wheels/ /tmp/appliance-wheels/
-RUN ["python3", "-m", "pip", "install", "--no-index", "--no-cache-dir", \
+RUN ["{python}", "-m", "pip", "install", "--no-index", "--no-cache-dir", \
      "--find-links", "/tmp/appliance-wheels", {specs}]
 """
 
@@ -335,7 +335,7 @@ def write_recipe_context(fh, recipe, wheels: list[Path]) -> None:
     import json
 
     specs = ", ".join(json.dumps(s) for s in recipe.wheels)
-    docker_file = _RECIPE_DOCKERFILE.format(base=recipe.base, specs=specs).encode()
+    docker_file = _RECIPE_DOCKERFILE.format(base=recipe.base, python=recipe.python, specs=specs).encode()
     with tarfile.open(fileobj=fh, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(docker_file)

@@ -257,11 +257,17 @@ def test_remove_is_refused_while_used_and_frees_what_no_other_model_needs(data, 
     imported(data, K.hf_dir(tmp_path / "b", hidden=K.HIDDEN * 2))
     with pytest.raises(UsageError, match=f"{K.TINY}@fp16 is used by llm-tiny"):
         remove_model(K.TINY, catalog(), used_by={f"{K.TINY}@fp16": ["llm-tiny"]})
+    converted = data / "models" / ".derived" / K.TINY / "fp16" / "vllm-musa-tp2"   # an engine's conversion of it
+    converted.mkdir(parents=True)
+    (converted / "rank0.bin").write_bytes(b"x")
+    other = data / "models" / ".derived" / K.TINY_OTHER / "fp16"
+    other.mkdir(parents=True)
     res = cli(data, "models", "remove", K.TINY, "--yes", "--json")
     assert res.returncode == 0, res.stderr
     freed = json.loads(res.stdout)["freed_bytes"]
     assert 0 < freed < sum(p.stat().st_size for p in (tmp_path / "a").iterdir())  # the tokenizer stays (b has it)
     assert not (data / "models" / K.TINY).exists()
+    assert not converted.parent.exists() and other.is_dir()          # its conversions go, the other's stay
     assert cli(data, "models", "verify", K.TINY_OTHER).returncode == 0
 
 
