@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(1)
+    except click.UsageError as exc:  # a bad option or argument: one line too, naming the command's help
+        where = exc.ctx.command_path if exc.ctx is not None else "appliance"
+        click.echo(f"error: {exc.format_message()} (fix: see `{where} --help`)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

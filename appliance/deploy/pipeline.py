@@ -398,8 +398,9 @@ def deploy(req: DeployRequest, *, say: Say | None = None, store: StateStore | No
     from appliance.runtime import stack as S
 
     detect(run)
-    connect_docker(run)
     load_catalog(run)
+    host_ports(run.catalog, run.req.site)  # bad ports are a usage error before Docker is even asked
+    connect_docker(run)
     preflight(run)
     plan(run)
     weights(run)

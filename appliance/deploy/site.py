@@ -143,18 +143,54 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def merge(base: SiteConfig, changes: dict[str, Any], *, where: str = "options") -> SiteConfig:
-    """``base`` with ``changes`` applied and validated; one-line UsageError naming the field."""
+def host_addresses() -> set[str]:
+    """Every IP address this host's interfaces carry (what a bind address may be)."""
+    import socket
+
+    import psutil
+
+    out: set[str] = set()
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    out.add(str(ipaddress.ip_address(a.address.split("%", 1)[0])))
+                except ValueError:
+                    continue
+    return out
+
+
+def check_bind(ip: str, *, where: str, addresses: set[str] | None = None) -> None:
+    """A bind address must be one of this host's (or 0.0.0.0 / :: for every interface, or a
+    loopback address): Docker publishing on an address the host lacks fails late or, worse,
+    publishes somewhere the installer did not mean."""
+    addr = ipaddress.ip_address(ip)
+    if addr.is_unspecified or addr.is_loopback:
+        return
+    have = host_addresses() if addresses is None else addresses
+    if str(addr) not in have:
+        shown = ", ".join(sorted(a for a in have if not ipaddress.ip_address(a).is_link_local))
+        raise UsageError(f"bind_ip: {ip} is not an address of this host", where=where,
+                         fix=f"use one of {shown or '127.0.0.1'}, or 0.0.0.0 / :: for every interface")
+
+
+def merge(base: SiteConfig, changes: dict[str, Any], *, where: str = "options",
+          addresses: set[str] | None = None) -> SiteConfig:
+    """``base`` with ``changes`` applied and validated; one-line UsageError naming the field. A
+    bind address given here must be one of this host's (:func:`check_bind`)."""
     data = base.model_dump()
     data.update(changes)
     try:
-        return SiteConfig.model_validate(data)
+        merged = SiteConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err.get("loc", ())) or "config"
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
         raise UsageError(f"{field}: {msg}", where=where,
                          fix=f"{field} takes {SETTABLE.get(field, 'a valid value')}") from None
+    if "bind_ip" in changes:
+        check_bind(merged.bind_ip, where=where, addresses=addresses)
+    return merged
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, Any]:
