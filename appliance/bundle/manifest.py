@@ -21,6 +21,9 @@ SIGNATURE_NAME = "manifest.sig"
 BLOB_PREFIX = "blobs/sha256/"
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024  # metadata only; a manifest this big is an attack
 MAX_SIGNATURE_BYTES = 4096
+# Entries a manifest may list (files + blobs + images): far above a real release (a few thousand
+# layers and files), far below what would make parsing or scanning a tool to exhaust the node.
+MAX_MANIFEST_ENTRIES = 100_000
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^(\d+(?:\.\d+){0,3})(?:-([0-9A-Za-z.]+))?$")
@@ -226,6 +229,14 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"manifest.json is not valid JSON: {exc}", where=where,
                           fix="rebuild the bundle with `appliance bundle create`") from None
+    except RecursionError:
+        raise BundleError("manifest.json nests too deeply", where=where,
+                          fix="rebuild the bundle with `appliance bundle create`") from None
+    if isinstance(raw, dict):
+        count = sum(len(raw.get(k) or []) for k in ("files", "blobs", "images") if isinstance(raw.get(k), list))
+        if count > MAX_MANIFEST_ENTRIES:
+            raise BundleError(f"manifest.json lists {count} entries (limit {MAX_MANIFEST_ENTRIES})", where=where,
+                              fix="split the release into smaller bundles")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:

@@ -26,6 +26,7 @@ from appliance.bundle.manifest import (
     BLOB_PREFIX,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_ENTRIES,
     MAX_SIGNATURE_BYTES,
     SIGNATURE_NAME,
     Manifest,
@@ -112,8 +113,14 @@ def _read_exact(fd: int, offset: int, size: int) -> bytes:
     return data
 
 
-def scan(path: Path) -> BundleIndex:
-    """Read the tar headers and check the structure; no blob data is read."""
+def scan(path: Path, *, on_head=None) -> BundleIndex:
+    """Read the tar headers and check the structure; no blob data is read.
+
+    ``on_head(manifest_bytes, sig_bytes)`` runs as soon as the first two entries are read, before
+    any further header: :func:`open_bundle` verifies the signature and parses the manifest there
+    and returns how many blob entries the bundle may have, so a forged bundle is refused before
+    anything else of it is read, and one with more entries than its manifest lists stops at the
+    first extra. Without it, at most ``MAX_MANIFEST_ENTRIES`` entries are read."""
     where = str(path)
     try:
         fh = open(path, "rb")
@@ -125,6 +132,7 @@ def scan(path: Path) -> BundleIndex:
         file_size = os.fstat(fh.fileno()).st_size
         manifest_bytes = sig_bytes = None
         blob_members: dict[str, Member] = {}
+        limit = MAX_MANIFEST_ENTRIES
         end = 0
         try:
             tf = tarfile.open(fileobj=fh, mode="r:")
@@ -159,7 +167,12 @@ def scan(path: Path) -> BundleIndex:
                         raise BundleError(f"manifest.sig is {member.size} bytes (limit {MAX_SIGNATURE_BYTES})",
                                           where=where, fix=_FIX_REBUILD)
                     sig_bytes = _read_exact(fh.fileno(), member.offset_data, member.size)
+                    if on_head is not None:
+                        limit = on_head(manifest_bytes, sig_bytes)
                 else:
+                    if len(blob_members) >= limit:
+                        raise BundleError(f"entry {name!r} is one more than the {limit} blob entries the "
+                                          "manifest lists", where=where, fix=_FIX_REBUILD)
                     hexpart = name[len(BLOB_PREFIX):] if name.startswith(BLOB_PREFIX) else ""
                     if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
                         raise BundleError(f"unexpected entry {name!r} (extra file, not part of the bundle "
@@ -198,14 +211,20 @@ def _check_end_of_archive(fd: int, end: int, file_size: int, where: str) -> None
 def open_bundle(path: Path, *, pubkey: Path | None = None, verify_signature: bool = True) -> OpenedBundle:
     """Scan the structure, verify the signature, parse the manifest, match entries to it."""
     where = str(path)
-    index = scan(path)
-    signer = None
-    if verify_signature:
-        trusted, keys_from = keymod.trusted_keys(pubkey)
-        signer = keymod.verify_signature(index.manifest_bytes, index.sig_bytes, trusted, keys_from, where)
-    manifest = parse_manifest(index.manifest_bytes, where)
+    head: dict = {}
+
+    def verify_head(manifest_bytes: bytes, sig_bytes: bytes) -> int:
+        # before any other entry is read: a forged or oversized manifest stops here
+        if verify_signature:
+            trusted, keys_from = keymod.trusted_keys(pubkey)
+            head["signer"] = keymod.verify_signature(manifest_bytes, sig_bytes, trusted, keys_from, where)
+        head["manifest"] = parse_manifest(manifest_bytes, where)
+        return sum(1 for b in head["manifest"].blobs if b.in_bundle)
+
+    index = scan(path, on_head=verify_head)
+    manifest = head["manifest"]
     check_entries(index, manifest)
-    return OpenedBundle(index=index, manifest=manifest, signer=signer)
+    return OpenedBundle(index=index, manifest=manifest, signer=head.get("signer"))
 
 
 def check_entries(index: BundleIndex, manifest: Manifest) -> None:

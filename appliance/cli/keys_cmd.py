@@ -43,9 +43,8 @@ def keys() -> None:
 def create(name: str, models: tuple[str, ...], expires: str | None, rpm: int | None, tokens: int | None,
            as_json: bool) -> None:
     """Create a key and print it ONCE (only its salted hash is stored)."""
+    from appliance.cli.streams import signals_deferred
     from appliance.gateway.keys import create_key
-
-    created = create_key(name, models=list(models), expires=expires, rpm=rpm, tokens_per_day=tokens)
 
     def render(c) -> None:
         scope = ", ".join(c.models) if c.models else "all models"
@@ -59,7 +58,11 @@ def create(name: str, models: tuple[str, ...], expires: str | None, rpm: int | N
         click.echo("Copy it now -- it is not stored and will not be shown again:", err=True)
         click.echo(c.key)
 
-    emit(created, as_json, render)
+    # stored and shown as one step: Ctrl-C, SIGTERM or a closed terminal while the key is being
+    # stored waits until it has been printed, so no active key exists that nobody saw
+    with signals_deferred():
+        created = create_key(name, models=list(models), expires=expires, rpm=rpm, tokens_per_day=tokens)
+        emit(created, as_json, render)
 
 
 @keys.command("list")

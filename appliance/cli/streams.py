@@ -8,6 +8,9 @@ stdout. Kept out of :mod:`appliance.cli.output` because nothing here is renderin
 
 from __future__ import annotations
 
+import signal
+import sys
+from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import click
@@ -45,3 +48,22 @@ def write_log_stream(out: bytes | bytearray | Iterable[bytes]) -> None:
             stream.flush()
     except KeyboardInterrupt:
         pass
+
+
+@contextmanager
+def signals_deferred(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
+    """Hold ``signals`` until the block (and the output it wrote) is complete, then let them act.
+
+    For a step whose effect and report must go together (``keys create``: the key stored and
+    the key printed): a signal that arrives inside waits, stdout and stderr are flushed, and the
+    signal is delivered as the block ends. SIGKILL cannot be held, by design of the kernel."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -182,6 +182,19 @@ def gateway_dir() -> Path:
 
 
 # ---- operations ------------------------------------------------------------------------
+FAULT_ENV = "APPLIANCE_KEYS_FAULT"  # tests: "pause-after-commit" holds create_key there for 5 s
+
+
+def _fault(point: str) -> None:
+    """A test hook: pause at ``point`` (announced on stderr) so a test can signal the process there."""
+    import os
+    import sys
+
+    if os.environ.get(FAULT_ENV) == f"pause-{point}":
+        print(f"fault: paused {point}", file=sys.stderr, flush=True)
+        time.sleep(5)
+
+
 def create_key(name: str, *, models: list[str] | None = None, expires: str | None = None,
                rpm: int | None = None, tokens_per_day: int | None = None, owner: str = "admin",
                store: StateStore | None = None, export_dir: Path | None = None) -> CreatedKey:
@@ -210,6 +223,7 @@ def create_key(name: str, *, models: list[str] | None = None, expires: str | Non
         store.add_event("keys", f"created API key {name!r}", service="gateway",
                         data={"name": name, "key_id": key_id, "models": scope, "owner": owner})
         export_keys_file(store=store, directory=export_dir)  # inside: a failed export stores nothing
+    _fault("after-commit")
     return CreatedKey(key=key, name=name, key_id=key_id, models=scope, expires_at=expires_at,
                       rpm=rpm, tokens_per_day=tokens_per_day)
 

@@ -166,3 +166,24 @@ def test_unwritable_gateway_dir_is_one_line_and_nothing_stored(tmp_path):
     res = cli("keys", "create", "--name", "second")
     assert res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
     assert [k.name for k in K.list_keys().keys] == ["first"]  # rolled back
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_key_stored_is_a_key_shown_even_when_the_command_is_signalled(sig):
+    """``keys create`` signalled between storing the key and printing it still prints it (the
+    signal waits for the output): no active key exists that its creator never saw."""
+    import signal
+
+    env = {**os.environ, K.FAULT_ENV: "pause-after-commit"}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "keys", "create", "--name", f"sig-{sig.lower()}",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr.readline().strip() == "fault: paused after-commit"
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0                    # the signal still ends the process, afterwards
+    shown = json.loads(out)
+    listed = {k["name"]: k for k in json.loads(cli("keys", "list", "--json").stdout)["keys"]}
+    assert listed[f"sig-{sig.lower()}"]["key_id"] == shown["key_id"] == K.parse_key(shown["key"])
