@@ -171,8 +171,8 @@ def scan(path: Path, *, on_head=None) -> BundleIndex:
                         limit = on_head(manifest_bytes, sig_bytes)
                 else:
                     if len(blob_members) >= limit:
-                        raise BundleError(f"entry {name!r} is one more than the {limit} blob entries the "
-                                          "manifest lists", where=where, fix=_FIX_REBUILD)
+                        raise BundleError(f"unexpected entry {name!r}: not listed in the manifest (extra file) -- "
+                                          f"it lists {limit} blob entries", where=where, fix=_FIX_REBUILD)
                     hexpart = name[len(BLOB_PREFIX):] if name.startswith(BLOB_PREFIX) else ""
                     if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
                         raise BundleError(f"unexpected entry {name!r} (extra file, not part of the bundle "
