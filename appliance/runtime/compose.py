@@ -22,6 +22,7 @@ from appliance.runtime import labels as L
 from appliance.runtime.models import Bind, HealthSpec, ServiceSpec, Settings, StackSpec
 
 GATEWAY = "gateway"
+GATEWAY_PIDS_LIMIT = 4096
 # The container contract of the locally built gateway and apps (where the runtime mounts what).
 GATEWAY_CONFIG_TARGET = "/etc/appliance/gateway"
 APP_SECRETS_TARGET = "/run/appliance"
@@ -237,6 +238,9 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
             env={"GATEWAY_CONFIG_DIR": GATEWAY_CONFIG_TARGET},
             binds=[Bind(source=str(gateway_dir(root)), target=GATEWAY_CONFIG_TARGET, read_only=False)],
             depends_on=inference_names, health_path=gw_cat.health, demo=demo)
+        # a thread per client connection: room for GATEWAY_MAX_CONNECTIONS (2,000) of them, so a
+        # flood of half-sent requests meets the gateway's own limit, not the container's
+        gateway = gateway.model_copy(update={"pids_limit": GATEWAY_PIDS_LIMIT})
         services.append(gateway)
         gateway_url = f"http://{GATEWAY}:{gw_port}/v1"
         public_url = f"{gateway.endpoint()}/v1"

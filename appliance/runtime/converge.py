@@ -70,7 +70,7 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
         security_opt=["no-new-privileges:true"], ipc_mode=svc.ipc_mode, read_only=svc.hardened,
         healthcheck=healthcheck(svc.health),
         memory_limit_mib=svc.memory_limit_mib, cpus=svc.cpus, cpuset=svc.cpuset, shm_size_mib=svc.shm_size_mib,
-        pids_limit=512 if svc.hardened else None)
+        pids_limit=svc.pids_limit or (512 if svc.hardened else None))
 
 
 def stack_containers(docker: Docker, instance: str) -> dict[str, list[ContainerInfo]]:

@@ -93,6 +93,8 @@ class ServiceSpec(BaseModel):
     health: HealthSpec
     depends_on: list[str] = Field(default_factory=list)
     memory_limit_mib: int | None = None
+    pids_limit: int | None = Field(default=None, description="processes/threads at most (default: 512 for our "
+                                   "hardened services, none for engines)")
     cpus: float | None = None
     cpuset: str | None = Field(default=None, description="host cores the container may run on (e.g. '0-1')")
     shm_size_mib: int | None = None
@@ -107,8 +109,9 @@ class ServiceSpec(BaseModel):
         data = self.model_dump(mode="json", exclude={"depends_on"})
         if data["health"].get("probe") == "python3":
             del data["health"]["probe"]
-        if data.get("recipe") is None:  # likewise a service without a recipe (every one before the field)
-            data.pop("recipe", None)
+        for key in ("recipe", "pids_limit"):  # likewise fields unset on every service before they existed
+            if data.get(key) is None:
+                data.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def run_image(self) -> str:
@@ -173,8 +176,9 @@ class StackSpec(BaseModel):
         for svc in data["services"]:  # as in ServiceSpec.spec_hash: python3 (the default) hashes as before
             if svc["health"].get("probe") == "python3":
                 del svc["health"]["probe"]
-            if svc.get("recipe") is None:
-                svc.pop("recipe", None)
+            for key in ("recipe", "pids_limit"):
+                if svc.get(key) is None:
+                    svc.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def endpoints(self) -> dict:

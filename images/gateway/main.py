@@ -11,7 +11,12 @@ Environment:
   PORT                        listen port (default 8080)
   GATEWAY_CONFIG_DIR          keys.json + routes.json (default /etc/appliance/gateway)
   GATEWAY_USAGE_FILE          where usage counters are flushed (default <config>/usage.json)
-  GATEWAY_UPSTREAM_TIMEOUT_S  per read from an engine (default 600)
+  GATEWAY_UPSTREAM_TIMEOUT_S  until an engine's first byte (default 600), then 504 upstream_timeout
+  GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S  connecting to an engine (default 10), then 504 upstream_timeout
+  GATEWAY_UPSTREAM_IDLE_TIMEOUT_S  between two pieces of an engine's answer (default 120)
+  GATEWAY_CLIENT_TIMEOUT_S    per read/write on a client connection (default 30): a half-sent
+                              request or an unread answer frees its thread after this
+  GATEWAY_MAX_CONNECTIONS     client connections at once (default 2000); one more is closed at once
   GATEWAY_UPSTREAM_API_KEY    optional key sent to the engines (never the caller's key)
   GATEWAY_UPSTREAM_CONCURRENCY  requests in flight to one engine at most (default 16); more wait
   GATEWAY_QUEUE_TIMEOUT_S     how long a request waits for one of those (default 120), then 503 engine_busy
@@ -61,8 +66,11 @@ class Pool:
     burst waits here, in order, instead of failing as 502 (a wait longer than ``queue_timeout_s``
     is answered 503 engine_busy)."""
 
-    def __init__(self, timeout_s: float, max_idle: int = 64, per_upstream: int = 16, queue_timeout_s: float = 120.0):
-        self.timeout_s = timeout_s
+    def __init__(self, timeout_s: float, max_idle: int = 64, per_upstream: int = 16, queue_timeout_s: float = 120.0,
+                 connect_timeout_s: float = 10.0, idle_timeout_s: float = 120.0):
+        self.timeout_s = timeout_s                # until the engine's first byte (prefill of a long prompt)
+        self.connect_timeout_s = connect_timeout_s
+        self.idle_timeout_s = idle_timeout_s      # between two pieces of a response once it started
         self.queue_timeout_s = queue_timeout_s
         self.max_idle = max_idle
         self.per_upstream = per_upstream
@@ -91,7 +99,7 @@ class Pool:
                                            u.port or (443 if u.scheme == "https" else 80))
         scheme, host, port = parsed
         cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        return cls(host, port, timeout=self.timeout_s), False
+        return cls(host, port, timeout=self.connect_timeout_s), False
 
     def put(self, base: str, conn: http.client.HTTPConnection) -> None:
         with self.lock:
@@ -100,6 +108,16 @@ class Pool:
                 stack.append(conn)
                 return
         conn.close()
+
+
+def _chunk_size(line: bytes) -> int:
+    """A chunk-size line: hex digits only (at most 8: a chunk under 4 GiB), extensions ignored.
+    Anything else -- a sign, an empty line, garbage -- is a 400: ``int(x, 16)`` would take
+    ``-1``, and a negative read size means "read to the end", past every body limit."""
+    digits = line.split(b";", 1)[0].strip()
+    if not digits or len(digits) > 8 or any(c not in b"0123456789abcdefABCDEF" for c in digits):
+        raise Denied(400, "bad_request", "invalid chunk size in a chunked request body")
+    return int(digits, 16)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -113,6 +131,9 @@ class Handler(BaseHTTPRequestHandler):
     pool: Pool
     max_body = 32 << 20
     upstream_key = ""
+    # per client connection, every read and write (socketserver sets it on the socket): a client
+    # that stops sending its request, or stops reading its answer, frees its thread after this
+    timeout = 30.0
 
     # quiet the default stderr access log (it would duplicate ours)
     def log_message(self, format, *args) -> None:  # noqa: A002
@@ -160,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             parts, total = [], 0
             while True:
-                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+                size = _chunk_size(self.rfile.readline(1024))
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
@@ -243,7 +264,11 @@ class Handler(BaseHTTPRequestHandler):
             except Denied:
                 self.close_connection = True  # the unread body would corrupt the next request
                 raise
-            body = self._read_body()
+            try:
+                body = self._read_body()
+            except Denied:
+                self.close_connection = True  # the rest of a malformed body is not read
+                raise
             try:
                 req = json.loads(body) if body else None
             except (ValueError, RecursionError):  # RecursionError: a deeply nested body
@@ -268,12 +293,23 @@ class Handler(BaseHTTPRequestHandler):
             self.info["stream"] = req.get("stream") is True
             self._proxy(rec, base, path, body)
         except Denied as err:
-            self._error(err)
-        except (BrokenPipeError, ConnectionResetError):
+            try:
+                self._error(err)
+            except OSError:
+                self._client_left()
+        except TimeoutError:  # the client stopped sending its body (or reading the answer)
             self.close_connection = True
-            self.info["error"] = "client_disconnected"
+            self.info["status"], self.info["error"] = 408, "client_timeout"
+        except (BrokenPipeError, ConnectionResetError):
+            self._client_left()
         finally:
             self._finish()
+
+    def _client_left(self) -> None:
+        """The client went away before its answer was complete: logged as 499 (nginx's "client
+        closed request"), never as the status the engine gave."""
+        self.close_connection = True
+        self.info["status"], self.info["error"] = 499, "client_disconnected"
 
     # ---- proxying ----------------------------------------------------------------------
     def _proxy(self, rec, base: str, path: str, body: bytes) -> None:
@@ -286,8 +322,7 @@ class Handler(BaseHTTPRequestHandler):
             if waited_ms >= 1:
                 self.info["queued_ms"] = round(waited_ms, 1)
                 if self._client_gone():  # it gave up while queued: the engine must not work for nobody
-                    self.close_connection = True
-                    self.info["error"] = "client_disconnected"
+                    self._client_left()
                     return
             self._proxy_held(rec, base, path, body)
         finally:
@@ -308,27 +343,48 @@ class Handler(BaseHTTPRequestHandler):
         if self.upstream_key:
             headers["Authorization"] = f"Bearer {self.upstream_key}"
         t_up = time.perf_counter()
+        model = self.info.get("model")
         for attempt in (0, 1):
             conn, reused = self.pool.get(base, fresh=attempt > 0)
+            stage = "connect"
             try:
+                if conn.sock is None:
+                    conn.connect()  # under the connect timeout
+                stage = "answer"
+                sock = conn.sock  # kept: getresponse() drops conn.sock when the engine closes after it
+                sock.settimeout(self.pool.timeout_s)  # then: until the first byte of the answer
                 conn.request("POST", path, body=body, headers=headers)
                 resp = conn.getresponse()
                 break
+            except TimeoutError:
+                conn.close()
+                what, limit = (("could not be reached", self.pool.connect_timeout_s) if stage == "connect"
+                               else ("did not answer", self.pool.timeout_s))
+                raise Denied(504, "upstream_timeout", f"the engine for model {model!r} {what} within {limit:g} s",
+                             retry_after_s=5) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 # a pooled connection the engine already closed (keep-alive timeout or its limit of
                 # requests per connection): retry once on a NEW connection, never another pooled one
-                if reused and attempt == 0 and not isinstance(exc, TimeoutError):
+                if reused and attempt == 0:
                     continue
                 raise Denied(502, "upstream_unavailable",
                              f"the engine for this model is not reachable ({type(exc).__name__})") from None
+        sock.settimeout(self.pool.idle_timeout_s)  # the answer has started: at most this between pieces
         self.info["upstream_status"] = resp.status
         out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP
                        and k.lower() != "x-request-id"]
         ctype = resp.getheader("Content-Type", "")
         length = resp.getheader("Content-Length")
         if length is not None and not resp.chunked and "event-stream" not in ctype:
-            data = resp.read()
+            try:
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise Denied(504 if isinstance(exc, TimeoutError) else 502,
+                             "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_unavailable",
+                             f"the engine for model {model!r} stopped sending its answer "
+                             f"({type(exc).__name__})") from None
             self.info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
             if resp.will_close:
                 conn.close()
@@ -354,7 +410,19 @@ class Handler(BaseHTTPRequestHandler):
         sent_head = False
         try:
             while True:
-                data = resp.read1(65536)
+                try:
+                    data = resp.read1(65536)
+                except (OSError, http.client.HTTPException) as exc:
+                    # the engine stalled or broke off: the client's stream ends without its terminator
+                    # (so it cannot mistake it for a complete answer); what was generated is charged
+                    conn.close()
+                    self.close_connection = True
+                    self.info["error"] = ("upstream_idle_timeout" if isinstance(exc, TimeoutError)
+                                          else "stream_interrupted:" + type(exc).__name__)
+                    if not sent_head:
+                        self.wfile.write(head)
+                    self._count(rec, *meter.result())
+                    return
                 if not data:
                     break
                 meter.feed(data)
@@ -363,10 +431,11 @@ class Handler(BaseHTTPRequestHandler):
                     chunk, sent_head = head + chunk, True
                 self.wfile.write(chunk)
             self.wfile.write((b"" if sent_head else head) + (b"0\r\n\r\n" if chunked else b""))
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError:
+            # the client went away: closing the engine's connection cancels its generation; only
+            # what it generated until then is charged
             conn.close()
-            self.close_connection = True
-            self.info["error"] = "stream_interrupted:" + type(exc).__name__
+            self._client_left()
             self._count(rec, *meter.result())
             return
         self.info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
@@ -382,9 +451,46 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: one more is closed at once
+    (counted in the log), so a flood cannot exhaust the container's threads and lock out the
+    clients already connected; each connection's reads are bounded by ``Handler.timeout``."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
+    max_connections = 2000
+
+    def __init__(self, *args, **kwargs):
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self.refused = 0
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self._active_lock:
+            full = self._active >= self.max_connections
+            if full:
+                self.refused += 1
+            else:
+                self._active += 1
+        if full:
+            self.shutdown_request(request)
+            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+                log({"event": "connections_full", "limit": self.max_connections, "refused": self.refused})
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            with self._active_lock:
+                self._active -= 1
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
 
 
 def serve() -> None:
@@ -398,11 +504,15 @@ def serve() -> None:
     Handler.usage = usage
     Handler.pool = Pool(float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT_S", "600")),
                         per_upstream=int(os.environ.get("GATEWAY_UPSTREAM_CONCURRENCY", "16")),
-                        queue_timeout_s=float(os.environ.get("GATEWAY_QUEUE_TIMEOUT_S", "120")))
+                        queue_timeout_s=float(os.environ.get("GATEWAY_QUEUE_TIMEOUT_S", "120")),
+                        connect_timeout_s=float(os.environ.get("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S", "10")),
+                        idle_timeout_s=float(os.environ.get("GATEWAY_UPSTREAM_IDLE_TIMEOUT_S", "120")))
+    Handler.timeout = float(os.environ.get("GATEWAY_CLIENT_TIMEOUT_S", "30"))
     Handler.max_body = int(float(os.environ.get("GATEWAY_MAX_BODY_MIB", "32")) * (1 << 20))
     Handler.upstream_key = os.environ.get("GATEWAY_UPSTREAM_API_KEY", "")
     watcher = Watcher(config, usage, log, poll_s=float(os.environ.get("GATEWAY_POLL_S", "1.0")))
     watcher.start()
+    Server.max_connections = int(os.environ.get("GATEWAY_MAX_CONNECTIONS", "2000"))
     server = Server(("0.0.0.0", port), Handler)
 
     def _stop(signum, frame):  # shutdown() blocks until serve_forever returns: call it off-thread

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
 
+import pytest
 from gwtest import DEMO_ENGINE, call, eventually, free_port, wait_http
 
 from appliance.gateway import keys as K
-from tests.support import wait_until
+from tests.support import poll, wait_until
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "SECRET-PROMPT-TEXT please"}]}
 
@@ -238,3 +240,166 @@ def test_http10_client_gets_a_plain_stream(upstream, gateway):
     head, _, payload = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in head
     assert payload.startswith(b"data: ") and payload.rstrip().endswith(b"data: [DONE]")
+
+
+# ---- the edge: bounded reads, timeouts, disconnects ------------------------------------------------
+def _log_records(gw) -> list[dict]:
+    out = []
+    for line in gw.proc.log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _raw(gw, payload: bytes, timeout_s: float = 10.0) -> bytes:
+    u = urlsplit(gw.url)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout_s) as s:
+        s.sendall(payload)
+        data = b""
+        while True:
+            try:
+                piece = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            if not piece:
+                break
+            data += piece
+        return data
+
+
+def test_chunked_bodies_are_bounded_negative_sizes_refused_and_memory_stays_flat(upstream, gateway):
+    key = K.create_key("c").key
+    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_MAX_BODY_MIB": "1"})
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
+            + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for bad in (b"-1\r\n", b"+10\r\n", b"zz\r\n", b"123456789\r\n"):
+        answer = _raw(gw, head + bad + b"x" * 64)
+        assert answer.startswith(b"HTTP/1.1 400") and b'"code":"bad_request"' in answer, answer[:300]
+    before = _rss_kib(gw.proc.p.pid)
+    u = urlsplit(gw.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(head)
+        piece = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"          # 1 MiB chunks, 64 of them offered
+        try:
+            for _ in range(64):
+                s.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                                                   # refused and closed mid-body
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert _rss_kib(gw.proc.p.pid) - before < 16 * 1024            # bounded by the 1 MiB limit, not 64 MiB
+    assert call(gw.url + "/v1/chat/completions", key=key, body=CHAT)[0] == 200
+
+
+def test_a_thousand_half_sent_requests_do_not_lock_clients_out(upstream, gateway):
+    key = K.create_key("h").key
+    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_CLIENT_TIMEOUT_S": "3"})
+    u = urlsplit(gw.url)
+    held = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection((u.hostname, u.port), timeout=5)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")   # and never more
+            held.append(s)
+        status, _, body = call(gw.url + "/v1/chat/completions", key=key, body=CHAT, timeout_s=5)
+        assert status == 200, body
+        # each half-sent request is dropped by the gateway after its client timeout
+        deadline = time.monotonic() + 30
+        open_ = list(held)
+        while open_ and time.monotonic() < deadline:
+            still = []
+            for s in open_:
+                s.settimeout(0.05)
+                try:
+                    if s.recv(1024) == b"":
+                        continue
+                except (TimeoutError, BlockingIOError):
+                    still.append(s)
+                    continue
+                except OSError:
+                    continue
+            open_ = still
+        assert not open_, f"{len(open_)} half-sent connections were still open after 30 s"
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_an_engine_that_does_not_answer_is_504_upstream_timeout_naming_the_model(upstream, gateway):
+    key = K.create_key("t").key
+    gw = gateway({"m1": upstream("m1"), "nowhere": "http://192.0.2.1:9"},
+                 env={"GATEWAY_UPSTREAM_TIMEOUT_S": "1", "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S": "1"})
+    status, headers, body = call(gw.url + "/v1/chat/completions", key=key,
+                                 body={**CHAT, "first_byte_delay_s": 3}, timeout_s=20)
+    assert status == 504 and body["error"]["code"] == "upstream_timeout", body
+    assert "'m1' did not answer within 1 s" in body["error"]["message"] and headers.get("Retry-After")
+
+
+def test_a_stalled_stream_ends_unterminated_and_is_logged(upstream, gateway):
+    key = K.create_key("i").key
+    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_UPSTREAM_IDLE_TIMEOUT_S": "0.5"})
+    u = urlsplit(gw.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps({**CHAT, "stream": True, "delay_s": 2}),
+                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead):
+        resp.read()                                  # no terminating chunk: the client knows it is cut short
+    assert poll(lambda: any(r.get("error") == "upstream_idle_timeout" for r in _log_records(gw)), 10)[0]
+
+
+def test_a_client_that_leaves_mid_stream_is_logged_499_and_charged_what_was_generated(upstream, gateway):
+    key = K.create_key("d").key
+    gw = gateway({"m1": upstream("m1")})
+    u = urlsplit(gw.url)
+    body = json.dumps({**CHAT, "stream": True, "delay_s": 0.5})
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
+              + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+              + b"\r\n\r\n" + body.encode())
+    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    s.close()                                        # gone after the first piece
+    rec = poll(lambda: next((r for r in _log_records(gw) if r.get("key") == "d" and "status" in r), None), 15)[0]
+    assert rec and rec["status"] == 499 and rec["error"] == "client_disconnected", rec
+    full = call(gw.url + "/v1/chat/completions", key=key, body=CHAT)[2]["usage"]["completion_tokens"]
+    assert rec["completion_tokens"] < full                     # only what was generated is charged
+
+
+def test_connections_beyond_the_limit_are_closed_at_once_and_counted(upstream, gateway):
+    key = K.create_key("m").key
+    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_MAX_CONNECTIONS": "20", "GATEWAY_CLIENT_TIMEOUT_S": "2"})
+    u = urlsplit(gw.url)
+    held = [socket.create_connection((u.hostname, u.port), timeout=5) for _ in range(20)]
+    try:
+        for s in held:
+            s.sendall(b"GET /v1/models HTTP/1.1\r\n")          # half a request each: all 20 slots taken
+        time.sleep(0.3)
+        extra = socket.create_connection((u.hostname, u.port), timeout=5)
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            assert extra.recv(1024) == b""                        # closed unanswered, no thread spent
+        except ConnectionResetError:
+            pass
+        extra.close()
+        assert poll(lambda: any(r.get("event") == "connections_full" for r in _log_records(gw)), 5)[0]
+    finally:
+        for s in held:
+            s.close()
+    # the held ones gone (or timed out), clients are served again
+    def served() -> bool:
+        try:
+            return call(gw.url + "/v1/models", key=key, timeout_s=2)[0] == 200
+        except OSError:  # refused while the slots were still taken
+            return False
+
+    assert poll(served, 15)[0]

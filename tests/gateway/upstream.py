@@ -59,6 +59,7 @@ class H(BaseHTTPRequestHandler):
 
     def do_POST(self):
         req = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        time.sleep(float(req.get("first_byte_delay_s", 0)))  # on purpose: an engine that hangs before answering
         if self.path == "/v1/embeddings":
             inputs = req["input"] if isinstance(req["input"], list) else [req["input"]]
             data = [{"object": "embedding", "index": i, "embedding": embed(t)} for i, t in enumerate(inputs)]
