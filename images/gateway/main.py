@@ -32,6 +32,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -329,9 +330,12 @@ class Handler(BaseHTTPRequestHandler):
             slot.release()
 
     def _client_gone(self) -> bool:
-        """The client closed its connection (a peek reads end-of-file) while its request waited."""
+        """The client closed its connection (readable, and a peek reads end-of-file) while its
+        request waited. ``select`` first, never a plain recv: the connection has a timeout, and a
+        Python socket with a timeout waits up to it for data before any recv, MSG_DONTWAIT or not."""
         try:
-            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:

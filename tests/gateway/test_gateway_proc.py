@@ -403,3 +403,30 @@ def test_connections_beyond_the_limit_are_closed_at_once_and_counted(upstream, g
             return False
 
     assert poll(served, 15)[0]
+
+
+def test_a_queued_request_is_served_when_its_turn_comes_and_a_full_queue_is_503(upstream, gateway):
+    """One request in flight per engine: the next one waits its turn (and is answered, not taken
+    for a client that left); with a short queue deadline, a request that cannot get a turn is 503."""
+    import threading
+
+    key = K.create_key("q").key
+    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_UPSTREAM_CONCURRENCY": "1"})
+    slow = threading.Thread(target=call, args=(gw.url + "/v1/chat/completions",),
+                            kwargs={"key": key, "body": {**CHAT, "stream": True, "delay_s": 0.4}, "timeout_s": 30})
+    slow.start()
+    time.sleep(0.3)                                   # the slow stream holds the engine's one slot
+    status, _, body = call(gw.url + "/v1/chat/completions", key=key, body=CHAT, timeout_s=30)
+    slow.join(30)
+    assert status == 200, body
+    queued = poll(lambda: [r for r in _log_records(gw) if r.get("queued_ms") and r.get("stream") is False], 5)[0]
+    assert queued and queued[0]["status"] == 200 and queued[0]["queued_ms"] > 500
+
+    gw2 = gateway({"m1": upstream("m2")}, env={"GATEWAY_UPSTREAM_CONCURRENCY": "1", "GATEWAY_QUEUE_TIMEOUT_S": "0.5"})
+    slow = threading.Thread(target=call, args=(gw2.url + "/v1/chat/completions",),
+                            kwargs={"key": key, "body": {**CHAT, "stream": True, "delay_s": 0.4}, "timeout_s": 30})
+    slow.start()
+    time.sleep(0.3)
+    status, headers, body = call(gw2.url + "/v1/chat/completions", key=key, body=CHAT, timeout_s=30)
+    slow.join(30)
+    assert status == 503 and body["error"]["code"] == "engine_busy" and headers.get("Retry-After") == "5"
