@@ -369,8 +369,8 @@ class Agent:
         for c in docker.list_containers(L.instance_filter(self.instance) + [f"{L.SERVICE}={svc.name}"]):
             if c.labels.get(L.SPEC_HASH) != want:  # a stale definition must not hold the name or port
                 docker.remove(c.id, force=True)
-        if svc.build and docker.image_labels(svc.run_image()) is None:
-            rebuilt = ImageEnsurer(docker).ensure(svc.image, svc.build)
+        if (svc.build or svc.recipe) and docker.image_labels(svc.run_image()) is None:
+            rebuilt = ImageEnsurer(docker).ensure(svc.image, svc.build, svc.recipe)
             if rebuilt.ref != svc.run_image():
                 raise RuntimeFailure(f"image {svc.run_image()} is gone and its sources have changed since "
                                      f"(they build {rebuilt.ref} now)", where=f"service {svc.name}",

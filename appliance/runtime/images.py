@@ -276,6 +276,9 @@ RUN ["{python}", "-m", "pip", "install", "--no-index", "--no-cache-dir", \
 """
 
 
+RECIPE_HASH_LABEL = "appliance.recipe-hash"
+
+
 def wheels_dir() -> Path:
     """Where carried wheels live on the node (a bundle's ``wheels/`` is unpacked here)."""
     from appliance.paths import data_dir
@@ -419,8 +422,12 @@ class ImageEnsurer:
     def _ensure_recipe(self, recipe) -> Ensured:
         """A serving image layered on a vendor base that lacks the engine: the base must be on the
         node (a bundle loads it) and the wheels in :func:`wheels_dir`; pip installs them with
-        ``--no-index`` (no registry, no internet)."""
-        if self.docker.image_labels(recipe.tag) is not None:
+        ``--no-index`` (no registry, no internet). The built image carries the recipe's hash: a
+        changed recipe under the same tag is built again; an image under that tag without the label
+        (a bundle shipped it prebuilt) is taken as it is."""
+        want = hashlib.sha256(recipe.model_dump_json().encode()).hexdigest()[:16]
+        have = self.docker.image_labels(recipe.tag)
+        if have is not None and have.get(RECIPE_HASH_LABEL, want) == want:
             return Ensured(recipe.tag, None)
         if self.docker.image_labels(recipe.base) is None:
             raise RuntimeFailure(f"the base image {recipe.base} of {recipe.tag} is not on this node",
@@ -433,14 +440,16 @@ class ImageEnsurer:
                                           f"from {len(wheels)} carried wheel(s)"))
         if not self.dry_run:
             with build_lock(recipe.tag):
-                if self.docker.image_labels(recipe.tag) is None:
+                current = self.docker.image_labels(recipe.tag)
+                if current is None or current.get(RECIPE_HASH_LABEL, want) != want:
                     start = time.monotonic()
                     self.progress(f"building {recipe.tag} on {recipe.base} (wheels: {', '.join(recipe.wheels)})")
                     with tempfile.TemporaryFile() as fh:
                         write_recipe_context(fh, recipe, wheels)
                         fh.seek(0)
                         self.docker.build_image(fh, recipe.tag, {L.MANAGED: "true", "appliance.image": "recipe",
-                                                                 "appliance.base": recipe.base})
+                                                                 "appliance.base": recipe.base,
+                                                                 RECIPE_HASH_LABEL: want})
                     self.build_s += time.monotonic() - start
         return Ensured(recipe.tag, None)
 

@@ -266,6 +266,11 @@ def test_a_recipe_layers_carried_wheels_on_a_vendor_base_offline(tmp_path, monke
         assert out.stdout.strip() == "served by the layered engine", out.stderr
         again = I.ImageEnsurer(docker)
         assert again.ensure(tag, None, recipe).ref == tag and again.changes == []    # built once
+        changed = recipe.model_copy(update={"wheels": ["appliance-recipe-probe>=1.0"]})  # same tag, new recipe
+        rebuild = I.ImageEnsurer(docker)
+        assert rebuild.ensure(tag, None, changed).ref == tag and [c.action for c in rebuild.changes] == ["build-image"]
+        settled = I.ImageEnsurer(docker)
+        assert settled.ensure(tag, None, changed).ref == tag and settled.changes == []
     finally:
         for ref in reversed(built):
             docker.remove_image(ref)
