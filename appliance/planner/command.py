@@ -19,7 +19,8 @@ from appliance.paths import DERIVED_DIR
 from appliance.planner.models import PlannedConversion, PlannedService
 
 # What the start script runs inside a config-file engine's image to set dotted keys in its
-# JSON config (argv: file, edits as JSON). Vendor MindIE images ship python3 (MindIE is Python).
+# JSON config (argv: file, edits as JSON). A list on the way is entered at its first item (MindIE's
+# ModelConfig is a one-model list). Vendor MindIE images ship python3 (MindIE is Python).
 _APPLY = ("import json,sys\n"
           "p,e=sys.argv[1],json.loads(sys.argv[2])\n"
           "c=json.load(open(p))\n"
