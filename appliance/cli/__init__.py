@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("appliance.cli.agent_cmd", "agent", "Run the node agent (reconcile loop and metrics)."),
     "status": ("appliance.cli.status_cmd", "status", "Show the health of the box at a glance."),
     "keys": ("appliance.cli.keys_cmd", "keys", "Create, list and revoke gateway API keys."),
+    "users": ("appliance.cli.users_cmd", "users", "Add, list and remove app users; one-time sign-in links."),
     "bundle": ("appliance.cli.bundle_cmd", "bundle", "Create, verify and inspect offline bundles."),
     "upgrade": ("appliance.cli.bundle_cmd", "upgrade", "Apply an offline upgrade bundle (rolls back on failure)."),
     "rollback": ("appliance.cli.bundle_cmd", "rollback", "Return to the previous release."),

@@ -39,6 +39,7 @@ from appliance.state.store import StateStore
 
 KEYS_FILE_FORMAT = "appliance-gateway-keys/1"
 KEY_PREFIX = "apk"
+APP_OWNER_PREFIX = "app:"  # owner of an app's own key: app:<name> (appliance.gateway.wiring)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MODEL_RE = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._:/*?@+-]{0,199}$")
 _DURATION_RE = re.compile(r"^(\d+)\s*([smhdwy])$")
@@ -279,11 +280,33 @@ def verify_key(key: str, *, store: StateStore | None = None) -> KeyInfo | None:
 def export_keys_file(*, store: StateStore | None = None, directory: Path | None = None) -> Path:
     """Write ``keys.json`` (ids, salts, hashes, scopes, limits of unrevoked keys) atomically.
 
+    An app's own key (owner ``app:<name>``) carries ``"acts_for_users": true``: the app calls
+    for the user signed in on its page and says who in ``X-Appliance-User``; the gateway
+    records usage per user from that header for these keys only (docs/users.md).
+
     The file holds no secret: hashes of 256-bit keys are safe to read, so it is 0644 and
     the gateway container may run as any user. Written to a temp file and renamed, so the
     gateway never reads half a file.
     """
     store = _open(store)
+    keys = {}
+    for r in store.query("SELECT * FROM api_keys WHERE revoked_at IS NULL ORDER BY key_id"):
+        keys[r["key_id"]] = {"name": r["name"], "salt": r["salt"], "hash": r["key_hash"],
+                             "models": json.loads(r["models"]), "expires_at": r["expires_at"],
+                             "rpm": r["rpm"], "tokens_per_day": r["tokens_per_day"]}
+        if str(r["owner"]).startswith(APP_OWNER_PREFIX):
+            # an app's key calls on behalf of its signed-in users: the gateway takes its
+            # X-Appliance-User header for usage per user (and from no other key)
+            keys[r["key_id"]]["acts_for_users"] = True
+    doc = {"format": KEYS_FILE_FORMAT, "generated_at": time.time(), "keys": keys}
+    return write_gateway_file("keys.json", json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o644,
+                              directory=directory, what="key file")
+
+
+def write_gateway_file(name: str, data: str | bytes, *, mode: int, directory: Path | None = None,
+                       what: str = "file") -> Path:
+    """Write ``<gateway config dir>/<name>`` atomically with ``mode`` (the one way the CLI hands the
+    gateway a file: it never reads half of one); an OSError becomes a StateError naming the file."""
     directory = Path(directory) if directory else gateway_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -291,17 +314,11 @@ def export_keys_file(*, store: StateStore | None = None, directory: Path | None 
         raise StateError(f"cannot create the gateway's config directory: {exc.strerror or exc}",
                          where=str(directory),
                          fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
-    keys = {}
-    for r in store.query("SELECT * FROM api_keys WHERE revoked_at IS NULL ORDER BY key_id"):
-        keys[r["key_id"]] = {"name": r["name"], "salt": r["salt"], "hash": r["key_hash"],
-                             "models": json.loads(r["models"]), "expires_at": r["expires_at"],
-                             "rpm": r["rpm"], "tokens_per_day": r["tokens_per_day"]}
-    doc = {"format": KEYS_FILE_FORMAT, "generated_at": time.time(), "keys": keys}
-    path = directory / "keys.json"
+    path = directory / name
     try:
-        write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o644)
+        write_atomic(path, data, mode=mode)
     except OSError as exc:
-        raise StateError(f"cannot write the gateway's key file: {exc.strerror or exc}", where=str(path),
+        raise StateError(f"cannot write the gateway's {what}: {exc.strerror or exc}", where=str(path),
                          fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
     return path
 
