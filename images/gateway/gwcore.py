@@ -9,8 +9,11 @@ atomically (write temp + rename):
   ``appliance keys``. A key is ``apk_<key_id>_<secret>``; the file holds only
   ``HMAC-SHA256(salt, key)``, so verifying costs one HMAC (~2 µs) and needs no cache.
 * ``routes.json`` -- served model name -> upstream base URL, written by the runtime.
-  Accepted shapes: ``{"models": {name: url | {"upstream": url, ...}}}``, ``{"routes": ...}``
-  the same, or a flat ``{name: url}``.
+  Accepted shapes: ``{"models": {name: url | {"upstream": url, "service": name, ...}}}``,
+  ``{"routes": ...}`` the same, or a flat ``{name: url}``.
+* ``upstream_keys.json`` (optional) -- ``{"format": "appliance-upstream-keys/1", "services":
+  {<service>: <secret>}}``: the secret each engine service requires, sent as ``Authorization:
+  Bearer`` to the engine a route's ``service`` names (engines answer nothing without it).
 
 Requests stat both files at most every 0.1 s, and a :class:`Watcher` thread every
 ``poll_s`` (1 s) when idle; new tables are swapped in when a file's (mtime, size, inode)
@@ -30,12 +33,15 @@ import os
 import re
 import threading
 import time
+from typing import NamedTuple
 
+MAX_USERS = 10_000  # per-user usage entries kept at most
 KEY_RE = re.compile(r"^apk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
 
 
 class KeyRecord:
-    __slots__ = ("key_id", "name", "salt", "hash", "models", "expires_at", "rpm", "tokens_per_day")
+    __slots__ = ("key_id", "name", "salt", "hash", "models", "expires_at", "rpm", "tokens_per_day",
+                 "acts_for_users")
 
     def __init__(self, key_id: str, doc: dict):
         self.key_id = key_id
@@ -46,6 +52,9 @@ class KeyRecord:
         self.expires_at = doc.get("expires_at")
         self.rpm = doc.get("rpm")
         self.tokens_per_day = doc.get("tokens_per_day")
+        # an app's key: it calls on behalf of its signed-in users, and only its X-Appliance-User
+        # header is taken as the user to count usage for (any other caller could claim any name)
+        self.acts_for_users = doc.get("acts_for_users") is True
 
     def allows(self, model: str) -> bool:
         """Scope check: an empty scope allows every model; entries may use * and ?."""
@@ -88,8 +97,23 @@ def _normalize_upstream(url: str) -> str:
     return url
 
 
-def load_routes(path: str) -> dict[str, str]:
-    """Served model name -> upstream base URL (scheme://host:port, no trailing /v1)."""
+class Route(NamedTuple):
+    """Where a served model is: the engine's base URL and the service its secret is kept under."""
+
+    upstream: str
+    service: str | None = None
+
+
+def load_upstream_keys(path: str) -> dict[str, str]:
+    """service -> secret from ``upstream_keys.json`` (entries that are not two strings are skipped)."""
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    services = doc.get("services") if isinstance(doc, dict) else None
+    return {k: v for k, v in (services or {}).items() if isinstance(k, str) and isinstance(v, str) and v}
+
+
+def load_routes(path: str) -> dict[str, Route]:
+    """Served model name -> :class:`Route` (base URL scheme://host:port, no trailing /v1)."""
     with open(path, encoding="utf-8") as fh:
         doc = json.load(fh)
     table = doc.get("models", doc.get("routes", doc)) if isinstance(doc, dict) else {}
@@ -99,10 +123,12 @@ def load_routes(path: str) -> dict[str, str]:
     for name, target in (table or {}).items():
         if not isinstance(name, str) or name in ("format", "generated_at"):
             continue
+        service = None
         if isinstance(target, dict):
+            service = target.get("service") if isinstance(target.get("service"), str) else None
             target = target.get("upstream") or target.get("url") or target.get("base_url")
         if isinstance(target, str) and target:
-            out[name] = _normalize_upstream(target)
+            out[name] = Route(_normalize_upstream(target), service)
     return out
 
 
@@ -113,9 +139,11 @@ class Config:
         self.dir = config_dir
         self.keys_path = os.path.join(config_dir, "keys.json")
         self.routes_path = os.path.join(config_dir, "routes.json")
+        self.upstream_keys_path = os.path.join(config_dir, "upstream_keys.json")
         self.keys: dict[str, KeyRecord] = {}
-        self.routes: dict[str, str] = {}
-        self._sig: dict[str, tuple | None] = {"keys": None, "routes": None}
+        self.routes: dict[str, Route] = {}
+        self.upstream_keys: dict[str, str] = {}
+        self._sig: dict[str, tuple | None] = {"keys": None, "routes": None, "upstream_keys": None}
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._checked = 0.0
@@ -154,7 +182,8 @@ class Config:
 
     def _reload_locked(self) -> list[str]:
         changed = []
-        for what, path, loader in (("keys", self.keys_path, load_keys), ("routes", self.routes_path, load_routes)):
+        for what, path, loader in (("keys", self.keys_path, load_keys), ("routes", self.routes_path, load_routes),
+                                   ("upstream_keys", self.upstream_keys_path, load_upstream_keys)):
             sig = self._signature(path)
             if sig == self._sig[what]:
                 continue
@@ -166,10 +195,10 @@ class Config:
                     value = loader(path)
                     self.errors.pop(what, None)
                 except (OSError, ValueError) as exc:
-                    # keep the previous table for a corrupt routes file, but never keep
-                    # keys that may have been revoked: a bad keys file means no keys.
+                    # keep the previous table for a corrupt routes (or engine secrets) file, but
+                    # never keep keys that may have been revoked: a bad keys file means no keys.
                     self.errors[what] = f"{type(exc).__name__}: {exc}"
-                    if what == "routes":
+                    if what != "keys":
                         self._sig[what] = sig
                         changed.append(f"{what}: unreadable, kept previous")
                         continue
@@ -197,6 +226,11 @@ class Config:
             raise Denied(401, "expired_api_key", "this API key has expired")
         return rec
 
+    def upstream_key(self, route: Route, fallback: str = "") -> str:
+        """The secret to send to ``route``'s engine: its service's, else ``fallback``
+        (GATEWAY_UPSTREAM_API_KEY, one key for every engine)."""
+        return (self.upstream_keys.get(route.service) if route.service else None) or fallback
+
 
 class Usage:
     """Per-key counters, request-rate windows and daily token budgets.
@@ -212,14 +246,17 @@ class Usage:
         self.path = path
         self.lock = threading.Lock()
         self.keys: dict[str, dict] = {}
+        self.users: dict[str, dict] = {}
         self.windows: dict[str, collections.deque] = {}
         self.dirty = False
         if path:
             try:
                 with open(path, encoding="utf-8") as fh:
-                    self.keys = {k: v for k, v in (json.load(fh).get("keys") or {}).items() if isinstance(v, dict)}
-            except (OSError, ValueError):
-                self.keys = {}
+                    doc = json.load(fh)
+                self.keys = {k: v for k, v in (doc.get("keys") or {}).items() if isinstance(v, dict)}
+                self.users = {k: v for k, v in (doc.get("users") or {}).items() if isinstance(v, dict)}
+            except (OSError, ValueError, AttributeError):
+                self.keys, self.users = {}, {}
 
     @staticmethod
     def today(now: float) -> str:
@@ -233,8 +270,22 @@ class Usage:
                                          "last_used_at": None}
         return e
 
+    def _user(self, name: str | None) -> dict | None:
+        """The usage entry of a signed-in user an app called for (None: not an app's call).
+        Bounded: names an app sends come from its sessions, but a table must not grow without end."""
+        if not name:
+            return None
+        e = self.users.get(name)
+        if e is None:
+            if len(self.users) >= MAX_USERS:
+                return None
+            e = self.users[name] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                    "last_used_at": None}
+        return e
+
     def admit(self, rec: KeyRecord, now: float) -> None:
-        """Count one request against the rate limit and check the daily token quota."""
+        """Count one request against the rate limit and check the daily token quota -- from the
+        request's head, before its body is read (a request refused later still used its turn)."""
         with self.lock:
             e = self._entry(rec)
             if rec.rpm:
@@ -258,8 +309,19 @@ class Usage:
                     self.dirty = True
                     raise Denied(429, "token_quota_exceeded",
                                  f"daily token quota of {rec.tokens_per_day} reached", retry_after_s=3600)
+            self.dirty = True
+
+    def served(self, rec: KeyRecord, now: float, user: str | None = None) -> None:
+        """One request passed every check and goes to an engine (``user``: the signed-in user an
+        app's key called for, counted next to the key)."""
+        with self.lock:
+            e = self._entry(rec)
             e["requests"] += 1
             e["last_used_at"] = now
+            u = self._user(user)
+            if u is not None:
+                u["requests"] += 1
+                u["last_used_at"] = now
             self.dirty = True
 
     def deny(self, rec: KeyRecord) -> None:
@@ -267,10 +329,14 @@ class Usage:
             self._entry(rec)["denied"] += 1
             self.dirty = True
 
-    def add_tokens(self, rec: KeyRecord, prompt: int, completion: int, now: float) -> None:
+    def add_tokens(self, rec: KeyRecord, prompt: int, completion: int, now: float, user: str | None = None) -> None:
         if not (prompt or completion):
             return
         with self.lock:
+            u = self._user(user)
+            if u is not None:
+                u["prompt_tokens"] += prompt
+                u["completion_tokens"] += completion
             e = self._entry(rec)
             day = self.today(now)
             if e["day"] != day:
@@ -288,7 +354,7 @@ class Usage:
             if not self.dirty:
                 return True
             doc = json.dumps({"format": "appliance-gateway-usage/1", "updated_at": time.time(),
-                              "keys": self.keys}, sort_keys=True)
+                              "keys": self.keys, "users": self.users}, sort_keys=True)
             self.dirty = False
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:

@@ -1,539 +1,459 @@
 """appliance gateway: one OpenAI-compatible endpoint in front of the engine services.
 
-Why our own small service: the stack is built offline from a stdlib-only Python runtime
-image (nothing can be pulled), and what the box needs -- key verification against
-salted hashes written by ``appliance keys``, per-key scopes, expiry, rate and daily token
-quotas, usage per key, hot reload of revocations -- is a few hundred lines of stdlib
-Python, with no proxy to configure through a side channel. Added latency is measured by
-``benchmarks/bench_gateway.py``.
+Why our own service on aiohttp: the box is built offline (nothing can be pulled), and what it
+needs -- key verification against salted hashes written by ``appliance keys``, per-key scopes,
+expiry, rate and daily token quotas, usage per key and per signed-in user, hot reload of
+revocations, the box's sign-in -- is a few hundred lines on a well-kept asynchronous HTTP stack
+(server and engine client in one library, its HTTP parser in C), carried into the image as
+installed wheels (``packages.txt``). An asyncio server holds a slow or idle connection for a
+few KiB instead of a thread, so half-sent requests cannot starve the clients behind them.
+Added latency and throughput are measured by ``benchmarks/bench_gateway.py``.
 
 Environment:
   PORT                        listen port (default 8080)
-  GATEWAY_CONFIG_DIR          keys.json + routes.json (default /etc/appliance/gateway)
+  GATEWAY_CONFIG_DIR          keys.json, routes.json, upstream_keys.json, the users' files
+                              (default /etc/appliance/gateway)
   GATEWAY_USAGE_FILE          where usage counters are flushed (default <config>/usage.json)
   GATEWAY_UPSTREAM_TIMEOUT_S  until an engine's first byte (default 600), then 504 upstream_timeout
   GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S  connecting to an engine (default 10), then 504 upstream_timeout
   GATEWAY_UPSTREAM_IDLE_TIMEOUT_S  between two pieces of an engine's answer (default 120)
-  GATEWAY_CLIENT_TIMEOUT_S    per read/write on a client connection (default 30): a half-sent
-                              request or an unread answer frees its thread after this
-  GATEWAY_MAX_CONNECTIONS     client connections at once (default 2000); one more is closed at once
-  GATEWAY_UPSTREAM_API_KEY    optional key sent to the engines (never the caller's key)
+  GATEWAY_CLIENT_TIMEOUT_S    a request head must be complete within it (also: an idle keep-alive
+                              connection is closed after it), and each read of a body or write of
+                              an answer must progress within it (default 30): then 408 / closed
+  GATEWAY_BODY_TIMEOUT_S      a whole request body (default 120)
+  GATEWAY_MAX_CONNECTIONS     client connections at once (default 2000)
+  GATEWAY_MAX_CONNECTIONS_PER_ADDRESS  from one client address (default 256); at either cap the
+                              oldest connection without a request in flight is closed (conns.py)
+  GATEWAY_UPSTREAM_API_KEY    optional key sent to engines without their own secret
+                              (upstream_keys.json); never the caller's key
   GATEWAY_UPSTREAM_CONCURRENCY  requests in flight to one engine at most (default 16); more wait
   GATEWAY_QUEUE_TIMEOUT_S     how long a request waits for one of those (default 120), then 503 engine_busy
-  GATEWAY_MAX_BODY_MIB        largest request body accepted (default 32)
+  GATEWAY_MAX_BODY_MIB        largest request body accepted (default 32), enforced while it streams in
+  GATEWAY_MAX_JSON_DEPTH      deepest nesting of a request's JSON (default 32)
+  GATEWAY_TLS_CERT / GATEWAY_TLS_KEY  PEM files: serve HTTPS instead of HTTP
   GATEWAY_POLL_S              config poll interval (default 1.0)
 
-Logs: one JSON line per request on stdout (method, path, status, model, key *name*,
-latencies, token counts). Request and response bodies and keys are never logged.
+Logs: one JSON line per request on stdout (method, path, status, model, key *name*, user,
+latencies, token counts). Request and response bodies, keys and secrets are never logged.
 """
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
+import logging
 import os
-import select
+import re
 import signal
-import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from aiohttp import web  # noqa: E402
+from aiohttp.http_exceptions import HttpProcessingError  # noqa: E402
+from aiohttp.web_protocol import RequestPayloadError  # noqa: E402
+from conns import ConnectionGuard  # noqa: E402
 from gwcore import Config, Denied, StreamMeter, Usage, Watcher, usage_from_json  # noqa: E402
 from oaicheck import Invalid, check, error_body, normalize_error  # noqa: E402
+from relay import Upstreams  # noqa: E402
 
-POST_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/rerank",
-              "/v2/rerank", "/v1/score"}
+POST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/rerank",
+              "/v2/rerank", "/v1/score")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade", "content-length", "server", "date"}
-_LOG_LOCK = threading.Lock()
+              "transfer-encoding", "upgrade", "content-length", "server", "date", "x-request-id"}
+USER_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+SERVER = "appliance-gateway"
+ERROR_KINDS = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+               429: "rate_limit_error"}
+WRITE_BUFFER_BYTES = 64 << 10   # an answer larger than this is written under the client timeout
 
 
 def log(record: dict) -> None:
-    record = {"ts": round(time.time(), 3), **record}
-    line = json.dumps(record, separators=(",", ":")) + "\n"
-    with _LOG_LOCK:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+    """One JSON line on stdout (the container's log); the event loop is the only writer."""
+    sys.stdout.write(json.dumps({"ts": round(time.time(), 3), **record}, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
 
 
-class Pool:
-    """Idle keep-alive connections per upstream, so a request does not pay a TCP handshake, and
-    at most ``per_upstream`` requests in flight to one engine: an engine accepts a small number of
-    connections at a time (llama.cpp's HTTP threads and listen backlog) and refuses the rest, so a
-    burst waits here, in order, instead of failing as 502 (a wait longer than ``queue_timeout_s``
-    is answered 503 engine_busy)."""
+class _AiohttpLog(logging.Handler):
+    """aiohttp's own log records (a malformed request it refused, a handler error) as one JSON
+    line each, without a traceback: what was wrong, never the request's content."""
 
-    def __init__(self, timeout_s: float, max_idle: int = 64, per_upstream: int = 16, queue_timeout_s: float = 120.0,
-                 connect_timeout_s: float = 10.0, idle_timeout_s: float = 120.0):
-        self.timeout_s = timeout_s                # until the engine's first byte (prefill of a long prompt)
-        self.connect_timeout_s = connect_timeout_s
-        self.idle_timeout_s = idle_timeout_s      # between two pieces of a response once it started
-        self.queue_timeout_s = queue_timeout_s
-        self.max_idle = max_idle
-        self.per_upstream = per_upstream
-        self.idle: dict[str, list[http.client.HTTPConnection]] = {}
-        self.lock = threading.Lock()
-        self._parsed: dict[str, tuple[str, str, int]] = {}
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
-
-    def slot(self, base: str) -> threading.BoundedSemaphore:
-        with self.lock:
-            sem = self._slots.get(base)
-            if sem is None:
-                sem = self._slots[base] = threading.BoundedSemaphore(self.per_upstream)
-            return sem
-
-    def get(self, base: str, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection to ``base`` (reused=True), or a new one (always when ``fresh``)."""
-        with self.lock:
-            stack = self.idle.get(base)
-            if stack and not fresh:
-                return stack.pop(), True
-        parsed = self._parsed.get(base)
-        if parsed is None:
-            u = urlsplit(base)
-            parsed = self._parsed[base] = (u.scheme, u.hostname or "localhost",
-                                           u.port or (443 if u.scheme == "https" else 80))
-        scheme, host, port = parsed
-        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        return cls(host, port, timeout=self.connect_timeout_s), False
-
-    def put(self, base: str, conn: http.client.HTTPConnection) -> None:
-        with self.lock:
-            stack = self.idle.setdefault(base, [])
-            if len(stack) < self.max_idle:
-                stack.append(conn)
-                return
-        conn.close()
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        detail = f"{record.getMessage()}: {type(exc).__name__}" if exc else record.getMessage()
+        log({"event": "http_error", "detail": detail[:200]})
 
 
-def _chunk_size(line: bytes) -> int:
-    """A chunk-size line: hex digits only (at most 8: a chunk under 4 GiB), extensions ignored.
-    Anything else -- a sign, an empty line, garbage -- is a 400: ``int(x, 16)`` would take
-    ``-1``, and a negative read size means "read to the end", past every body limit."""
-    digits = line.split(b";", 1)[0].strip()
-    if not digits or len(digits) > 8 or any(c not in b"0123456789abcdefABCDEF" for c in digits):
-        raise Denied(400, "bad_request", "invalid chunk size in a chunked request body")
-    return int(digits, 16)
+def json_depth_ok(value, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` deep (iterative: a bomb cannot blow the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return True
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "appliance-gateway"
-    sys_version = ""
-    disable_nagle_algorithm = True  # TCP_NODELAY on client connections: no 40 ms Nagle/delayed-ACK stalls
-    # set by serve()
-    config: Config
-    usage: Usage
-    pool: Pool
-    max_body = 32 << 20
-    upstream_key = ""
-    # per client connection, every read and write (socketserver sets it on the socket): a client
-    # that stops sending its request, or stops reading its answer, frees its thread after this
-    timeout = 30.0
+class Gateway:
+    """The request handlers and what they share (config, usage, engines, limits)."""
 
-    # quiet the default stderr access log (it would duplicate ours)
-    def log_message(self, format, *args) -> None:  # noqa: A002
-        pass
+    def __init__(self, config: Config, usage: Usage, upstreams: Upstreams, guard: ConnectionGuard, *,
+                 max_body: int, client_timeout_s: float, body_timeout_s: float, max_json_depth: int,
+                 upstream_key: str = ""):
+        self.config, self.usage, self.upstreams, self.guard = config, usage, upstreams, guard
+        self.max_body = max_body
+        self.client_timeout_s = client_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.max_json_depth = max_json_depth
+        self.upstream_key = upstream_key
 
-    def log_error(self, format, *args) -> None:  # noqa: A002
-        log({"event": "http_error", "detail": (format % args)[:200]})
+    # ---- around every request ----------------------------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        """Marks the connection busy (never shed while a request runs) and logs the request."""
+        proto = request.protocol
+        self.guard.request_started(proto, request)
+        info = {"rid": os.urandom(6).hex(), "method": request.method, "path": request.path}
+        request["info"] = info
+        t0 = time.perf_counter()
+        try:
+            return await handler(request)
+        except Denied as err:
+            return self.error(request, err)
+        except asyncio.CancelledError:  # the client left: aiohttp cancels its handler
+            info["status"], info["error"] = 499, "client_disconnected"
+            raise
+        finally:
+            self.guard.request_done(proto)
+            info["ms"] = round((time.perf_counter() - t0) * 1000, 2)
+            if "status" not in info:
+                info["status"] = 500
+            log(info)
 
-    # ---- responses ---------------------------------------------------------------------
-    def _head(self, status: int, headers: list[tuple[str, str]]) -> bytes:
-        reason = self.responses.get(status, ("",))[0]
-        lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
-        if self.close_connection:
-            lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    def respond(self, request: web.Request, status: int, body: bytes, ctype: str = "application/json",
+                headers: list[tuple[str, str]] | None = None, close: bool = False) -> web.Response:
+        info = request["info"]
+        resp = web.Response(status=status, body=body if request.method != "HEAD" else None,
+                            headers={"Content-Type": ctype, "X-Request-Id": info["rid"], "Server": SERVER})
+        if request.method == "HEAD":
+            resp.content_length = len(body)
+        for k, v in headers or []:
+            resp.headers.add(k, v)
+        if close:
+            resp.force_close()
+        info["status"] = status
+        return resp
 
-    def _send(self, status: int, body: bytes, ctype: str = "application/json",
-              extra: list[tuple[str, str]] | None = None) -> None:
-        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("X-Request-Id", self.rid)]
-        headers += extra or []
-        self.wfile.write(self._head(status, headers) + (body if self.command != "HEAD" else b""))
-        self.info["status"] = status
+    def json(self, request: web.Request, status: int, obj) -> web.Response:
+        return self.respond(request, status, json.dumps(obj, separators=(",", ":")).encode())
 
-    def _json(self, status: int, obj) -> None:
-        self._send(status, json.dumps(obj, separators=(",", ":")).encode())
-
-    def _error(self, err: Denied) -> None:
-        kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                429: "rate_limit_error"}.get(err.status, "invalid_request_error" if err.status < 500 else "api_error")
+    def error(self, request: web.Request, err: Denied) -> web.Response:
+        kind = ERROR_KINDS.get(err.status, "invalid_request_error" if err.status < 500 else "api_error")
         extra = [("Retry-After", str(err.retry_after_s))] if err.retry_after_s else []
         if err.status == 401:
             extra.append(("WWW-Authenticate", 'Bearer realm="appliance"'))
-        self._send(err.status, error_body(err.message, kind=kind, code=err.code, param=err.param), extra=extra)
-        self.info["error"] = err.code
+        request["info"]["error"] = err.code
+        # a refused body that was not read to its end would be taken for the next request
+        close = err.status in (400, 408, 413) or not request.content.at_eof()
+        return self.respond(request, err.status, error_body(err.message, kind=kind, code=err.code, param=err.param),
+                            headers=extra, close=close)
 
-    # ---- request plumbing --------------------------------------------------------------
-    def _presented_key(self) -> str | None:
-        auth = self.headers.get("Authorization")
+    def authenticate(self, request: web.Request):
+        self.config.maybe_reload()
+        auth = request.headers.get("Authorization")
         if auth:
             scheme, _, value = auth.partition(" ")
-            return value.strip() if scheme.lower() == "bearer" else None
-        return self.headers.get("X-Api-Key") or self.headers.get("Api-Key")
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts, total = [], 0
-            while True:
-                size = _chunk_size(self.rfile.readline(1024))
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > self.max_body:
-                    self.close_connection = True
-                    raise Denied(413, "request_too_large", "request body too large")
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-            return b"".join(parts)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise Denied(400, "bad_request", "invalid Content-Length") from None
-        if length > self.max_body:
-            self.close_connection = True
-            raise Denied(413, "request_too_large", "request body too large")
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _begin(self) -> None:
-        self.t0 = time.perf_counter()
-        self.rid = os.urandom(6).hex()
-        self.info = {"rid": self.rid, "method": self.command, "path": self.path.split("?", 1)[0]}
-
-    def _finish(self) -> None:
-        self.info["ms"] = round((time.perf_counter() - self.t0) * 1000, 2)
-        log(self.info)
-
-    def _auth(self):
-        self.config.maybe_reload()
+            presented = value.strip() if scheme.lower() == "bearer" else None
+        else:
+            presented = request.headers.get("X-Api-Key") or request.headers.get("Api-Key")
         now = time.time()
-        rec = self.config.authenticate(self._presented_key(), now)
-        self.info["key"] = rec.name
-        return rec, now
+        rec = self.config.authenticate(presented, now)
+        info = request["info"]
+        info["key"] = rec.name
+        user = request.headers.get("X-Appliance-User") if rec.acts_for_users else None
+        if user is not None and not USER_RE.match(user):
+            user = None
+        if user:
+            info["user"] = user
+        return rec, user, now
 
-    # ---- verbs -------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._begin()
+    # ---- GET ---------------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        ok = "keys" not in self.config.errors
+        return self.json(request, 200 if ok else 503,
+                         {"status": "ok" if ok else "degraded", "models": len(self.config.routes),
+                          "keys": len(self.config.keys), "errors": sorted(self.config.errors),
+                          "connections": self.guard.snapshot()})
+
+    async def models(self, request: web.Request) -> web.Response:
+        rec, _, _ = self.authenticate(request)
+        visible = sorted(m for m in self.config.routes if rec.allows(m))
+        name = request.match_info.get("name")
+        if name is None:
+            return self.json(request, 200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "appliance"} for m in visible]})
+        if name not in visible:
+            if name in self.config.routes:
+                raise Denied(403, "model_not_allowed", f"this key may not use model {name!r}")
+            raise Denied(404, "model_not_found", f"no model {name!r} on this gateway")
+        return self.json(request, 200, {"id": name, "object": "model", "created": 0, "owned_by": "appliance"})
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            self.authenticate(request)  # strangers learn nothing about paths
+        raise Denied(404, "not_found", f"no route for {request.method} {request.path}")
+
+    # ---- POST --------------------------------------------------------------------------------
+    async def read_body(self, request: web.Request) -> bytes:
+        """The request body, refused as soon as it passes ``max_body`` (Content-Length or counted
+        while a chunked body streams in) or stalls: 413 / 408, and the connection is closed."""
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise Denied(413, "request_too_large", "request body too large")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        parts, total = [], 0
         try:
-            path = self.info["path"]
-            if path in ("/healthz", "/health"):
-                ok = "keys" not in self.config.errors
-                self._json(200 if ok else 503, {"status": "ok" if ok else "degraded",
-                                                "models": len(self.config.routes), "keys": len(self.config.keys),
-                                                "errors": sorted(self.config.errors)})
-                return
-            rec, now = self._auth()
-            if path == "/v1/models" or path.startswith("/v1/models/"):
-                visible = sorted(m for m in self.config.routes if rec.allows(m))
-                if path == "/v1/models":
-                    self._json(200, {"object": "list",
-                                     "data": [{"id": m, "object": "model", "created": 0, "owned_by": "appliance"}
-                                              for m in visible]})
-                    return
-                name = path[len("/v1/models/"):]
-                if name not in visible:
-                    if name in self.config.routes:
-                        raise Denied(403, "model_not_allowed", f"this key may not use model {name!r}")
-                    raise Denied(404, "model_not_found", f"no model {name!r} on this gateway")
-                self._json(200, {"id": name, "object": "model", "created": 0, "owned_by": "appliance"})
-                return
-            raise Denied(404, "not_found", f"no route for GET {path}")
-        except Denied as err:
-            self._error(err)
-        finally:
-            self._finish()
+            async with asyncio.timeout(None) as cm:
+                while True:
+                    cm.reschedule(min(deadline, loop.time() + self.client_timeout_s))
+                    chunk = await request.content.readany()
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    if total > self.max_body:
+                        raise Denied(413, "request_too_large", "request body too large")
+                    parts.append(chunk)
+        except TimeoutError:
+            request.content.feed_eof()  # no lingering read of a body that does not come: closed after the 408
+            raise Denied(408, "client_timeout", "the request body did not arrive in time") from None
+        except (HttpProcessingError, RequestPayloadError, ValueError) as exc:  # a chunk size of -1, a short body
+            request.content.feed_eof()  # nothing more is read from it (aiohttp would drain it after the answer)
+            raise Denied(400, "bad_request", f"invalid request body ({getattr(exc, 'message', None) or exc})"
+                         .replace("\n", " ")[:200]) from None
+        return b"".join(parts)
 
-    do_HEAD = do_GET
-
-    def do_POST(self) -> None:
-        self._begin()
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        # who, which endpoint and how often are decided from the head: strangers cannot make the
+        # gateway read (let alone buffer) a body, and a key over its rate spends nothing more
+        rec, user, now = self.authenticate(request)
+        self.usage.admit(rec, now)
+        body = await self.read_body(request)
         try:
-            try:
-                rec, now = self._auth()  # before reading the body: strangers cannot make us buffer it
-                path = self.info["path"]
-                if path not in POST_PATHS:
-                    raise Denied(404, "not_found", f"no route for POST {path}")
-            except Denied:
-                self.close_connection = True  # the unread body would corrupt the next request
-                raise
-            try:
-                body = self._read_body()
-            except Denied:
-                self.close_connection = True  # the rest of a malformed body is not read
-                raise
-            try:
-                req = json.loads(body) if body else None
-            except (ValueError, RecursionError):  # RecursionError: a deeply nested body
-                req = None
-            if not isinstance(req, dict):
-                raise Denied(400, "bad_request", "the body must be a JSON object")
-            model = req.get("model")
-            if not isinstance(model, str) or not model:
-                raise Denied(400, "model_required", "the request must name a 'model' (see GET /v1/models)")
-            self.info["model"] = model
-            if not rec.allows(model):
-                self.usage.deny(rec)
-                raise Denied(403, "model_not_allowed", f"this key may not use model {model!r}")
-            base = self.config.routes.get(model)
-            if base is None:
-                raise Denied(404, "model_not_found", f"no model {model!r} on this gateway (see GET /v1/models)")
-            try:
-                check(path, req)  # before the engine sees it: one meaning of "invalid" for every engine
-            except Invalid as bad:
-                raise Denied(400, bad.code, bad.message, param=bad.param) from None
-            self.usage.admit(rec, now)
-            self.info["stream"] = req.get("stream") is True
-            self._proxy(rec, base, path, body)
-        except Denied as err:
-            try:
-                self._error(err)
-            except OSError:
-                self._client_left()
-        except TimeoutError:  # the client stopped sending its body (or reading the answer)
-            self.close_connection = True
-            self.info["status"], self.info["error"] = 408, "client_timeout"
-        except (BrokenPipeError, ConnectionResetError):
-            self._client_left()
-        finally:
-            self._finish()
-
-    def _client_left(self) -> None:
-        """The client went away before its answer was complete: logged as 499 (nginx's "client
-        closed request"), never as the status the engine gave."""
-        self.close_connection = True
-        self.info["status"], self.info["error"] = 499, "client_disconnected"
-
-    # ---- proxying ----------------------------------------------------------------------
-    def _proxy(self, rec, base: str, path: str, body: bytes) -> None:
-        slot = self.pool.slot(base)
-        t_wait = time.perf_counter()
-        if not slot.acquire(timeout=self.pool.queue_timeout_s):
-            raise Denied(503, "engine_busy", "the engine for this model is busy; retry later", retry_after_s=5)
+            req = json.loads(body) if body else None
+        except (ValueError, RecursionError):  # RecursionError: a body nested past Python's limit
+            req = None
+        if not isinstance(req, dict):
+            raise Denied(400, "bad_request", "the body must be a JSON object")
+        if not json_depth_ok(req, self.max_json_depth):
+            raise Denied(400, "bad_request", f"the body nests deeper than {self.max_json_depth} levels")
+        model = req.get("model")
+        if not isinstance(model, str) or not model:
+            raise Denied(400, "model_required", "the request must name a 'model' (see GET /v1/models)")
+        info = request["info"]
+        info["model"] = model
+        if not rec.allows(model):
+            self.usage.deny(rec)
+            raise Denied(403, "model_not_allowed", f"this key may not use model {model!r}")
+        route = self.config.routes.get(model)
+        if route is None:
+            raise Denied(404, "model_not_found", f"no model {model!r} on this gateway (see GET /v1/models)")
         try:
-            waited_ms = (time.perf_counter() - t_wait) * 1000
-            if waited_ms >= 1:
-                self.info["queued_ms"] = round(waited_ms, 1)
-                if self._client_gone():  # it gave up while queued: the engine must not work for nobody
-                    self._client_left()
-                    return
-            self._proxy_held(rec, base, path, body)
-        finally:
-            slot.release()
+            check(request.path, req)  # before the engine sees it: one meaning of "invalid" for every engine
+        except Invalid as bad:
+            raise Denied(400, bad.code, bad.message, param=bad.param) from None
+        info["stream"] = req.get("stream") is True
+        self.usage.served(rec, now, user)
+        headers = {"Content-Type": "application/json", "Accept": request.headers.get("Accept", "*/*"),
+                   "X-Request-Id": info["rid"]}
+        secret = self.config.upstream_key(route, self.upstream_key)
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        async with self.upstreams.turn(route.upstream, info):
+            return await self.proxy(request, rec, user, route.upstream, body, headers, model)
 
-    def _client_gone(self) -> bool:
-        """The client closed its connection (readable, and a peek reads end-of-file) while its
-        request waited. ``select`` first, never a plain recv: the connection has a timeout, and a
-        Python socket with a timeout waits up to it for data before any recv, MSG_DONTWAIT or not."""
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
-
-    def _proxy_held(self, rec, base: str, path: str, body: bytes) -> None:
-        headers = {"Content-Type": "application/json", "Accept": self.headers.get("Accept", "*/*"),
-                   "X-Request-Id": self.rid}
-        if self.upstream_key:
-            headers["Authorization"] = f"Bearer {self.upstream_key}"
+    async def proxy(self, request, rec, user, base: str, body: bytes, headers: dict, model: str):
+        info = request["info"]
         t_up = time.perf_counter()
-        model = self.info.get("model")
-        for attempt in (0, 1):
-            conn, reused = self.pool.get(base, fresh=attempt > 0)
-            stage = "connect"
-            try:
-                if conn.sock is None:
-                    conn.connect()  # under the connect timeout
-                stage = "answer"
-                sock = conn.sock  # kept: getresponse() drops conn.sock when the engine closes after it
-                sock.settimeout(self.pool.timeout_s)  # then: until the first byte of the answer
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
-                break
-            except TimeoutError:
-                conn.close()
-                what, limit = (("could not be reached", self.pool.connect_timeout_s) if stage == "connect"
-                               else ("did not answer", self.pool.timeout_s))
-                raise Denied(504, "upstream_timeout", f"the engine for model {model!r} {what} within {limit:g} s",
-                             retry_after_s=5) from None
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                # a pooled connection the engine already closed (keep-alive timeout or its limit of
-                # requests per connection): retry once on a NEW connection, never another pooled one
-                if reused and attempt == 0:
-                    continue
-                raise Denied(502, "upstream_unavailable",
-                             f"the engine for this model is not reachable ({type(exc).__name__})") from None
-        sock.settimeout(self.pool.idle_timeout_s)  # the answer has started: at most this between pieces
-        self.info["upstream_status"] = resp.status
-        out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP
-                       and k.lower() != "x-request-id"]
-        ctype = resp.getheader("Content-Type", "")
-        length = resp.getheader("Content-Length")
-        if length is not None and not resp.chunked and "event-stream" not in ctype:
-            try:
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                raise Denied(504 if isinstance(exc, TimeoutError) else 502,
-                             "upstream_timeout" if isinstance(exc, TimeoutError) else "upstream_unavailable",
-                             f"the engine for model {model!r} stopped sending its answer "
-                             f"({type(exc).__name__})") from None
-            self.info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
-            if resp.will_close:
-                conn.close()
-            else:
-                self.pool.put(base, conn)
-            if resp.status == 200 and "json" in ctype:
-                prompt, completion = usage_from_json(data)
-                self._count(rec, prompt, completion)
-            elif resp.status >= 400:  # the engine's refusal, in OpenAI's shape (string code)
-                data, ctype = normalize_error(resp.status, data), "application/json"
-                self.info["error"] = "upstream_" + str(resp.status)
-            self._send(resp.status, data, ctype or "application/json",
-                       [(k, v) for k, v in out_headers if k.lower() != "content-type"])
-            return
-        # streamed (SSE or chunked): pass each piece through as it arrives
-        meter = StreamMeter()
-        chunked = self.request_version == "HTTP/1.1"  # an HTTP/1.0 client gets a close-delimited body
-        if not chunked:
-            self.close_connection = True
-        head = self._head(resp.status, out_headers + [("X-Request-Id", self.rid)]
-                          + ([("Transfer-Encoding", "chunked")] if chunked else []))
-        self.info["status"] = resp.status
-        sent_head = False
+        async with self.upstreams.post(base, request.path, body, headers, model) as resp:
+            info["upstream_status"] = resp.status
+            out_headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP]
+            ctype = resp.headers.get("Content-Type", "")
+            if resp.content_length is not None and "event-stream" not in ctype:
+                data = await self.upstreams.read_all(resp, model)
+                info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
+                if resp.status == 200 and "json" in ctype:
+                    self.count(info, rec, user, *usage_from_json(data))
+                elif resp.status >= 400:  # the engine's refusal, in OpenAI's shape (string code)
+                    data, ctype = normalize_error(resp.status, data), "application/json"
+                    info["error"] = "upstream_" + str(resp.status)
+                extra = [(k, v) for k, v in out_headers if k.lower() != "content-type"]
+                if len(data) <= WRITE_BUFFER_BYTES:
+                    return self.respond(request, resp.status, data, ctype or "application/json", extra)
+                return await self.send_large(request, resp.status, data, ctype or "application/json", extra)
+            return await self.stream(request, resp, rec, user, out_headers, t_up)
+
+    async def send_large(self, request, status: int, data: bytes, ctype: str, extra) -> web.StreamResponse:
+        """A large answer written under the client timeout (a client that stops reading cannot
+        pin the connection and its buffer forever)."""
+        info = request["info"]
+        out = web.StreamResponse(status=status, headers={"Content-Type": ctype, "X-Request-Id": info["rid"],
+                                                         "Server": SERVER})
+        for k, v in extra:
+            out.headers.add(k, v)
+        out.content_length = len(data)
+        info["status"] = status
         try:
+            async with asyncio.timeout(self.client_timeout_s * 4):
+                await out.prepare(request)
+                if request.method != "HEAD":
+                    await out.write(data)
+                await out.write_eof()
+        except (TimeoutError, ConnectionError):
+            info["status"], info["error"] = 499, "client_timeout"
+            request.transport and request.transport.close()
+        return out
+
+    async def stream(self, request, resp, rec, user, out_headers, t_up: float) -> web.StreamResponse:
+        """Each piece of a streamed (SSE or chunked) answer passed on as it arrives; ``write``
+        waits while the client's buffer is full (backpressure reaches the engine through TCP)."""
+        info = request["info"]
+        meter = StreamMeter()
+        out = web.StreamResponse(status=resp.status)
+        for k, v in out_headers:
+            out.headers.add(k, v)
+        out.headers["X-Request-Id"] = info["rid"]
+        out.headers["Server"] = SERVER
+        info["status"] = resp.status
+        try:
+            await out.prepare(request)
+            content = resp.content
             while True:
                 try:
-                    data = resp.read1(65536)
-                except (OSError, http.client.HTTPException) as exc:
-                    # the engine stalled or broke off: the client's stream ends without its terminator
-                    # (so it cannot mistake it for a complete answer); what was generated is charged
-                    conn.close()
-                    self.close_connection = True
-                    self.info["error"] = ("upstream_idle_timeout" if isinstance(exc, TimeoutError)
-                                          else "stream_interrupted:" + type(exc).__name__)
-                    if not sent_head:
-                        self.wfile.write(head)
-                    self._count(rec, *meter.result())
-                    return
+                    async with asyncio.timeout(self.upstreams.idle_timeout_s):
+                        data = await content.readany()
+                except Exception as exc:  # noqa: BLE001 -- a stalled or broken engine, whatever the error
+                    # the client's stream ends without its terminator (it cannot mistake it for a
+                    # complete answer); what was generated is charged
+                    info["error"] = ("upstream_idle_timeout" if isinstance(exc, TimeoutError)
+                                     else "stream_interrupted:" + type(exc).__name__)
+                    if request.transport is not None:
+                        request.transport.close()
+                    return out
                 if not data:
                     break
                 meter.feed(data)
-                chunk = b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
-                if not sent_head:
-                    chunk, sent_head = head + chunk, True
-                self.wfile.write(chunk)
-            self.wfile.write((b"" if sent_head else head) + (b"0\r\n\r\n" if chunked else b""))
-        except OSError:
-            # the client went away: closing the engine's connection cancels its generation; only
-            # what it generated until then is charged
-            conn.close()
-            self._client_left()
-            self._count(rec, *meter.result())
-            return
-        self.info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
-        if resp.will_close:
-            conn.close()
-        else:
-            self.pool.put(base, conn)
-        self._count(rec, *meter.result())
-
-    def _count(self, rec, prompt: int, completion: int) -> None:
-        self.info["prompt_tokens"], self.info["completion_tokens"] = prompt, completion
-        self.usage.add_tokens(rec, prompt, completion, time.time())
-
-
-class Server(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` at once: one more is closed at once
-    (counted in the log), so a flood cannot exhaust the container's threads and lock out the
-    clients already connected; each connection's reads are bounded by ``Handler.timeout``."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-    max_connections = 2000
-
-    def __init__(self, *args, **kwargs):
-        self._active = 0
-        self._active_lock = threading.Lock()
-        self.refused = 0
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request, client_address) -> None:
-        with self._active_lock:
-            full = self._active >= self.max_connections
-            if full:
-                self.refused += 1
-            else:
-                self._active += 1
-        if full:
-            self.shutdown_request(request)
-            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
-                log({"event": "connections_full", "limit": self.max_connections, "refused": self.refused})
-            return
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            with self._active_lock:
-                self._active -= 1
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
+                async with asyncio.timeout(self.client_timeout_s):
+                    await out.write(data)
+            async with asyncio.timeout(self.client_timeout_s):
+                await out.write_eof()
+            info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
+        except (ConnectionError, TimeoutError):
+            # the client went away (or stopped reading): leaving closes the engine's connection,
+            # which cancels its generation; only what it generated until then is charged
+            info["status"], info["error"] = 499, "client_disconnected"
+            if request.transport is not None:
+                request.transport.close()
         finally:
-            with self._active_lock:
-                self._active -= 1
+            self.count(info, rec, user, *meter.result())
+        return out
+
+    def count(self, info: dict, rec, user, prompt: int, completion: int) -> None:
+        info["prompt_tokens"], info["completion_tokens"] = prompt, completion
+        self.usage.add_tokens(rec, prompt, completion, time.time(), user)
 
 
-def serve() -> None:
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def tls_context():
+    """An SSL context for GATEWAY_TLS_CERT/GATEWAY_TLS_KEY (TLS 1.2+), or None for plain HTTP."""
+    cert, key = os.environ.get("GATEWAY_TLS_CERT"), os.environ.get("GATEWAY_TLS_KEY")
+    if not (cert and key):
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def build_app(config_dir: str, gw: Gateway) -> web.Application:
+    app = web.Application(client_max_size=gw.max_body, middlewares=[gw.middleware])
+    add = app.router.add_route
+    for path in ("/healthz", "/health"):
+        add("GET", path, gw.health)
+    add("GET", "/v1/models", gw.models)
+    add("GET", "/v1/models/{name:.+}", gw.models)
+    for path in POST_PATHS:
+        add("POST", path, gw.post)
+    auth_module = os.path.join(os.path.dirname(os.path.abspath(__file__)), "authweb.py")
+    if os.path.exists(auth_module):  # the box's sign-in (users and sessions)
+        import authweb
+
+        authweb.install(app, config_dir, log)
+    add("*", "/{tail:.*}", gw.not_found)
+    return app
+
+
+async def serve() -> None:
     config_dir = os.environ.get("GATEWAY_CONFIG_DIR", "/etc/appliance/gateway")
     port = int(os.environ.get("PORT", "8080"))
     config = Config(config_dir)
     config.reload()
     config.on_change = lambda changes: [log({"event": "reload", "what": c}) for c in changes]
     usage = Usage(os.environ.get("GATEWAY_USAGE_FILE") or os.path.join(config_dir, "usage.json"))
-    Handler.config = config
-    Handler.usage = usage
-    Handler.pool = Pool(float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT_S", "600")),
-                        per_upstream=int(os.environ.get("GATEWAY_UPSTREAM_CONCURRENCY", "16")),
-                        queue_timeout_s=float(os.environ.get("GATEWAY_QUEUE_TIMEOUT_S", "120")),
-                        connect_timeout_s=float(os.environ.get("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S", "10")),
-                        idle_timeout_s=float(os.environ.get("GATEWAY_UPSTREAM_IDLE_TIMEOUT_S", "120")))
-    Handler.timeout = float(os.environ.get("GATEWAY_CLIENT_TIMEOUT_S", "30"))
-    Handler.max_body = int(float(os.environ.get("GATEWAY_MAX_BODY_MIB", "32")) * (1 << 20))
-    Handler.upstream_key = os.environ.get("GATEWAY_UPSTREAM_API_KEY", "")
-    watcher = Watcher(config, usage, log, poll_s=float(os.environ.get("GATEWAY_POLL_S", "1.0")))
+    upstreams = Upstreams(first_byte_timeout_s=env_float("GATEWAY_UPSTREAM_TIMEOUT_S", 600),
+                          connect_timeout_s=env_float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT_S", 10),
+                          idle_timeout_s=env_float("GATEWAY_UPSTREAM_IDLE_TIMEOUT_S", 120),
+                          per_upstream=int(env_float("GATEWAY_UPSTREAM_CONCURRENCY", 16)),
+                          queue_timeout_s=env_float("GATEWAY_QUEUE_TIMEOUT_S", 120))
+    await upstreams.start()
+    client_timeout_s = env_float("GATEWAY_CLIENT_TIMEOUT_S", 30)
+    guard = ConnectionGuard(int(env_float("GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", 256)),
+                            int(env_float("GATEWAY_MAX_CONNECTIONS", 2000)), log)
+    gw = Gateway(config, usage, upstreams, guard,
+                 max_body=int(env_float("GATEWAY_MAX_BODY_MIB", 32) * (1 << 20)),
+                 client_timeout_s=client_timeout_s, body_timeout_s=env_float("GATEWAY_BODY_TIMEOUT_S", 120),
+                 max_json_depth=int(env_float("GATEWAY_MAX_JSON_DEPTH", 32)),
+                 upstream_key=os.environ.get("GATEWAY_UPSTREAM_API_KEY", ""))
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [_AiohttpLog()]
+        logger.propagate = False
+    app = build_app(config_dir, gw)
+    # keepalive_timeout doubles as the header timeout: aiohttp closes a connection whose request
+    # head is not complete when it fires (a half-sent request), and an idle keep-alive one
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=client_timeout_s,
+                           max_line_size=8190, max_field_size=8190, shutdown_timeout=5.0)
+    await runner.setup()
+    guard.attach(runner.server)
+    tls = tls_context()
+    site = web.TCPSite(runner, "0.0.0.0", port, backlog=1024, reuse_address=True, ssl_context=tls)
+    await site.start()
+    watcher = Watcher(config, usage, log, poll_s=env_float("GATEWAY_POLL_S", 1.0))
     watcher.start()
-    Server.max_connections = int(os.environ.get("GATEWAY_MAX_CONNECTIONS", "2000"))
-    server = Server(("0.0.0.0", port), Handler)
-
-    def _stop(signum, frame):  # shutdown() blocks until serve_forever returns: call it off-thread
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    log({"event": "start", "port": port, "config_dir": config_dir, "models": sorted(config.routes),
-         "keys": len(config.keys), "errors": config.errors})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log({"event": "start", "port": port, "tls": tls is not None, "config_dir": config_dir,
+         "models": sorted(config.routes), "keys": len(config.keys), "errors": config.errors})
     try:
-        server.serve_forever(poll_interval=0.5)
+        await stop.wait()
     finally:
+        await runner.cleanup()
+        await upstreams.close()
         watcher.stop_event.set()
-        watcher.join(timeout=5)
-        server.server_close()
+        await asyncio.to_thread(watcher.join, 5)
         log({"event": "stop"})
 
 
 if __name__ == "__main__":
-    serve()
+    asyncio.run(serve())

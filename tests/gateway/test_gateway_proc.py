@@ -238,7 +238,7 @@ def test_http10_client_gets_a_plain_stream(upstream, gateway):
         while chunk := s.recv(65536):
             raw += chunk
     head, _, payload = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding" not in head
+    assert head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) and b"Transfer-Encoding" not in head
     assert payload.startswith(b"data: ") and payload.rstrip().endswith(b"data: [DONE]")
 
 
@@ -260,6 +260,25 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def _raw_in_two(gw, head: bytes, rest: bytes, timeout_s: float = 10.0) -> bytes:
+    """Send ``head``, wait, then ``rest``: the gateway's handler is reading the body when it comes."""
+    u = urlsplit(gw.url)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout_s) as s:
+        s.sendall(head)
+        time.sleep(0.2)
+        s.sendall(rest)
+        data = b""
+        while True:
+            try:
+                piece = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            if not piece:
+                break
+            data += piece
+        return data
+
+
 def _raw(gw, payload: bytes, timeout_s: float = 10.0) -> bytes:
     u = urlsplit(gw.url)
     with socket.create_connection((u.hostname, u.port), timeout=timeout_s) as s:
@@ -278,12 +297,18 @@ def _raw(gw, payload: bytes, timeout_s: float = 10.0) -> bytes:
 
 def test_chunked_bodies_are_bounded_negative_sizes_refused_and_memory_stays_flat(upstream, gateway):
     key = K.create_key("c").key
-    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_MAX_BODY_MIB": "1"})
+    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_MAX_BODY_MIB": "1", "GATEWAY_CLIENT_TIMEOUT_S": "2"})
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
             + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-    for bad in (b"-1\r\n", b"+10\r\n", b"zz\r\n", b"123456789\r\n"):
-        answer = _raw(gw, head + bad + b"x" * 64)
-        assert answer.startswith(b"HTTP/1.1 400") and b'"code":"bad_request"' in answer, answer[:300]
+    # a chunk that announces more than the limit and then stalls: the body timeout, not a wait for 4.5 GiB
+    t0 = time.monotonic()
+    answer = _raw(gw, head + b"123456789\r\n" + b"x" * 64)
+    assert answer[:12] in (b"HTTP/1.1 408", b"HTTP/1.0 408") and time.monotonic() - t0 < 8, answer[:300]
+    for bad in (b"-1\r\n", b"+10\r\n", b"zz\r\n", b"\r\n"):
+        answer = _raw(gw, head + bad + b"x" * 64)                 # one packet: refused by the HTTP parser
+        assert answer[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400"), answer[:300]
+        answer = _raw_in_two(gw, head, bad + b"x" * 64)          # the body after the head: by the gateway
+        assert answer[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400") and b'"code":"bad_request"' in answer, answer[:300]
     before = _rss_kib(gw.proc.p.pid)
     u = urlsplit(gw.url)
     with socket.create_connection((u.hostname, u.port), timeout=10) as s:
@@ -375,34 +400,60 @@ def test_a_client_that_leaves_mid_stream_is_logged_499_and_charged_what_was_gene
     assert rec["completion_tokens"] < full                     # only what was generated is charged
 
 
-def test_connections_beyond_the_limit_are_closed_at_once_and_counted(upstream, gateway):
+def _closed_by_peer(s: socket.socket, timeout_s: float = 0.05) -> bool:
+    s.settimeout(timeout_s)
+    try:
+        return s.recv(1024) == b""
+    except (TimeoutError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+
+
+def test_at_the_connection_cap_the_oldest_idle_connection_is_shed_never_a_busy_one(upstream, gateway):
+    """At the cap a newcomer is served and the oldest connection that never completed a request
+    is closed (half-sent requests cannot lock clients out); when every connection has a request in
+    flight, the newcomer is the one closed, and both are counted in the log."""
+    import threading
+
     key = K.create_key("m").key
-    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_MAX_CONNECTIONS": "20", "GATEWAY_CLIENT_TIMEOUT_S": "2"})
+    gw = gateway({"m1": upstream("m1")}, env={"GATEWAY_MAX_CONNECTIONS": "20", "GATEWAY_CLIENT_TIMEOUT_S": "20"})
     u = urlsplit(gw.url)
     held = [socket.create_connection((u.hostname, u.port), timeout=5) for _ in range(20)]
     try:
         for s in held:
-            s.sendall(b"GET /v1/models HTTP/1.1\r\n")          # half a request each: all 20 slots taken
+            s.sendall(b"GET /v1/models HTTP/1.1\r\n")          # half a request each: the cap is reached
         time.sleep(0.3)
-        extra = socket.create_connection((u.hostname, u.port), timeout=5)
-        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        try:
-            assert extra.recv(1024) == b""                        # closed unanswered, no thread spent
-        except ConnectionResetError:
-            pass
-        extra.close()
-        assert poll(lambda: any(r.get("event") == "connections_full" for r in _log_records(gw)), 5)[0]
+        status, _, _ = call(gw.url + "/healthz", timeout_s=5)   # the 21st is answered...
+        assert status == 200
+        assert poll(lambda: _closed_by_peer(held[0]), 5)[0]    # ...and the oldest half-sent one was closed
+        assert not any(_closed_by_peer(s) for s in held[2:])
+        assert poll(lambda: any(r.get("event") == "connection_shed" for r in _log_records(gw)), 5)[0]
     finally:
         for s in held:
             s.close()
-    # the held ones gone (or timed out), clients are served again
-    def served() -> bool:
-        try:
-            return call(gw.url + "/v1/models", key=key, timeout_s=2)[0] == 200
-        except OSError:  # refused while the slots were still taken
-            return False
 
-    assert poll(served, 15)[0]
+    # 20 requests in flight (slow streams): a 21st connection is closed unanswered, none of theirs
+    time.sleep(0.5)
+    results: list[int] = []
+    body = {**CHAT, "stream": True, "delay_s": 0.5}
+    threads = [threading.Thread(target=lambda: results.append(call(gw.url + "/v1/chat/completions", key=key,
+                                                                   body=body, timeout_s=30)[0]))
+               for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)                      # every stream has started (each lasts 2.5 s); no probe: it would count
+    extra = socket.create_connection((u.hostname, u.port), timeout=5)
+    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert extra.recv(1024) == b""                           # closed unanswered
+    except ConnectionResetError:
+        pass
+    extra.close()
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 20                                 # no request in progress was cut
+    assert poll(lambda: any(r.get("event") == "connections_full" for r in _log_records(gw)), 5)[0]
 
 
 def test_a_queued_request_is_served_when_its_turn_comes_and_a_full_queue_is_503(upstream, gateway):
