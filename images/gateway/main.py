@@ -55,7 +55,7 @@ from aiohttp.web_protocol import RequestPayloadError  # noqa: E402
 from conns import ConnectionGuard  # noqa: E402
 from gwcore import Config, Denied, StreamMeter, Usage, Watcher, usage_from_json  # noqa: E402
 from oaicheck import Invalid, check, error_body, normalize_error  # noqa: E402
-from relay import Upstreams  # noqa: E402
+from relay import Broken, Upstreams  # noqa: E402
 
 POST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/rerank",
               "/v2/rerank", "/v1/score")
@@ -217,6 +217,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_s
         parts, total = [], 0
+        first = request.content.read_nowait()  # a small body has usually arrived with the head
+        if request.content.at_eof():
+            if len(first) > self.max_body:
+                raise Denied(413, "request_too_large", "request body too large")
+            return first
+        if first:
+            parts.append(first)
+            total = len(first)
         try:
             async with asyncio.timeout(None) as cm:
                 while True:
@@ -281,10 +289,15 @@ class Gateway:
         t_up = time.perf_counter()
         async with self.upstreams.post(base, request.path, body, headers, model) as resp:
             info["upstream_status"] = resp.status
-            out_headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP]
-            ctype = resp.headers.get("Content-Type", "")
+            out_headers = [(k, v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP]
+            ctype = resp.content_type
             if resp.content_length is not None and "event-stream" not in ctype:
-                data = await self.upstreams.read_all(resp, model)
+                try:
+                    data = await resp.read_all()
+                except Broken as exc:
+                    raise Denied(504 if exc.timeout else 502, "upstream_timeout" if exc.timeout
+                                 else "upstream_unavailable",
+                                 f"the engine for model {model!r} stopped sending its answer ({exc})") from None
                 info["upstream_ms"] = round((time.perf_counter() - t_up) * 1000, 2)
                 if resp.status == 200 and "json" in ctype:
                     self.count(info, rec, user, *usage_from_json(data))
@@ -331,16 +344,13 @@ class Gateway:
         info["status"] = resp.status
         try:
             await out.prepare(request)
-            content = resp.content
             while True:
                 try:
-                    async with asyncio.timeout(self.upstreams.idle_timeout_s):
-                        data = await content.readany()
-                except Exception as exc:  # noqa: BLE001 -- a stalled or broken engine, whatever the error
+                    data = await resp.next_piece()
+                except Broken as exc:
                     # the client's stream ends without its terminator (it cannot mistake it for a
                     # complete answer); what was generated is charged
-                    info["error"] = ("upstream_idle_timeout" if isinstance(exc, TimeoutError)
-                                     else "stream_interrupted:" + type(exc).__name__)
+                    info["error"] = "upstream_idle_timeout" if exc.timeout else f"stream_interrupted:{exc}"
                     if request.transport is not None:
                         request.transport.close()
                     return out
@@ -455,5 +465,16 @@ async def serve() -> None:
         log({"event": "stop"})
 
 
+def run() -> None:
+    """The event loop: uvloop's (libuv) where the image carries it -- a cheaper loop for a server
+    that does little but move bytes -- else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve())
+        return
+    uvloop.run(serve())
+
+
 if __name__ == "__main__":
-    asyncio.run(serve())
+    run()
