@@ -96,7 +96,39 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
         raise
     for w in result.warnings:
         warn(w)
-    emit(result, as_json, _render_init)
+    admin = _first_admin(result)
+    if as_json:  # the deploy result plus the first admin's one-time sign-in link (null when none was made)
+        from appliance.cli.output import to_json
+
+        click.echo(to_json(result.model_dump(mode="json") | {"login_link": admin.login_url if admin else None}),
+                   nl=False)
+        return
+    _render_init(result)
+    _render_sign_in(admin)
+
+
+def _first_admin(result):
+    """After a deploy that recorded a release with a gateway: the first admin (made now, with a
+    one-time link, when the box has none). None for dry runs and create-only."""
+    gateway = result.endpoints.get("gateway")
+    if result.dry_run or result.release is None or not gateway:
+        return None
+    from appliance.gateway.users import ensure_first_admin
+
+    return ensure_first_admin(base_url=gateway)
+
+
+def _render_sign_in(admin) -> None:
+    if admin is None:
+        return
+    con = console()
+    if admin.login_url:
+        con.print(f"[bold]sign in to the apps[/bold] as {admin.user} (one use, within 10 minutes):")
+        con.print(f"  {admin.login_url}", soft_wrap=True, markup=False)
+        con.print(f"  then set a password: appliance users passwd {admin.user}   "
+                  f"(a new link: appliance users login-link {admin.user})", soft_wrap=True)
+    else:
+        con.print(admin.message, soft_wrap=True, markup=False)
 
 
 def _render_init(r) -> None:

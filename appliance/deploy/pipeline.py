@@ -293,8 +293,10 @@ def converge(run: Run, *, source: str, reuse_same: bool, plan=None) -> None:
         return
 
     def keys(stack) -> list[Change]:
+        from appliance.gateway.users import export_users_files
         from appliance.gateway.wiring import ensure_app_keys
 
+        export_users_files(store=run.store)  # users.json, links.json, session.key beside keys.json (sign-in)
         return [Change(action="write-config", target=k.key_file, detail=f"API key {k.key_name} for app {k.app}")
                 for k in ensure_app_keys(stack, run.catalog, run.store)]
 

@@ -269,6 +269,7 @@ def create_login_link(name: str, *, base_url: str | None = None, store: StateSto
     """
     check_name(name)
     store = _open(store)
+    _need(store.conn, name, "users login-link")  # an unknown name is the error to show, not the URL
     base = (base_url or gateway_public_url(store)).rstrip("/").removesuffix("/v1")
     token = secrets.token_urlsafe(32)
     now = time.time()
