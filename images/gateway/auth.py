@@ -268,6 +268,9 @@ class Auth:
             raise Throttled(wait)
         self.files.maybe_reload()
         rec = self.files.users.get(name)
+        if rec is None:  # added a moment ago (reloads are throttled)? look at the files now
+            self.files.reload()
+            rec = self.files.users.get(name)
         stored = rec["hash"] if rec and rec["hash"] else None
         try:
             ok = self._hasher.verify(stored or self._dummy_hash, password) and stored is not None
@@ -294,6 +297,9 @@ class Auth:
             digest = token_digest(token)
             self.files.maybe_reload()
             link = self.files.links.get(digest)
+            if link is None:  # made a moment ago? look at the files now
+                self.files.reload()
+                link = self.files.links.get(digest)
             rec = self.files.users.get(link["user"]) if link else None
             if link and rec and link["expires_at"] > now and self.files.key and self._mark_used(digest, link, now):
                 result = (self.issue(link["user"], rec, now), link["user"])

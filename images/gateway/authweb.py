@@ -118,6 +118,15 @@ def _json(status: int, obj: dict, headers: dict | None = None) -> web.Response:
     return web.json_response(obj, status=status, headers={**JSON_HEADERS, **(headers or {})})
 
 
+def _refuse(request: web.Request, status: int, message: str) -> web.Response:
+    """A refusal before the body was read: the connection closes after it (an unread body would
+    be taken for the next request)."""
+    resp = _json(status, {"error": message})
+    if not request.content.at_eof():
+        resp.force_close()
+    return resp
+
+
 def _set_session(resp: web.StreamResponse, request: web.Request, token: str, ttl_s: float) -> None:
     resp.set_cookie(COOKIE, token, max_age=int(ttl_s), path="/", httponly=True, samesite="Strict",
                     secure=True if request.secure else None)
@@ -210,11 +219,11 @@ def install(app: web.Application, config_dir: str, log, *, auth: Auth | None = N
 
     async def post_login(request: web.Request) -> web.StreamResponse:
         if cross_site(request):
-            return _json(403, {"error": "cross-site sign-in refused: the request's Origin is not this box's"})
+            return _refuse(request, 403, "cross-site sign-in refused: the request's Origin is not this box's")
         ctype = request.content_type
         if ctype not in ("application/json", "application/x-www-form-urlencoded"):
-            return _json(415, {"error": "send application/json {\"name\", \"password\"} or a form "
-                                        "(application/x-www-form-urlencoded)"})
+            return _refuse(request, 415, 'send application/json {"name", "password"} or a form '
+                                         "(application/x-www-form-urlencoded)")
         body = await _read_body(request)
         is_form = ctype != "application/json"
         if is_form:
@@ -270,7 +279,7 @@ def install(app: web.Application, config_dir: str, log, *, auth: Auth | None = N
 
     async def post_logout(request: web.Request) -> web.StreamResponse:
         if cross_site(request):
-            return _json(403, {"error": "cross-site sign-out refused: the request's Origin is not this box's"})
+            return _refuse(request, 403, "cross-site sign-out refused: the request's Origin is not this box's")
         token = request.cookies.get(COOKIE, "")
         info = auth.session(token) if token else None
         if info is not None:
@@ -293,9 +302,27 @@ def install(app: web.Application, config_dir: str, log, *, auth: Auth | None = N
     async def get_auth(_request: web.Request) -> web.StreamResponse:
         return _redirect(HOME_PATH)
 
-    app.router.add_get(LOGIN_PATH, get_login)
-    app.router.add_post(LOGIN_PATH, post_login)
-    app.router.add_get("/auth/session", get_session)
-    app.router.add_post("/auth/logout", post_logout)
-    app.router.add_get(HOME_PATH, get_home)
-    app.router.add_get("/auth", get_auth)
+    def answered(handler):
+        """The handler's answer, with aiohttp's HTTP errors (413, 408) as JSON answers; the status is
+        put in the gateway's request record (``request["info"]``, main.py's log line) when there is one."""
+
+        async def run(request: web.Request) -> web.StreamResponse:
+            try:
+                resp = await handler(request)
+            except web.HTTPException as exc:
+                resp = _json(exc.status, {"error": exc.reason})
+                if not request.content.at_eof():
+                    resp.force_close()  # an unread body would be taken for the next request
+            info = request.get("info")
+            if isinstance(info, dict):
+                info["status"] = resp.status
+            return resp
+
+        return run
+
+    app.router.add_get(LOGIN_PATH, answered(get_login))
+    app.router.add_post(LOGIN_PATH, answered(post_login))
+    app.router.add_get("/auth/session", answered(get_session))
+    app.router.add_post("/auth/logout", answered(post_logout))
+    app.router.add_get(HOME_PATH, answered(get_home))
+    app.router.add_get("/auth", answered(get_auth))

@@ -182,3 +182,129 @@ def console_errors(driver, *, network_ok: bool = False) -> list[dict]:
     ``network_ok`` a failed response the test provoked (a 503, say) is not counted, script errors are."""
     return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
             and not (network_ok and e.get("source") == "network")]
+
+
+# ---- sign-in (images/gateway/auth.py, authweb.py; docs/users.md) -----------------------------------
+GATEWAY_DIR = REPO / "images" / "gateway"
+SESSION_COOKIE = "appliance_session"
+
+
+def gateway_modules():
+    """images/gateway's auth and authweb modules, imported in this process (their directory on the path)."""
+    import sys
+
+    if str(GATEWAY_DIR) not in sys.path:
+        sys.path.insert(0, str(GATEWAY_DIR))
+    import auth
+    import authweb
+
+    return auth, authweb
+
+
+class AuthServer:
+    """The gateway's sign-in routes alone: ``authweb.install`` on a bare aiohttp app, served on a
+    free loopback port by a thread of this process (a real HTTP server; ``records`` are its log
+    lines). ``ssl_context``: serve HTTPS. Stop it with :meth:`stop`."""
+
+    def __init__(self, config_dir, *, auth=None, ssl_context=None):
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        _, authweb = gateway_modules()
+        self.records: list[dict] = []
+        self.port = free_port()
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
+        app = web.Application()
+        authweb.install(app, str(config_dir), self.records.append, auth=auth)
+        self.auth = app[authweb.AUTH_KEY]
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def start():
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", self.port, ssl_context=ssl_context).start()
+            ready.set()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(start())
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.runner.cleanup())
+            self.loop.close()
+
+        self.thread = threading.Thread(target=run, name="auth-server", daemon=True)
+        self.thread.start()
+        if not ready.wait(15):
+            raise TimeoutError("the sign-in server did not start")
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(15)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def fetch(url: str, *, method: str = "GET", data: bytes | None = None, headers: dict | None = None,
+          timeout_s: float = 10.0, context=None):
+    """(status, headers as a Message, body bytes) of one request, redirects NOT followed."""
+    handlers = [_NoRedirect()] + ([urllib.request.HTTPSHandler(context=context)] if context else [])
+    opener = urllib.request.build_opener(*handlers)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with opener.open(req, timeout=timeout_s) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def session_cookie(headers) -> str | None:
+    """``appliance_session=<token>`` from a response's Set-Cookie (None when it sets none or clears it)."""
+    for value in headers.get_all("Set-Cookie") or []:
+        first = value.split(";", 1)[0].strip()
+        if first.startswith(SESSION_COOKIE + "=") and first != SESSION_COOKIE + "=" and first != \
+                SESSION_COOKIE + '=""':
+            return first
+    return None
+
+
+def sign_in(base_url: str, name: str, password: str) -> str:
+    """Sign in at the gateway (or an :class:`AuthServer`) with a password; returns the Cookie header
+    value ``appliance_session=...`` to send to the apps (``call(..., headers={"Cookie": c})``)."""
+    status, hdrs, body = fetch(base_url.rstrip("/").removesuffix("/v1") + "/auth/login", method="POST",
+                               data=json.dumps({"name": name, "password": password}).encode(),
+                               headers={"Content-Type": "application/json"})
+    cookie = session_cookie(hdrs)
+    if status != 200 or cookie is None:
+        raise AssertionError(f"sign-in as {name} failed: {status} {body[:300]!r}")
+    return cookie
+
+
+def redeem_link(link_url: str) -> str:
+    """Open a one-time sign-in link (``appliance users login-link NAME``); returns the session cookie."""
+    status, hdrs, body = fetch(link_url)
+    cookie = session_cookie(hdrs)
+    if status != 303 or cookie is None:
+        raise AssertionError(f"the sign-in link was refused: {status} {body[:300]!r}")
+    return cookie
+
+
+def signed_in_url(link_url: str, next_url: str) -> str:
+    """A URL that signs a browser in with a one-time link, then lands on ``next_url`` (same host):
+    for ``browser_dom`` and selenium, which start from a URL and keep the cookie."""
+    from urllib.parse import quote
+
+    return f"{link_url}&next={quote(next_url, safe='')}"
+
+
+def make_user(name: str, password: str, *, role: str = "user", store=None, export_dir=None) -> None:
+    """Add a user through the library (as `appliance users add` does) if not there yet."""
+    from appliance.gateway import users as U
+
+    if name not in {u.name for u in U.list_users(store=store, usage_dir=export_dir).users}:
+        U.add_user(name, role=role, password=password, store=store, export_dir=export_dir)
