@@ -15,16 +15,20 @@ from gwtest import (
     REPO,
     Proc,
     browser_dom,
-    call,
     eventually,
     free_port,
+    make_user,
     needs_chromium,
+    sign_in,
+    signed_in_url,
     stop_all,
     wait_http,
 )
+from gwtest import call as raw_call
 
 from appliance.catalog import load_catalog
 from appliance.gateway import keys as K
+from appliance.gateway import users as U
 from appliance.gateway import wiring as W
 from appliance.runtime.compose import app_env
 from appliance.state.store import StateStore
@@ -33,6 +37,13 @@ CATALOG = load_catalog()
 # The knowledge base's default relevance threshold (0.17) fits all-MiniLM-L6-v2; the demo engine's
 # hashed bag-of-words vectors have another scale (docs/apps.md: set KB_MIN_SCORE per embedding model).
 DEMO_MIN_SCORE = "0.05"
+USER, PASSWORD = "tester", "a long test passphrase"
+SIGNED_IN: dict[str, str] = {}  # the stack's session cookie (the apps need a signed-in user)
+
+
+def call(url: str, *, headers: dict | None = None, **kw):
+    """An app call as the signed-in test user (gwtest.call with the session cookie)."""
+    return raw_call(url, headers={"Cookie": SIGNED_IN["cookie"], **(headers or {})}, **kw)
 
 APPS_DIR = REPO / "images" / "apps"
 VACATION = """# Vacation policy
@@ -94,7 +105,13 @@ class Stack:
             wait_http(url + ("/healthz" if url == self.gateway_url else "/health"))
         for url in self.apps.values():
             wait_http(url + "/healthz")
+        make_user(USER, PASSWORD, store=self.store, export_dir=self.gw_dir)
+        self.cookie = SIGNED_IN["cookie"] = sign_in(self.gateway_url, USER, PASSWORD)
         return self
+
+    def link(self, user: str = USER) -> str:
+        """A fresh one-time sign-in link at this stack's gateway."""
+        return U.create_login_link(user, base_url=self.gateway_url, store=self.store, export_dir=self.gw_dir).url
 
     def down(self) -> None:
         stop_all(self.procs[::-1])
@@ -156,16 +173,36 @@ def test_knowledge_base_retrieves_and_cites_the_right_document(stack):
     assert (stack.root / "knowledge-base" / "data" / "kb.sqlite").stat().st_size > 0
 
 
-def test_knowledge_base_replace_delete_and_raw_upload(stack):
-    kb = stack.apps["knowledge-base"]
-    status, _, body = call(kb + "/api/documents?name=notes.txt", body=None, method="POST",
-                           headers={"Content-Type": "text/plain"})
-    assert status == 400  # empty body
+def multipart(files: list[tuple[str, bytes]], fields: dict | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body (what a browser's FormData sends) and its Content-Type."""
+    boundary = "----appliance-test-7d1f"
+    out = b""
+    for name, value in (fields or {}).items():
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").encode()
+    for filename, data in files:
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+                "Content-Type: text/markdown\r\n\r\n").encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def post_raw(url: str, data: bytes, ctype: str, headers: dict | None = None):
+    import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(kb + "/api/documents?name=notes.txt", data=b"The parking garage opens at 6am.",
-                                 headers={"Content-Type": "text/plain"}, method="POST")
-    doc = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    req = urllib.request.Request(url, data=data, method="POST", headers={
+        "Content-Type": ctype, "Cookie": SIGNED_IN["cookie"], **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_knowledge_base_replace_delete_and_file_upload(stack):
+    kb = stack.apps["knowledge-base"]
+    body, ctype = multipart([("notes.txt", "The parking garage opens at 6am.".encode())])
+    status, doc = post_raw(kb + "/api/documents", body, ctype)
+    assert status == 201 and doc["name"] == "notes.txt" and doc["chunks"] == 1, doc
     again = call(kb + "/api/documents", body={"name": "notes.txt", "text": "The parking garage opens at 7am."})[2]
     docs = call(kb + "/api/documents")[2]["documents"]
     assert [d["name"] for d in docs].count("notes.txt") == 1 and again["id"] != doc["id"]
@@ -175,6 +212,15 @@ def test_knowledge_base_replace_delete_and_raw_upload(stack):
     assert status == 200
     assert "notes.txt" not in [d["name"] for d in call(kb + "/api/documents")[2]["documents"]]
     assert call(kb + "/api/ask", body={})[0] == 400
+    # a multipart upload: one file, UTF-8, the optional name field renames it
+    body, ctype = multipart([("a.md", b"x"), ("b.md", b"y")])
+    assert post_raw(kb + "/api/documents", body, ctype)[0] == 400
+    body, ctype = multipart([("latin1.txt", "caf\xe9".encode("latin-1"))])
+    assert post_raw(kb + "/api/documents", body, ctype)[0] == 415
+    body, ctype = multipart([("upload.bin", b"Desks are booked in the room planner.")], {"name": "desks.md"})
+    status, doc = post_raw(kb + "/api/documents", body, ctype)
+    assert status == 201 and doc["name"] == "desks.md"
+    assert call(kb + f"/api/documents/{doc['id']}", method="DELETE")[0] == 200
 
 
 def test_code_assistant_profiles_and_ask(stack):
@@ -198,7 +244,7 @@ def test_code_assistant_profiles_and_ask(stack):
     assert status == 200 and "reverse a list" in body["answer"]
     # the profile works as given (with a real key in place of the placeholder)
     dev = K.create_key("dev", models=["demo-chat"], store=stack.store, export_dir=stack.gw_dir).key
-    assert eventually(lambda: call(model["apiBase"] + "/models", key=dev)[0] == 200)[0]
+    assert eventually(lambda: raw_call(model["apiBase"] + "/models", key=dev)[0] == 200)[0]
 
 
 def test_app_key_rotation_and_revocation_reach_the_app(stack):
@@ -237,19 +283,20 @@ def test_pages_in_a_real_browser_reach_the_gateway(stack, tmp_path):
     from urllib.parse import quote
 
     before = len(gateway_lines(stack))
-    dom = browser_dom(stack.apps["customer-service"] + "/?q=" + quote("How do I reset my password?"),
-                      tmp_path / "b1")
+    dom = browser_dom(signed_in_url(stack.link(), stack.apps["customer-service"] + "/?q=" +
+                                    quote("How do I reset my password?")), tmp_path / "b1")
     assert 'data-status="answered"' in dom and "How do I reset my password" in dom
     assert "Based on FAQ: How do I reset my password?" in dom
     assert 'id="evaluation-notice"' not in dom  # APP_EVALUATION_MODELS is not set here (test_apps_ui.py: set)
 
     call(stack.apps["knowledge-base"] + "/api/documents", body={"name": "vacation-policy.md", "text": VACATION})
-    dom = browser_dom(stack.apps["knowledge-base"] + "/?q=" + quote("How many vacation days do I get?"),
-                      tmp_path / "b2")
+    dom = browser_dom(signed_in_url(stack.link(), stack.apps["knowledge-base"] + "/?q=" +
+                                    quote("How many vacation days do I get?")), tmp_path / "b2")
     assert 'data-status="answered"' in dom
     assert 'class="cite" data-document="vacation-policy.md"' in dom and "27 paid vacation days" in dom
 
-    dom = browser_dom(stack.apps["code-assistant"] + "/?q=" + quote("write hello world in Go"), tmp_path / "b3")
+    dom = browser_dom(signed_in_url(stack.link(), stack.apps["code-assistant"] + "/?q=" +
+                                    quote("write hello world in Go")), tmp_path / "b3")
     assert 'data-loaded="1">demo-chat<' in dom and "apiBase" in dom
     assert 'data-status="answered"' in dom and "write hello world in Go" in dom
 
@@ -289,3 +336,147 @@ def test_knowledge_base_reranks_through_the_gateway_when_configured(stack):
                for r in gateway_lines(stack))
     body = call(apps["broken"] + "/api/ask", body=question)[2]  # the reranker is missing: cosine order kept
     assert body["reranked"] is False and body["citations"][0]["document"] == "vacation-policy.md"
+
+
+# ---- one login for the box: sessions, origins, content types (issue 14 item 3) -------------------
+APP_WRITES = {"customer-service": ("/api/chat", {"question": "What are your opening hours?"}),
+              "knowledge-base": ("/api/documents", {"name": "planted.md", "text": "Planted by another site."}),
+              "code-assistant": ("/api/ask", {"prompt": "reverse a list"})}
+
+
+def kb_documents(stack) -> list[str]:
+    return [d["name"] for d in call(stack.apps["knowledge-base"] + "/api/documents")[2]["documents"]]
+
+
+def test_without_a_session_the_apps_refuse_and_send_people_to_sign_in(stack):
+    from urllib.parse import parse_qs, urlsplit
+
+    from gwtest import fetch
+
+    gw = urlsplit(stack.gateway_url)
+    for app, url in stack.apps.items():
+        assert raw_call(url + "/healthz")[0] == 200  # the runtime's health check needs no session
+        for path in ("/api/info", "/profile/continue.yaml"):
+            status, _, body = raw_call(url + path)
+            assert status == 401 and body["error"] == "sign in required" and body["reason"] == "sign_in_required"
+            login = urlsplit(body["login_url"])
+            assert (login.hostname, login.port, login.path) == ("127.0.0.1", gw.port, "/auth/login")
+            assert parse_qs(login.query)["next"] == [url + "/"]
+        path, payload = APP_WRITES[app]
+        assert raw_call(url + path, body=payload)[0] == 401
+        assert raw_call(url + path, body=payload, headers={"Cookie": "appliance_session=v1.forged.x"})[0] == 401
+        status, hdrs, _ = fetch(url + "/?q=hello")  # a page: 303 to the sign-in page, back here after it
+        login = urlsplit(hdrs["Location"])
+        assert status == 303 and (login.netloc, login.path) == (gw.netloc, "/auth/login")
+        assert parse_qs(login.query)["next"] == [url + "/?q=hello"]
+        # the host name the browser used is kept (the session cookie belongs to that name)
+        status, hdrs, _ = fetch(url + "/", headers={"Host": f"localhost:{urlsplit(url).port}"})
+        assert hdrs["Location"].startswith(f"http://localhost:{gw.port}/auth/login?next=http%3A%2F%2Flocalhost")
+        assert fetch(url + "/appkit.js")[0] == 303  # every file of the app needs the session
+    assert "planted.md" not in kb_documents(stack)
+
+
+def test_cross_origin_and_wrong_content_types_are_refused_and_change_nothing(stack):
+    before = kb_documents(stack)
+    chats = len([r for r in gateway_lines(stack) if r.get("path") == "/v1/chat/completions"])
+    for app, url in stack.apps.items():
+        path, payload = APP_WRITES[app]
+        for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                        {"Origin": stack.gateway_url},  # another port of the box is another origin too
+                        {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+            status, _, body = call(url + path, body=payload, headers=headers)
+            assert status == 403 and "cross-site" in body["error"], (app, headers, body)
+        # a form or text/plain post (what a cross-site page can send without CORS): refused
+        for ctype, data in (("text/plain", json.dumps(payload).encode()),
+                            ("application/x-www-form-urlencoded", b"question=hi&name=x&text=y&prompt=z")):
+            status, body = post_raw(url + path, data, ctype)
+            assert status == 415 and "application/json" in body["error"], (app, ctype, body)
+        if app == "knowledge-base":
+            body, ctype = multipart([("planted.md", b"x")])
+            assert post_raw(url + path, body, ctype, {"Origin": "http://evil.example"})[0] == 403
+        else:  # multipart is taken only where an upload is expected
+            body, ctype = multipart([("x.md", b"x")])
+            assert post_raw(url + path, body, ctype)[0] == 415
+    kb = stack.apps["knowledge-base"]
+    assert call(kb + "/api/documents/1", method="DELETE", headers={"Origin": "http://evil.example"})[0] == 403
+    assert kb_documents(stack) == before  # nothing planted, nothing deleted
+    assert len([r for r in gateway_lines(stack) if r.get("path") == "/v1/chat/completions"]) == chats  # no quota spent
+    # the page's own origin, or a client without Origin and Sec-Fetch-Site (curl, SDKs), is served
+    cs = stack.apps["customer-service"]
+    assert call(cs + "/api/chat", body=APP_WRITES["customer-service"][1], headers={"Origin": cs,
+                                                                                    "Sec-Fetch-Site": "same-origin"}
+                )[0] == 200
+    assert call(cs + "/api/chat", body=APP_WRITES["customer-service"][1])[0] == 200
+
+
+def test_apps_call_for_the_signed_in_user_and_usage_per_user_is_recorded(stack):
+    make_user("carol", PASSWORD, store=stack.store, export_dir=stack.gw_dir)
+    carol = sign_in(stack.gateway_url, "carol", PASSWORD)
+    cs = stack.apps["customer-service"]
+    for _ in range(2):
+        status, _, _ = raw_call(cs + "/api/chat", body={"question": "Can I return a product?"},
+                                headers={"Cookie": carol})
+        assert status == 200
+    lines = [r for r in gateway_lines(stack) if r.get("key") == "app-customer-service" and r.get("user") == "carol"]
+    assert len(lines) >= 2 and {r["path"] for r in lines} >= {"/v1/chat/completions"}
+    app_log = (stack.root / "customer-service.log").read_text()
+    assert '"user":"carol"' in app_log and carol.split("=", 1)[1] not in app_log  # the name, never the session
+
+    def usage():
+        u = {x.name: x.usage for x in U.list_users(store=stack.store, usage_dir=stack.gw_dir).users}
+        return u["carol"] if u["carol"].requests >= 2 and u["carol"].completion_tokens > 0 else None
+
+    carol_usage, _ = eventually(usage, timeout_s=10)  # the gateway flushes usage.json every ~2 s
+    assert carol_usage and carol_usage.prompt_tokens > 0 and carol_usage.last_used_at
+    # an ordinary key cannot claim a user
+    dev = K.create_key("claims-a-user", store=stack.store, export_dir=stack.gw_dir).key
+    eventually(lambda: raw_call(stack.gateway_url + "/v1/models", key=dev)[0] == 200)
+    raw_call(stack.gateway_url + "/v1/models", key=dev, headers={"X-Appliance-User": "mallory"})
+    assert not any(r.get("user") == "mallory" for r in gateway_lines(stack))
+
+
+def test_signing_out_or_a_new_password_reaches_the_apps_within_seconds(stack):
+    from gwtest import fetch
+
+    make_user("dave", PASSWORD, store=stack.store, export_dir=stack.gw_dir)
+    kb = stack.apps["knowledge-base"] + "/api/info"
+    dave = sign_in(stack.gateway_url, "dave", PASSWORD)
+    before = sum(1 for r in gateway_lines(stack) if r.get("path") == "/auth/session")
+    for _ in range(3):
+        assert raw_call(kb, headers={"Cookie": dave})[0] == 200
+    asked = sum(1 for r in gateway_lines(stack) if r.get("path") == "/auth/session") - before
+    assert asked == 1  # the app remembers a yes for a few seconds
+    assert fetch(stack.gateway_url + "/auth/logout", method="POST", data=b"{}",
+                 headers={"Content-Type": "application/json", "Cookie": dave})[0] == 200
+    _, waited = eventually(lambda: raw_call(kb, headers={"Cookie": dave})[0] == 401, timeout_s=10)
+    assert waited <= 7
+    dave = sign_in(stack.gateway_url, "dave", PASSWORD)
+    assert raw_call(kb, headers={"Cookie": dave})[0] == 200
+    U.set_password("dave", PASSWORD + " two", store=stack.store, export_dir=stack.gw_dir)
+    assert eventually(lambda: raw_call(kb, headers={"Cookie": dave})[0] == 401, timeout_s=10)[0]
+
+
+def test_the_apps_never_hand_their_key_to_the_browser(stack):
+    keys = [Path(ak.key_file).read_text().strip() for ak in stack.keys.values()]
+    for app, url in stack.apps.items():
+        texts = [call(url + p)[2] for p in ("/", "/appkit.js", "/api/info")]
+        texts += [call(url + "/profile/" + n)[2] for n in ("continue.yaml", "continue.json", "openai.env")
+                  if app == "code-assistant"]
+        blob = "".join(t.decode() if isinstance(t, bytes) else json.dumps(t) for t in texts)
+        assert "apk_" not in blob and not any(k in blob for k in keys), app
+
+
+def test_when_the_session_check_cannot_be_made_the_app_refuses(stack):
+    """Fail closed: the gateway's session endpoint unreachable -> 503 auth_unavailable, not open."""
+    d = CATALOG.apps["customer-service"]
+    env = app_env(d, {"chat": "demo-chat"}, gateway_url=stack.gateway_url + "/v1",
+                  public_gateway_url=stack.gateway_url + "/v1")
+    port = free_port()
+    env.update(PORT=str(port), APP_API_KEY_FILE=stack.keys["customer-service"].key_file,
+               GATEWAY_AUTH_URL=f"http://127.0.0.1:{free_port()}")
+    stack.start([sys.executable, str(APPS_DIR / "customer-service" / "main.py")], env, "cs-noauth")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz")
+    status, _, body = call(url + "/api/chat", body={"question": "Hello?"})
+    assert status == 503 and body["reason"] == "auth_unavailable" and "sign-in" in body["error"]
+    assert raw_call(url + "/api/info")[0] == 401  # no cookie at all: no need to ask, sign in

@@ -4,6 +4,9 @@
 // disables the controls while a request is in flight; appkit.errorText() is what a page shows
 // for an error; appkit.evaluationNotice() says when the box runs a small evaluation model.
 // Text only ever goes in with textContent: nothing here is parsed as HTML.
+// Sign-in: every API call needs the box's session cookie (one login for the whole box, at the
+// gateway); an answer 401 {"reason": "sign_in_required", "login_url"} sends the browser to that
+// sign-in page with `next` set to this page, so it comes back here once signed in.
 "use strict";
 
 const appkit = (() => {
@@ -15,16 +18,30 @@ const appkit = (() => {
     }
   }
 
-  async function api(path, options) {
-    let resp;
+  // Go to the gateway's sign-in page (it comes back to this page); true when the answer asked for it.
+  function signInIfNeeded(status, data) {
+    if (status !== 401 || !data || data.reason !== "sign_in_required" || !data.login_url) return false;
+    const url = new URL(data.login_url, location.href);
+    url.searchParams.set("next", location.href);
+    document.body.dataset.status = "signing-in";
+    location.assign(url.toString());
+    return true;
+  }
+
+  async function request(path, options) {
     try {
-      resp = await fetch(path, options);
+      return await fetch(path, {credentials: "same-origin", ...(options || {})});
     } catch (err) {
       throw new ApiError("The app does not answer. Check the network, or ask an administrator to check " +
                          "`appliance status`.", 0, "app_unreachable");
     }
+  }
+
+  async function api(path, options) {
+    const resp = await request(path, options);
     let data = null;
     try { data = await resp.json(); } catch (err) { /* not JSON: e.g. a proxy's error page */ }
+    if (signInIfNeeded(resp.status, data)) throw new ApiError("Signing in\u2026", 401, "sign_in_required");
     if (!resp.ok || data === null) {
       const message = (data && data.error) || `the app answered HTTP ${resp.status} ${resp.statusText}`.trim();
       throw new ApiError(message, resp.status, data && data.reason);
@@ -32,8 +49,22 @@ const appkit = (() => {
     return data;
   }
 
+  // A text resource of the app (a profile file): its text, or an ApiError (sign-in handled as in api()).
+  async function text(path) {
+    const resp = await request(path);
+    const body = await resp.text();
+    if (resp.status === 401) {
+      let data = null;
+      try { data = JSON.parse(body); } catch (err) { /* not JSON */ }
+      if (signInIfNeeded(resp.status, data)) throw new ApiError("Signing in\u2026", 401, "sign_in_required");
+    }
+    if (!resp.ok) throw new ApiError(`the app answered HTTP ${resp.status}`, resp.status, "");
+    return body;
+  }
+
   function errorText(err) {
-    if (err && (err.reason === "model_unavailable" || err.reason === "app_unreachable")) return err.message;
+    const plain = ["model_unavailable", "app_unreachable", "auth_unavailable", "sign_in_required"];
+    if (err && plain.includes(err.reason)) return err.message;
     return "Sorry, something went wrong: " + (err && err.message ? err.message : String(err));
   }
 
@@ -105,5 +136,5 @@ const appkit = (() => {
     "button:disabled, input:disabled, textarea:disabled { opacity: .6; cursor: not-allowed; }\n";
   document.head.appendChild(style);
 
-  return {ApiError, api, errorText, busy, thinking, showError, settle, evaluationNotice};
+  return {ApiError, api, text, signInIfNeeded, errorText, busy, thinking, showError, settle, evaluationNotice};
 })();

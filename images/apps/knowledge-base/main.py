@@ -16,7 +16,8 @@ picked from the models the key may use), RERANK_MODEL (optional: re-order the be
 hits with it), KB_TOP_K (4), KB_CHUNK_CHARS (800), KB_MIN_SCORE (0.17: the relevance threshold).
 
 API: GET /api/info (with "evaluation_models"); GET /api/documents; POST /api/documents
-{"name", "text"} (or a raw text body with ?name=); DELETE /api/documents/<id>; POST /api/ask {"question", "k"} ->
+{"name", "text"} (application/json) or a multipart/form-data upload of one ``file`` (UTF-8 text,
+Markdown or HTML; an optional ``name`` field renames it); DELETE /api/documents/<id>; POST /api/ask {"question", "k"} ->
 {"answer", "citations": [{"n", "document", "document_id", "chunk", "score", "text"}]}
 (``"generate": false``: the citations only, no chat call -- for evaluating retrieval).
 """
@@ -37,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # appkit.py: beside main.py in the image (the build copies images/apps/common/ in), in ../common in the source tree
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "common")]
-from appkit import Gateway, GatewayError, HTTPError, app_info, log, serve  # noqa: E402
+from appkit import Gateway, GatewayError, HTTPError, accepts, app_info, log, serve  # noqa: E402
 
 GW = Gateway()
 MAX_DOC_CHARS = 5_000_000
@@ -229,6 +230,7 @@ def api_documents(_req):
     return 200, {"documents": docs}, "application/json"
 
 
+@accepts("application/json", "multipart/form-data")
 def api_upload(req):
     ctype = (req.headers.get("Content-Type") or "").lower()
     if ctype.startswith("application/json"):
@@ -236,12 +238,14 @@ def api_upload(req):
         name, text = body.get("name"), body.get("text")
         if not isinstance(name, str) or not isinstance(text, str):
             raise HTTPError(400, 'send {"name": "file.txt", "text": "..."}')
-    else:
-        name = req.query.get("name")
-        if not name:
-            raise HTTPError(400, "raw uploads need ?name=FILE")
+    else:  # multipart/form-data: one file (what the page's file picker sends)
+        fields, files = req.form_files()
+        if len(files) != 1:
+            raise HTTPError(400, f"upload one file per request (field \"file\"), got {len(files)}")
+        filename, data = files[0]
+        name = fields.get("name") or filename
         try:
-            text = req.body.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise HTTPError(415, f"{name}: only UTF-8 text, Markdown or HTML documents are supported") from None
     return 201, add_document(name, text), "application/json"
