@@ -30,15 +30,17 @@ from gwtest import (
     GATEWAY_MAIN,
     REPO,
     Proc,
-    call,
     console_errors,
     eventually,
     free_port,
+    make_user,
     needs_webdriver,
+    sign_in,
     stop_all,
     wait_http,
     webdriver_chromium,
 )
+from gwtest import call as raw_call
 from upstream import embed
 
 from appliance.catalog import load_catalog
@@ -55,6 +57,13 @@ MODEL_UNAVAILABLE = appkit.MODEL_UNAVAILABLE
 CHAT, EMBED = "test-chat", "test-embed"
 EVAL_CHAT, EVAL_EMBED = "smollm2-135m-instruct", "all-minilm-l6-v2"
 PARKING = "The parking garage opens at 6am and closes at 11pm. Visitors park on level 2."
+USER, PASSWORD = "ui-tester", "a long ui test passphrase"
+SIGNED_IN: dict[str, str] = {}
+
+
+def call(url: str, *, headers: dict | None = None, **kw):
+    """An app call as the signed-in test user (the apps need one)."""
+    return raw_call(url, headers={"Cookie": SIGNED_IN["cookie"], **(headers or {})}, **kw)
 
 
 class ScriptedEngine:
@@ -199,6 +208,7 @@ class UiStack:
                                                            export_dir=self.gw_dir).key_file
             else:  # a second key for the same app would replace the first one
                 env["APP_API_KEY"] = "apk_no-gateway-to-check-it"
+                env["GATEWAY_AUTH_URL"] = self.gateway_url  # sessions are still checked by the real one
             port = free_port()
             env.update(PORT=str(port), APP_DATA_DIR=str(self.root / name / "data"),
                        APP_EVALUATION_MODELS=evaluation, KB_MIN_SCORE="0.05")  # hashed test vectors: another scale
@@ -207,6 +217,8 @@ class UiStack:
         wait_http(self.gateway_url + "/healthz")
         for url in self.apps.values():
             wait_http(url + "/healthz")
+        make_user(USER, PASSWORD, store=self.store, export_dir=self.gw_dir)
+        SIGNED_IN["cookie"] = sign_in(self.gateway_url, USER, PASSWORD)
         assert call(self.apps["knowledge-base"] + "/api/documents",
                     body={"name": "parking.md", "text": PARKING})[0] == 201
         return self
@@ -224,10 +236,25 @@ def ui(tmp_path_factory):
     s.down()
 
 
+def sign_in_in_the_browser(driver, ui, app_url: str, password: str = PASSWORD) -> None:
+    """Open an app page, get sent to the gateway's sign-in page, sign in with the form."""
+    driver.get(app_url)
+    wait_js(driver, "return location.pathname === '/auth/login' && !!document.querySelector('#password')",
+            what="the gateway's sign-in page")
+    driver.find_element("css selector", "#name").send_keys(USER)
+    driver.find_element("css selector", "#password").send_keys(password)
+    driver.find_element("css selector", "#submit").click()
+
+
 @pytest.fixture(scope="module")
-def browser():
+def browser(ui):
     driver = webdriver_chromium()
     driver.set_page_load_timeout(60)
+    sign_in_in_the_browser(driver, ui, ui.apps["customer-service"] + "/")  # one login for every app
+    try:
+        wait_js(driver, "return document.body && document.body.dataset.ready === '1'", what="the app after sign-in")
+    except AssertionError:
+        raise AssertionError(f"{driver.current_url}\n{driver.page_source[:1500]}\n{driver.get_cookies()}") from None
     yield driver
     driver.quit()
 
@@ -520,3 +547,49 @@ def test_the_pages_load_the_shared_script_the_app_serves(ui):
         assert body == (APPS_DIR / "common" / "appkit.js").read_bytes()
         page = call(url + "/")[2].decode()
         assert re.search(r'<script src="appkit\.js"></script>', page), name
+
+
+# ---- signing in ---------------------------------------------------------------------------------
+
+@needs_webdriver
+def test_signing_in_in_the_browser_returns_to_the_page_and_a_lost_session_goes_back_to_sign_in(ui):
+    """The whole browser path: an app page without a session lands on the gateway's sign-in page;
+    a wrong password says so there; the right one comes back to the page asked for (its ?q= too),
+    and the session cookie is HttpOnly (no script reads it). When the session goes, the page's next
+    API call sends the browser to sign in again, with ``next`` back to that page."""
+    driver = webdriver_chromium()
+    driver.set_page_load_timeout(60)
+    try:
+        kb = ui.apps["knowledge-base"]
+        sign_in_in_the_browser(driver, ui, kb + "/?q=When%20does%20the%20parking%20garage%20open%3F",
+                               password="not the password at all")
+        message = wait_js(driver, "const m = document.querySelector('#message'); return m && m.textContent",
+                          what="the sign-in page's message")
+        assert message == "Wrong name or password."
+        assert "/auth/login" in driver.current_url
+        console_errors(driver)  # the 401 of that answer is in the console; from here on nothing may be
+        driver.find_element("css selector", "#name").send_keys(USER)
+        driver.find_element("css selector", "#password").send_keys(PASSWORD)
+        driver.find_element("css selector", "#submit").click()
+        wait_js(driver, "return document.body.dataset.status === 'answered'", what="the deep-linked answer")
+        assert driver.current_url.startswith(kb + "/?q=")
+        assert "parking garage" in driver.find_element("css selector", "#answer").text.lower()
+        cookie = driver.get_cookie("appliance_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+        assert not cookie.get("secure")  # plain HTTP here (over TLS it is Secure: test_auth.py)
+        assert driver.execute_script("return document.cookie") == ""
+        # the same login serves every app of the box (another port, the same host)
+        driver.get(ui.apps["code-assistant"] + "/")
+        wait_js(driver, "return document.body.dataset.ready === '1'", what="the second app")
+        assert driver.execute_script("return document.body.dataset.status") == "ready"
+        assert console_errors(driver) == []
+        # the session goes: the next API call sends the browser to sign in, then back here
+        driver.delete_all_cookies()
+        page = PAGES["code-assistant"]
+        ask(driver, page, page["question"])
+        wait_js(driver, "return location.pathname === '/auth/login'", what="the sign-in page again")
+        from urllib.parse import parse_qs, urlsplit
+
+        assert parse_qs(urlsplit(driver.current_url).query)["next"] == [ui.apps["code-assistant"] + "/"]
+    finally:
+        driver.quit()

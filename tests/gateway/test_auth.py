@@ -264,7 +264,7 @@ def test_the_sign_in_page_is_self_contained_and_escapes_next(server):
     assert "http://" not in text and "https://" not in text  # nothing loaded from elsewhere
     csp = hdrs["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp
-    assert hdrs["Referrer-Policy"] == "no-referrer" and hdrs["X-Frame-Options"] == "DENY"
+    assert hdrs["Referrer-Policy"] == "same-origin" and hdrs["X-Frame-Options"] == "DENY"
     assert 'name="password"' in text and 'action="/auth/login"' in text
 
 
