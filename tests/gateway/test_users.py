@@ -298,3 +298,16 @@ def test_help_stays_fast_without_argon2():
             "print('ARGON2', 'argon2' in sys.modules, 'pydantic' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "login-link" in res.stdout and "ARGON2 False False" in res.stdout, res.stdout + res.stderr
+
+
+def test_only_the_apps_own_keys_may_act_for_users():
+    """keys.json marks app keys (owner app:<name>) ``acts_for_users``: the gateway takes their
+    X-Appliance-User header for usage per user, and no other key's."""
+    from appliance.gateway import keys as K
+    from appliance.gateway import wiring as W
+
+    app = W.ensure_app_key("customer-service", ["m1"], secrets_dir=data_dir() / "apps" / "cs" / "secrets")
+    person = K.create_key("person")
+    doc = json.loads((data_dir() / "gateway" / "keys.json").read_text())["keys"]
+    assert doc[app.key_id]["acts_for_users"] is True
+    assert "acts_for_users" not in doc[person.key_id]
