@@ -16,7 +16,7 @@ first version that no longer has it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from appliance.catalog.schema import ContractRule, EngineContract, VersionedArgs
 from appliance.catalog.versions import compare
@@ -190,3 +190,52 @@ def _check_rule(cmd: Command, rule: ContractRule, flags: dict[str, str | None]) 
             if wrong:
                 return bad(f"shares a device and needs {', '.join(f'{k}={rule.env[k]}' for k in wrong)}")
     return []
+
+
+# ---- the per-service secret an engine requires ------------------------------------------------
+@dataclass(frozen=True)
+class KeyInput:
+    """How an engine is given the secret every request to it must carry (``Authorization: Bearer``).
+
+    ``file_flag``: a flag naming a file the engine reads the key from (the best: nothing secret in
+    its command line or environment); ``file_env``: an environment variable naming that file;
+    ``env``: an environment variable holding the key itself; ``flag``: a flag taking the key itself.
+    For the last two the runtime reads the mounted key file in a shell at start and ``exec``s the
+    engine (:func:`appliance.planner.command.key_launch`), so the key is in no ``docker inspect``
+    output -- ``flag`` still puts it in the engine's own command line (``ps`` on the host shows it),
+    which is why it is used only where the engine has no other way. ``flag`` and ``file_flag`` are
+    flags of the engine's contract (contracts.yaml), so their version window is checked there.
+    """
+
+    kind: Literal["file_flag", "file_env", "env", "flag"]
+    name: str
+    source: str
+
+
+# Engine service (contracts.yaml's key) -> how it takes its key. An engine absent here has no way to
+# require one and is protected by the internal engine network alone:
+# * tgi: huggingface/tgi-gaudi launcher/src/main.rs (v2.0.0-v2.0.5, the catalog's images) has no API key;
+#   upstream TGI has `--api-key` / env API_KEY since v2.3.0 (launcher/src/main.rs), passed on to the
+#   router on its command line -- to be used when a TGI >= 2.3.0 image enters the catalog;
+# * mindie: MindIE Service has no bearer key; it authenticates clients with HTTPS and certificates
+#   (ServerConfig.httpsEnabled and the tls* files, config_mindie_server_tls_cert.py: hiascend.com MindIE
+#   Service docs mindie_service0285 "ServerConfig", mindie_service0163), which the gateway does not speak;
+# * tensorrt-llm: trtllm-serve documents no key option
+#   (https://nvidia.github.io/TensorRT-LLM/commands/trtllm-serve.html).
+KEY_INPUTS: dict[str, KeyInput] = {
+    "llama.cpp": KeyInput("file_flag", "--api-key-file", "ggml-org/llama.cpp tools/server/README.md "
+                          "(--api-key-file FNAME: path to a file containing API keys); our launcher "
+                          "images/engines/llamacpp/main.py takes the same flag"),
+    "vllm": KeyInput("env", "VLLM_API_KEY", "vllm-project/vllm vllm/entrypoints/openai/api_server.py "
+                     "(`envs.VLLM_API_KEY or args.api_key` since 0.3, `args.api_key or [envs.VLLM_API_KEY]` "
+                     "in newer releases; only paths under /v1 are checked, /health stays open; no file option)"),
+    "sglang": KeyInput("flag", "--api-key", "sgl-project/sglang python/sglang/srt/server_args.py (--api-key: "
+                       "\"Set API key of the server\"; no environment variable, no file); "
+                       "srt/utils.py add_api_key_middleware leaves /health open"),
+    "demo": KeyInput("file_env", "ENGINE_API_KEY_FILE", "images/demo/engine/main.py (the templated test engine)"),
+}
+
+
+def key_input(service: str | None) -> KeyInput | None:
+    """How the engine ``service`` takes its key (None: it cannot require one)."""
+    return KEY_INPUTS.get(service or "")

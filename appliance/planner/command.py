@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from appliance.catalog.contract import Command, role_args
+from appliance.catalog.contract import Command, KeyInput, role_args
 from appliance.catalog.schema import Catalog, ConfigFile, Engine, EngineImage, WeightsConversion
 from appliance.paths import DERIVED_DIR
 from appliance.planner.models import PlannedConversion, PlannedService
@@ -104,8 +104,49 @@ def add_shared_env(services: list[PlannedService], catalog: Catalog) -> list[Pla
     return out
 
 
-def contract_command(svc: PlannedService, services: list[PlannedService] | None = None) -> Command:
-    """The contract check's view of a planned service."""
+class KeyLaunch(NamedTuple):
+    """A service's start with its key: entrypoint, command and environment (see :func:`key_launch`)."""
+
+    entrypoint: list[str]
+    command: list[str]
+    env: dict[str, str]
+    applied: bool            # False: the engine takes no key (or cannot be wrapped), started as planned
+
+
+# The start wrapper for engines that take the key itself (KeyInput env / flag): POSIX sh builtins
+# only (read, export, exec), the key file is $0, the engine's argv follows. The key is read inside
+# the container at start, so no `docker inspect` shows it; an unreadable or empty file stops the
+# start with one line (the engine must never come up without its key).
+_KEY_READ = ('IFS= read -r K < "$0"; [ -n "$K" ] || { echo "error: cannot read the engine key file $0 '
+             '(appliance mounts it read-only; re-run appliance init)" >&2; exit 1; }; ')
+
+
+def key_launch(key: KeyInput | None, entrypoint: list[str], command: list[str], env: dict[str, str],
+               key_file: str) -> KeyLaunch:
+    """How to start an engine so that it requires the secret in ``key_file`` (a container path).
+
+    ``file_flag`` adds ``FLAG key_file`` to the command and ``file_env`` sets ``NAME=key_file``
+    (the engine reads the file itself); ``env`` and ``flag`` wrap the planned entrypoint in
+    ``/bin/sh -c`` (:data:`_KEY_READ`), which exports ``NAME`` or appends ``FLAG <key>`` and
+    ``exec``s the engine -- possible only when the catalog names the entrypoint (an image's own
+    ENTRYPOINT is not known here; tests/catalog/test_contracts.py holds every such engine to it).
+    """
+    if key is None:
+        return KeyLaunch(list(entrypoint), list(command), dict(env), False)
+    if key.kind == "file_flag":
+        return KeyLaunch(list(entrypoint), [*command, key.name, key_file], dict(env), True)
+    if key.kind == "file_env":
+        return KeyLaunch(list(entrypoint), list(command), {**env, key.name: key_file}, True)
+    if not entrypoint:
+        return KeyLaunch(list(entrypoint), list(command), dict(env), False)
+    then = f'export {key.name}="$K"; exec "$@"' if key.kind == "env" else f'exec "$@" {key.name} "$K"'
+    return KeyLaunch(["/bin/sh", "-c", _KEY_READ + then, key_file, *entrypoint], list(command), dict(env), True)
+
+
+def contract_command(svc: PlannedService, services: list[PlannedService] | None = None,
+                     key: KeyInput | None = None) -> Command:
+    """The contract check's view of a planned service; with ``key``, as it starts with its key
+    (a ``flag``/``file_flag`` key input is then one of its arguments, held to the contract too)."""
     ctx = svc.memory.context_tokens if svc.memory else None
     conc = svc.memory.concurrency if svc.memory else None
     values = {"tp": svc.tensor_parallel}
@@ -114,6 +155,9 @@ def contract_command(svc: PlannedService, services: list[PlannedService] | None 
         values["context_total"] = ctx * (conc or 1)
     if conc:
         values["concurrency"] = conc
+    args = list(svc.command)
+    if key is not None and key.kind in ("flag", "file_flag"):
+        args += [key.name, "<key>" if key.kind == "flag" else "/run/key"]
     return Command(name=svc.name, role=svc.role, backend=svc.backend, entrypoint=list(svc.entrypoint),
-                   args=list(svc.command), env=dict(svc.env), values=values, config=svc.config,
+                   args=args, env=dict(svc.env), values=values, config=svc.config,
                    shares_devices=shares_devices(svc, services or [svc]))

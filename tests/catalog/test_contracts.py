@@ -238,3 +238,36 @@ def test_every_image_serves_or_says_how_it_is_built(catalog):
     kunlun = next(s for s in rendered_services(inventory("kunlunxin-p800-8xpu"), catalog) if s.engine == "vllm-kunlun")
     assert kunlun.recipe is not None and kunlun.recipe.base == "wjie520/vllm_kunlun:uv_base"
     assert "vllm==0.15.1" in kunlun.recipe.wheels
+
+
+@pytest.mark.parametrize("node", NODE_NAMES)
+def test_every_command_with_its_engine_key_meets_its_contract(node, catalog):
+    """The per-service secret as each engine takes it (appliance.catalog.contract.KEY_INPUTS): a
+    key flag is one the engine's version accepts, and an engine given the key by a start wrapper
+    (vLLM's VLLM_API_KEY, SGLang's --api-key) has the entrypoint the wrapper ``exec``s."""
+    from appliance.catalog.contract import key_input
+    from appliance.planner.command import contract_command, key_launch
+
+    bad = []
+    for svc in rendered_services(inventory(node), catalog):
+        eng = catalog.engines[svc.engine]
+        key = key_input(eng.service)
+        contract = catalog.contracts.get(eng.service)
+        if key is None or contract is None:
+            continue
+        version = next(i.contract_version for i in eng.images if i.image == svc.image)
+        bad += [f"{svc.name} [{svc.image}]: {v}" for v in check(contract_command(svc, key=key), contract, version)]
+        if not key_launch(key, list(svc.entrypoint), list(svc.command), {}, "/run/key").applied:
+            bad.append(f"{svc.name} [{svc.image}]: no entrypoint to start with its key")
+    assert not bad, "\n".join(bad)
+
+
+def test_key_inputs_name_flags_of_their_contracts(catalog):
+    from appliance.catalog.contract import KEY_INPUTS
+
+    for service, key in KEY_INPUTS.items():
+        assert key.source
+        if key.kind in ("flag", "file_flag"):
+            assert key.name in catalog.contracts[service].flags, service
+    # the engines without a key are named as such (the internal network alone protects them)
+    assert {e.service for e in catalog.engines.values()} - set(KEY_INPUTS) == {"tgi", "mindie", "tensorrt-llm"}
