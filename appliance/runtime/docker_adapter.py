@@ -70,6 +70,17 @@ class ContainerInfo:
 
 
 @dataclass
+class NetworkAttach:
+    """One network a container joins, with its names there; created (``internal``, ``labels``)
+    when it is missing, so a container is never recreated onto a network that is gone."""
+
+    name: str
+    aliases: list[str] = field(default_factory=list)
+    internal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class ContainerCreate:
     """Everything needed to create one container (built by :mod:`appliance.runtime.compose`)."""
 
@@ -79,8 +90,9 @@ class ContainerCreate:
     command: list[str] | None = None
     entrypoint: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
-    network: str | None = None
+    network: str | None = None          # one network (or "none"), when ``networks`` is empty
     aliases: list[str] = field(default_factory=list)
+    networks: list[NetworkAttach] = field(default_factory=list)  # created on the first, then the others joined
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # "8000/tcp" -> (ip, port)
     binds: dict[str, dict] = field(default_factory=dict)            # host/volume -> {bind, mode}
     tmpfs: dict[str, str] = field(default_factory=dict)
@@ -218,8 +230,18 @@ class Docker:
             raise self._failed(f"inspecting container {ref[:12]}", exc) from None
 
     def create_container(self, spec: ContainerCreate) -> str:
-        """Create (not start) a container; returns its id. Never privileged."""
+        """Create (not start) a container; returns its id. Never privileged.
+
+        With ``spec.networks`` it is created on the first (the engine API before 1.44 takes one
+        network at creation) and joined to the others before it starts; each is made present
+        first. A container that cannot join one is removed again."""
         from docker.types import DeviceRequest, LogConfig
+
+        for net in spec.networks:
+            if not self.network_exists(net.name):
+                self.ensure_network(net.name, net.labels, internal=net.internal)
+        network = spec.networks[0].name if spec.networks else spec.network
+        aliases = spec.networks[0].aliases if spec.networks else spec.aliases
 
         api = self.client.api
         host_kwargs: dict[str, Any] = dict(
@@ -246,13 +268,13 @@ class Docker:
             pids_limit=spec.pids_limit,
             init=False,
         )
-        if spec.network:
-            host_kwargs["network_mode"] = spec.network
+        if network:
+            host_kwargs["network_mode"] = network
         host_config = api.create_host_config(**host_kwargs)
         networking = None
-        if spec.network:
+        if network:
             networking = api.create_networking_config(
-                {spec.network: api.create_endpoint_config(aliases=spec.aliases or None)})
+                {network: api.create_endpoint_config(aliases=aliases or None)})
         healthcheck = None
         if spec.healthcheck:
             hc = spec.healthcheck
@@ -272,6 +294,14 @@ class Docker:
             raise RuntimeFailure(f"cannot create container {spec.name}: {_short(exc)}",
                                  where=f"service {spec.labels.get('appliance.service', spec.name)}",
                                  fix="check the image and device settings (appliance init --dry-run)") from None
+        for net in spec.networks[1:]:
+            try:
+                api.connect_container_to_network(res["Id"], net.name, aliases=net.aliases or None)
+            except self._errors() as exc:
+                self.remove(res["Id"], force=True)
+                raise RuntimeFailure(f"cannot attach container {spec.name} to network {net.name}: {_short(exc)}",
+                                     where=f"network {net.name}",
+                                     fix="check the engine's networks (docker network ls) and re-run") from None
         return res["Id"]
 
     def start(self, ref: str) -> None:
@@ -319,6 +349,16 @@ class Docker:
                 raise
         return cid
 
+    def run_once(self, spec: ContainerCreate, timeout_s: float = 60.0) -> tuple[int, list[str]]:
+        """Run a one-off container to its end, then remove it: (exit code, its last log lines when
+        it failed)."""
+        cid = self.replace_container(spec, start=True)
+        try:
+            code = self.wait(cid, timeout_s)
+            return code, (self.log_tail(cid, 20) if code != 0 else [])
+        finally:
+            self.remove(cid, force=True)
+
     def wait(self, ref: str, timeout_s: float = 60.0) -> int:
         """Wait for the container to exit; its exit code."""
         try:
@@ -361,6 +401,7 @@ class Docker:
         return f"exit {last.get('ExitCode')}" + (f": {out[-300:]}" if out else "")
 
     def container_ip(self, ref: str, network: str) -> str | None:
+        """The container's IPv4 address on ``network`` (None: not attached, or not running)."""
         info = self.inspect_container(ref)
         if not info:
             return None
@@ -369,12 +410,17 @@ class Docker:
 
     def container_address(self, ref: str, network: str) -> "ContainerAddress":
         """One inspect: the container's state, exit code, start time and its IP on ``network``
-        (what an outside health probe needs); state 'missing' when it is gone."""
+        (what an outside health probe needs); state 'missing' when it is gone.
+
+        A container that is not on ``network`` but on exactly one other network answers at its
+        address there: an engine lives on its stack's engine network only, and a caller that knows
+        only the stack's front network (``StackSpec.network``) must still find it."""
         info = self.inspect_container(ref)
         if info is None:
             return ContainerAddress(state="missing")
         st = info.get("State") or {}
-        net = ((info.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
+        nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        net = nets.get(network) or (next(iter(nets.values())) if len(nets) == 1 else None) or {}
         return ContainerAddress(state=st.get("Status", "unknown"), exit_code=st.get("ExitCode"),
                                 ip=net.get("IPAddress") or net.get("GlobalIPv6Address") or None,
                                 started_ts=docker_time(st.get("StartedAt")))
@@ -387,7 +433,8 @@ class Docker:
             raise self._failed(f"looking up network {name}", exc) from None
 
     def ensure_network(self, name: str, labels: dict[str, str], *, internal: bool = False) -> bool:
-        """Create the bridge network unless it exists; True when created."""
+        """Create the bridge network unless it exists; True when created. ``internal``: no route
+        out of it and no published ports (Docker's --internal)."""
         if self.network_exists(name):
             return False
         try:
@@ -402,7 +449,8 @@ class Docker:
             rows = self.client.api.networks(filters={"label": label_filters})
         except self._errors() as exc:
             raise self._failed("listing networks", exc) from None
-        return [{"id": n["Id"], "name": n["Name"], "labels": n.get("Labels") or {}} for n in rows]
+        return [{"id": n["Id"], "name": n["Name"], "labels": n.get("Labels") or {},
+                 "internal": bool(n.get("Internal"))} for n in rows]
 
     def remove_network(self, ref: str) -> None:
         from docker.errors import NotFound
@@ -549,250 +597,17 @@ class Docker:
             raise self._failed("reading the engine's runtimes", exc) from None
 
 
-# ---- a light read-only client -----------------------------------------------------------------
-READ_MAX_RESPONSE_BYTES = 64 << 20   # a list of thousands of containers is a few MiB
-_READ_MAX_LINE = 64 << 10
-_READ_MAX_HEADERS = 100
-_UNREACHABLE_FIX = "start it (systemctl start docker) or set DOCKER_HOST"
+# The read-only client lives in appliance.runtime.engine_reader; these names stay importable from here.
+_READER_NAMES = ("EngineReader", "read_client")
+READ_MAX_RESPONSE_BYTES = 64 << 20   # the most the read-only client takes of one answer (thousands of containers: MiB)
 
 
-class EngineReader:
-    """A read-only Docker Engine API client over the engine's unix socket, standard library only.
+def __getattr__(name: str):
+    if name in _READER_NAMES:
+        from appliance.runtime import engine_reader
 
-    WHY beside :class:`Docker` rather than through the SDK: ``appliance status`` makes one list
-    call and at most a few inspects, and importing the SDK (docker -> requests -> urllib3, even
-    ``http.client`` -> email, ssl) costs more than everything else status does. It offers the
-    same surface for those calls -- :meth:`list_containers` (the same rows turned into the same
-    :class:`ContainerInfo` by :func:`containers_from_rows`), :meth:`inspect_container` (None when
-    gone), ``api_calls``, ``server_header``, :meth:`close` -- and the same typed errors:
-    :class:`DockerUnavailable` when the engine cannot be reached or stops answering,
-    :class:`RuntimeFailure` when it answers with an error.
-
-    Only ``GET``, HTTP/1.1 on one keep-alive connection. Each request has one deadline
-    (``timeout_s``, connecting included) and each response at most
-    :data:`READ_MAX_RESPONSE_BYTES`. Paths carry no API version: the engine serves unversioned
-    paths at its own current version, which is what the SDK's version negotiation picks.
-    """
-
-    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, host: str | None = None):
-        self.host = host or docker_host()
-        if not self.host.startswith("unix://"):
-            raise ValueError(f"EngineReader needs a unix:// DOCKER_HOST, not {self.host!r} (use Docker)")
-        self.path = self.host[len("unix://"):] or "/var/run/docker.sock"
-        self.timeout_s = float(timeout_s)
-        self.api_calls = 0                      # HTTP requests answered by the engine
-        self.server_header: str | None = None   # e.g. "Docker/24.0.7 (linux)"
-        self._sock = None
-        self._file = None
-
-    # ---- the calls -----------------------------------------------------------------------------
-    def list_containers(self, label_filters: list[str], *, all: bool = True) -> list[ContainerInfo]:
-        """One API call: every container matching all ``label_filters`` ("k=v" or "k")."""
-        import json
-        from urllib.parse import quote
-
-        query = ("all=1&" if all else "") + "filters=" + quote(json.dumps({"label": list(label_filters)}))
-        status, body = self._get(f"/containers/json?{query}", "listing containers")
-        if status != 200:
-            raise self._refused("listing containers", status, body)
-        rows = self._json(body, "listing containers")
-        if not isinstance(rows, list):
-            raise RuntimeFailure("listing containers failed: the engine did not answer with a list", where="docker",
-                                 fix="check the engine's log (journalctl -u docker) and re-run")
-        return containers_from_rows(rows)
-
-    def inspect_container(self, ref: str) -> dict | None:
-        from urllib.parse import quote
-
-        what = f"inspecting container {ref[:12]}"
-        status, body = self._get(f"/containers/{quote(ref, safe='')}/json", what)
-        if status == 404:
-            return None
-        if status != 200:
-            raise self._refused(what, status, body)
-        info = self._json(body, what)
-        return info if isinstance(info, dict) else None
-
-    def close(self) -> None:
-        for item in (self._file, self._sock):
-            if item is not None:
-                try:
-                    item.close()
-                except OSError:
-                    pass
-        self._sock = self._file = None
-
-    def __enter__(self) -> "EngineReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # ---- HTTP over the socket --------------------------------------------------------------------
-    def _get(self, target: str, what: str) -> tuple[int, bytes]:
-        """(status, body) of ``GET target``; a kept-alive connection the engine closed meanwhile
-        is reopened once."""
-        deadline = time.monotonic() + self.timeout_s
-        for attempt in (1, 2):
-            reused = self._sock is not None
-            try:
-                return self._exchange(target, deadline)
-            except _TooBig as exc:
-                self.close()
-                raise RuntimeFailure(f"{what} failed: {exc}", where="docker",
-                                     fix="remove containers you no longer need (docker container prune)") from None
-            except (OSError, ValueError, _Closed) as exc:  # timeouts, resets, closed, malformed HTTP
-                self.close()
-                if attempt == 2 or not (reused and isinstance(exc, (ConnectionError, _Closed))):
-                    raise self._gone(what, exc) from None
-        raise AssertionError("unreachable")
-
-    def _exchange(self, target: str, deadline: float) -> tuple[int, bytes]:
-        if self._sock is None:
-            self._connect(deadline)
-        self._budget(deadline)
-        self._sock.sendall(f"GET {target} HTTP/1.1\r\nHost: docker\r\nUser-Agent: appliance\r\n"
-                           "Accept: application/json\r\n\r\n".encode("latin-1"))
-        line = self._line(deadline)
-        if not line:
-            raise _Closed("the engine closed the connection without answering")
-        parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ValueError(f"not an HTTP response: {line[:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for _ in range(_READ_MAX_HEADERS + 1):
-            line = self._line(deadline)
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line:
-                raise ValueError("the response ended inside its headers")
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise ValueError("too many response headers")
-        self.api_calls += 1
-        self.server_header = headers.get("server") or self.server_header
-        body = self._body(headers, deadline)
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, body
-
-    def _connect(self, deadline: float) -> None:
-        import socket
-
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            sock.connect(self.path)
-        except OSError as exc:
-            sock.close()
-            raise DockerUnavailable(f"cannot reach the Docker engine at {self.host}: {_short(exc)}",
-                                    where="docker", fix=_UNREACHABLE_FIX) from None
-        self._sock, self._file = sock, sock.makefile("rb")
-
-    def _budget(self, deadline: float) -> None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no answer within {self.timeout_s:g}s")
-        self._sock.settimeout(left)
-
-    def _line(self, deadline: float) -> bytes:
-        self._budget(deadline)
-        line = self._file.readline(_READ_MAX_LINE + 1)
-        if len(line) > _READ_MAX_LINE:
-            raise ValueError("a response line is too long")
-        return line
-
-    def _read(self, n: int, deadline: float) -> bytes:
-        chunks, left = [], n
-        while left > 0:
-            self._budget(deadline)
-            data = self._file.read(min(left, 1 << 20))
-            if not data:
-                raise ValueError(f"the response ended {left} byte(s) early")
-            chunks.append(data)
-            left -= len(data)
-        return b"".join(chunks)
-
-    def _body(self, headers: dict[str, str], deadline: float) -> bytes:
-        limit = READ_MAX_RESPONSE_BYTES
-        too_big = _TooBig(f"the engine's answer is larger than {limit >> 20} MiB")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            out, size = [], 0
-            while True:
-                text = self._line(deadline).split(b";", 1)[0].strip()
-                if not text:
-                    raise ValueError("a malformed chunk")
-                n = int(text, 16)
-                if n == 0:
-                    while self._line(deadline) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(out)
-                size += n
-                if size > limit:
-                    raise too_big
-                out.append(self._read(n, deadline))
-                self._read(2, deadline)  # the chunk's CRLF
-        if "content-length" in headers:
-            n = int(headers["content-length"])
-            if n > limit:
-                raise too_big
-            return self._read(n, deadline)
-        out, size = [], 0  # no length: the body runs to the end of the connection
-        while True:
-            self._budget(deadline)
-            data = self._file.read1(1 << 16)
-            if not data:
-                self.close()
-                return b"".join(out)
-            size += len(data)
-            if size > limit:
-                raise too_big
-            out.append(data)
-
-    # ---- errors ----------------------------------------------------------------------------------
-    def _gone(self, what: str, exc: Exception) -> DockerUnavailable:
-        return DockerUnavailable(f"the Docker engine at {self.host} stopped answering while {what}: {_short(exc)}",
-                                 where="docker", fix="check the engine (systemctl status docker) and re-run")
-
-    def _json(self, body: bytes, what: str):
-        import json
-
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise RuntimeFailure(f"{what} failed: the engine's answer is not JSON: {body[:120]!r}", where="docker",
-                                 fix="check the engine's log (journalctl -u docker) and re-run") from None
-
-    @staticmethod
-    def _refused(what: str, status: int, body: bytes) -> RuntimeFailure:
-        import json
-
-        try:
-            message = json.loads(body).get("message")
-        except (ValueError, AttributeError):
-            message = None
-        text = str(message or body.decode("utf-8", "replace").strip() or f"HTTP {status}").splitlines()[0][:300]
-        return RuntimeFailure(f"{what} failed: {text}", where="docker",
-                              fix="check the engine's log (journalctl -u docker) and re-run")
-
-
-class _Closed(Exception):
-    """The engine closed a kept-alive connection before answering (reopened once)."""
-
-
-class _TooBig(Exception):
-    """A response over READ_MAX_RESPONSE_BYTES (never read whole)."""
-
-
-def read_client(timeout_s: float = DEFAULT_TIMEOUT_S):
-    """The cheapest client for read-only calls (list, inspect): :class:`EngineReader` when
-    ``DOCKER_HOST`` is a unix socket (the default), else the SDK's :class:`Docker` (tcp://,
-    ssh://, TLS). Either raises DockerUnavailable / RuntimeFailure the same way."""
-    if docker_host().startswith("unix://"):
-        return EngineReader(timeout_s)
-    return Docker(timeout_s=timeout_s)
+        return getattr(engine_reader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _short(exc: Exception) -> str:
