@@ -295,10 +295,13 @@ def converge(run: Run, *, source: str, reuse_same: bool, plan=None) -> None:
     def keys(stack) -> list[Change]:
         from appliance.gateway.users import export_users_files
         from appliance.gateway.wiring import ensure_app_keys
+        from appliance.runtime.engine_keys import ensure_stack_secrets
 
         export_users_files(store=run.store)  # users.json, links.json, session.key beside keys.json (sign-in)
-        return [Change(action="write-config", target=k.key_file, detail=f"API key {k.key_name} for app {k.app}")
+        made = [Change(action="write-config", target=k.key_file, detail=f"API key {k.key_name} for app {k.app}")
                 for k in ensure_app_keys(stack, run.catalog, run.store)]
+        # last: every engine's secret, the gateway's copy of them, its config directory handed to it
+        return made + ensure_stack_secrets(stack)
 
     store = None if run.req.dry_run else run.store
     progress = run.on_switch or run.say

@@ -22,7 +22,9 @@ from pydantic import BaseModel, Field
 from appliance.atomic import write_atomic
 from appliance.errors import StateError
 from appliance.gateway import keys as K
+from appliance.runtime import ownership, pyrt
 from appliance.runtime.compose import APP_KEY_FILENAME, APP_SECRETS_TARGET, app_secrets_dir
+from appliance.runtime.ownership import hand_over
 from appliance.state.store import StateStore
 
 
@@ -45,8 +47,9 @@ def ensure_app_key(app: str, models: list[str], *, rpm: int | None = None, store
     """Make sure app ``app`` has a working key scoped to ``models``; create it at most once.
 
     The key is kept only in ``<secrets_dir>/api_key`` (mode 0600, owned by ``owner_uid``
-    when given -- the uid the app container runs as). A new key is made, and the old one
-    revoked, only when the file is missing, no longer verifies, or the scope changed.
+    when given -- the uid the app container runs as; a kept key is handed to it too). A new key
+    is made, and the old one revoked, only when the file is missing, no longer verifies, or the
+    scope changed.
     """
     store = K._open(store)
     directory = Path(secrets_dir) if secrets_dir else app_secrets_dir(app)
@@ -59,6 +62,11 @@ def ensure_app_key(app: str, models: list[str], *, rpm: int | None = None, store
         current = ""
     info = K.verify_key(current, store=store) if current else None
     if info is not None and info.name == name and sorted(info.models) == scope:
+        try:  # a key kept from before the app ran as its own account is handed to it now
+            hand_over(directory, owner_uid, recursive=True)
+        except OSError as exc:
+            raise StateError(f"cannot hand the key file of app {app} to uid {owner_uid}: {exc.strerror or exc}",
+                             where=str(path), fix="run as the appliance admin (root)") from None
         return AppKey(app=app, key_name=name, key_id=info.key_id, secrets_dir=str(directory),
                       key_file=str(path), created=False)
     with store.transaction():
@@ -71,8 +79,8 @@ def ensure_app_key(app: str, models: list[str], *, rpm: int | None = None, store
             directory.mkdir(parents=True, exist_ok=True)
             os.chmod(directory, 0o700)
             if owner_uid is not None:
-                os.chown(directory, owner_uid, -1)
-            write_atomic(path, created.key + "\n", mode=0o600, owner_uid=owner_uid)
+                os.chown(directory, owner_uid, owner_uid)
+            write_atomic(path, created.key + "\n", mode=0o600, owner_uid=owner_uid, owner_gid=owner_uid)
         except OSError as exc:  # the transaction rolls the new key back: no orphan key
             raise StateError(f"cannot write the key file of app {app}: {exc.strerror or exc}", where=str(path),
                              fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
@@ -82,13 +90,15 @@ def ensure_app_key(app: str, models: list[str], *, rpm: int | None = None, store
 
 def ensure_app_keys(stack, catalog, store: StateStore, root: Path | None = None) -> list[AppKey]:
     """Every app of ``stack`` gets its key (scoped to the models it serves, rate-limited as the
-    catalog says); then the gateway's ``keys.json`` is exported. Returns the keys made now."""
+    catalog says), owned by the account its container runs as; then the gateway's ``keys.json``
+    is exported. Returns the keys made now."""
     made = []
     for name in stack.apps:
         svc = stack.service(name)
         app = catalog.apps.get(name)
         res = ensure_app_key(name, list(svc.served_models), rpm=app.key_rpm if app else None, store=store,
-                             secrets_dir=app_secrets_dir(name, root))
+                             secrets_dir=app_secrets_dir(name, root),
+                             owner_uid=ownership.owner_uid(ownership.user_uid(svc.user) or pyrt.APP_UID))
         if res.created:
             made.append(res)
     if stack.service("gateway") is not None:

@@ -7,6 +7,14 @@ wired to the gateway with its own key. It is a pure function -- no Docker, no fi
 written -- so ``init --dry-run`` and the tests see exactly what would be created.
 
 Device exposure comes from the chip driver (``container_access``); never privileged.
+
+Isolation (docs/security.md "Isolation and least privilege"): the engines are on the stack's
+internal engine network only, never publish a port, and each requires its own secret (mounted
+read-only at :data:`ENGINE_SECRETS_TARGET`, passed as its engine takes it:
+:data:`appliance.catalog.contract.KEY_INPUTS`); the apps are on the front network only; the
+gateway is on both, the one bridge. Every container of our images runs as its role's account
+(:mod:`appliance.runtime.pyrt`), read-only, with every capability dropped and pids and memory
+bounded; vendor engine images keep their own user (their device runtimes need root).
 """
 
 from __future__ import annotations
@@ -19,15 +27,23 @@ from appliance.inventory.models import Accelerator, Inventory
 from appliance.paths import data_dir, images_dir
 from appliance.planner.models import DeviceRef, HealthCheck, Plan, PlannedService
 from appliance.runtime import labels as L
+from appliance.runtime import pyrt
 from appliance.runtime.models import Bind, HealthSpec, ServiceSpec, Settings, StackSpec
+from appliance.runtime.ownership import container_user
 
 GATEWAY = "gateway"
 GATEWAY_PIDS_LIMIT = 4096
 # The container contract of the locally built gateway and apps (where the runtime mounts what).
 GATEWAY_CONFIG_TARGET = "/etc/appliance/gateway"
+UPSTREAM_KEYS_FILENAME = "upstream_keys.json"    # in the gateway's config dir: service -> engine secret
+UPSTREAM_KEYS_FORMAT = "appliance-upstream-keys/1"
 APP_SECRETS_TARGET = "/run/appliance"
 APP_KEY_FILENAME = "api_key"
 APP_DATA_TARGET = "/data"
+# Where an engine finds its secret: a directory bound read-only (a replaced file is seen in it).
+ENGINE_SECRETS_TARGET = "/run/appliance-engine"
+ENGINE_KEY_FILENAME = "api_key"
+LOCAL_MEMORY_LIMIT_MIB = 512          # the gateway, each app, an engine of ours without a planned size
 LOCAL_HEALTH_INTERVAL_S = 5.0   # pyrt services start in well under a second
 LOCAL_START_PERIOD_S = 30.0
 LOCAL_WAIT_TIMEOUT_S = 60.0
@@ -81,6 +97,17 @@ def app_secrets_dir(app: str, root: Path | None = None) -> Path:
     return (root or data_dir()) / "apps" / app / "secrets"
 
 
+def engine_secrets_dir(service: str, root: Path | None = None) -> Path:
+    """Host directory holding an engine service's secret (``api_key``, 0600; bound read-only at
+    :data:`ENGINE_SECRETS_TARGET` where the engine takes a key)."""
+    return (root or data_dir()) / "engines" / service / "secrets"
+
+
+def engine_key_file() -> str:
+    """The engine's secret inside its container."""
+    return f"{ENGINE_SECRETS_TARGET}/{ENGINE_KEY_FILENAME}"
+
+
 # ---- devices ----------------------------------------------------------------------------------
 def _match(ref: DeviceRef, inventory: Inventory | None) -> Accelerator:
     """The inventory accelerator a plan's DeviceRef means (:meth:`Inventory.find`); without an
@@ -126,7 +153,14 @@ def device_access(devices: list[DeviceRef], inventory: Inventory | None, service
 
 
 # ---- services ---------------------------------------------------------------------------------
-def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: Any = None) -> ServiceSpec:
+def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: Any = None,
+                      root: Path | None = None) -> ServiceSpec:
+    """An engine's container: its devices, weights (read-only), health probe and -- where its engine
+    takes one -- its secret (the key directory bound read-only, the command or environment naming
+    the file: :func:`appliance.planner.command.key_launch`). Ours run as the engine account with a
+    memory bound; a vendor image keeps its own user and is bounded by the devices it gets."""
+    from appliance.catalog.contract import key_input
+    from appliance.planner.command import key_launch
     from appliance.runtime.images import build_dir_for, normalize_build
 
     access = device_access(ps.devices, inventory, ps.name)
@@ -160,13 +194,20 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
         # a CPU engine's planned RAM (weights + KV cache + overhead) with a margin: a runaway request
         # hits its own limit, not the box's other services
         memory_limit = int(ps.memory_mib_per_device * 1.25) + 256
+    elif local:
+        memory_limit = LOCAL_MEMORY_LIMIT_MIB  # every container of ours is bounded
+    launch = key_launch(key_input(engine.service if engine is not None else None), list(ps.entrypoint),
+                        list(ps.command), env, engine_key_file())
+    if launch.applied:
+        binds.append(Bind(source=str(engine_secrets_dir(ps.name, root)), target=ENGINE_SECRETS_TARGET))
     return ServiceSpec(
         name=ps.name, kind="inference", image=ps.image, build=build, recipe=ps.recipe,
-        entrypoint=list(ps.entrypoint), command=list(ps.command), env=env, port=ps.port, aliases=[ps.name], binds=binds,
-        tmpfs={"/tmp": "rw,size=64m"} if local else {},
+        entrypoint=launch.entrypoint, command=launch.command, env=launch.env, port=ps.port, aliases=[ps.name],
+        binds=binds, tmpfs={"/tmp": "rw,size=64m"} if local else {},
         devices=list(access.devices), device_requests=list(access.device_requests),
         device_refs=list(ps.devices), group_add=list(access.group_add), runtime=access.runtime,
         cap_add=list(access.cap_add), ipc_mode=access.ipc_mode, hardened=local, health=health,
+        user=container_user(pyrt.ENGINE_UID) if local else None,
         memory_limit_mib=memory_limit, cpuset=ps.cpuset,
         shm_size_mib=None if (local or access.ipc_mode == "host") else 8192,
         served_models=[ps.served_model_name], demo=ps.demo)
@@ -174,19 +215,21 @@ def inference_service(ps: PlannedService, inventory: Inventory | None, catalog: 
 
 def _local_service(name: str, kind: str, image: str, build: str | None, port: int, host_port: int,
                    settings: Settings, env: dict[str, str], binds: list[Bind], depends_on: list[str],
-                   served_models: list[str] | None = None, health_path: str = "/health",
-                   demo: bool = False) -> ServiceSpec:
+                   uid: int, networks: list[str], served_models: list[str] | None = None,
+                   health_path: str = "/health", demo: bool = False) -> ServiceSpec:
     return ServiceSpec(
         name=name, kind=kind, image=image, build=build, env={"PORT": str(port), **env},
         port=port, host_port=host_port, host_ip=settings.bind_ip, aliases=[name], binds=binds,
-        tmpfs={"/tmp": "rw,size=64m"}, hardened=True,
+        tmpfs={"/tmp": "rw,size=64m"}, hardened=True, user=container_user(uid), networks=networks,
         health=HealthSpec(path=health_path, port=port, interval_s=LOCAL_HEALTH_INTERVAL_S,
                           start_period_s=LOCAL_START_PERIOD_S, wait_timeout_s=LOCAL_WAIT_TIMEOUT_S),
-        depends_on=depends_on, memory_limit_mib=512, served_models=served_models or [], demo=demo)
+        depends_on=depends_on, memory_limit_mib=LOCAL_MEMORY_LIMIT_MIB, served_models=served_models or [],
+        demo=demo)
 
 
 def routes_for(services: list[ServiceSpec]) -> dict:
-    """The gateway's routes.json: served model name -> upstream base URL on the stack network."""
+    """The gateway's routes.json: served model name -> upstream base URL on the engine network, and
+    the service whose secret the gateway sends (the secret itself is in upstream_keys.json only)."""
     models = {}
     for svc in services:
         if svc.kind != "inference":
@@ -215,15 +258,22 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
     :data:`APP_DATA_TARGET`). Host ports: ``settings.gateway_port``, and each app's catalog port
     unless ``settings.app_port_base`` is set (then consecutive, in name order). An image whose
     sources are not shipped (no ``images/<build>/main.py``) is left out with a warning.
-    ``extra_services`` (e.g. a training service) are appended as given.
+    ``extra_services`` (e.g. a training service) are appended as given; one that names no
+    networks is on none (a job reads and writes local files only: it needs neither the engines
+    nor the gateway).
+
+    Networks: every engine is on the internal engine network alone (and publishes nothing: a
+    host port on one is refused), the apps on the front network, the gateway on both.
     """
     from appliance.runtime.images import normalize_build
 
     settings = settings or Settings()
     warnings = warnings if warnings is not None else []
     inst = instance or L.instance()
+    front, engines = L.network_name(inst), L.engine_network_name(inst)
     demo = any(ps.demo for ps in plan.services)
-    services = [inference_service(ps, inventory, catalog) for ps in plan.services]
+    services = [inference_service(ps, inventory, catalog, root).model_copy(update={"networks": [engines]})
+                for ps in plan.services]
     inference_names = [s.name for s in services]
     app_names: list[str] = []
     gw_cat = catalog.platform.gateway
@@ -237,7 +287,8 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
             GATEWAY, "gateway", gw_image, gw_build, gw_port, settings.gateway_port, settings,
             env={"GATEWAY_CONFIG_DIR": GATEWAY_CONFIG_TARGET},
             binds=[Bind(source=str(gateway_dir(root)), target=GATEWAY_CONFIG_TARGET, read_only=False)],
-            depends_on=inference_names, health_path=gw_cat.health, demo=demo)
+            depends_on=inference_names, uid=pyrt.GATEWAY_UID, networks=[front, engines],
+            health_path=gw_cat.health, demo=demo)
         # a thread per client connection: room for GATEWAY_MAX_CONNECTIONS (2,000) of them, so a
         # flood of half-sent requests meets the gateway's own limit, not the container's
         gateway = gateway.model_copy(update={"pids_limit": GATEWAY_PIDS_LIMIT})
@@ -272,11 +323,17 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
             host_port = app.port if settings.app_port_base is None else settings.app_port_base + i
             services.append(_local_service(
                 name, "app", planned.image, build, app.listen_port, host_port, settings, env=env, binds=binds,
-                depends_on=[GATEWAY], health_path=app.health, served_models=sorted(set(models.values())),
-                demo=demo))
+                depends_on=[GATEWAY], uid=pyrt.APP_UID, networks=[front], health_path=app.health,
+                served_models=sorted(set(models.values())), demo=demo))
             app_names.append(name)
-    services += list(extra_services or [])
-    return StackSpec(instance=inst, network=L.network_name(inst), settings=settings,
+    services += [s if s.networks is not None else s.model_copy(update={"networks": []})
+                 for s in extra_services or []]
+    for svc in services:
+        if svc.kind == "inference" and (svc.host_port is not None or front in (svc.networks or [front])):
+            raise RuntimeFailure(f"engine service {svc.name} would publish a port or join the front network",
+                                 where=f"service {svc.name}",
+                                 fix="engines are reached only through the gateway: give it no host port")
+    return StackSpec(instance=inst, network=front, engine_network=engines, settings=settings,
                      plan_hash=plan.plan_hash or plan.compute_hash(), services=services,
                      routes=routes_for(services), apps=app_names)
 

@@ -11,10 +11,16 @@ Each service's container is named and labelled with the hash of its full definit
 * if any new container does not become healthy within its timeout, every change of this
   apply is undone (new containers removed, old ones restarted) and the error shows the
   failing service's last log lines -- the previous release keeps running.
+
+The networks are part of a service's definition (:attr:`ServiceSpec.networks`): a stack
+recorded before the engine network converges to the new shape by replacing every container
+whose network set changed, and the networks are made present first (and removed again on undo
+when this apply created them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -23,7 +29,7 @@ from pathlib import Path
 from appliance.atomic import write_if_changed
 from appliance.errors import RuntimeFailure
 from appliance.runtime import labels as L
-from appliance.runtime.docker_adapter import ContainerCreate, ContainerInfo, Docker
+from appliance.runtime.docker_adapter import ContainerCreate, ContainerInfo, Docker, NetworkAttach
 from appliance.runtime.models import ApplyResult, Change, ServiceSpec, StackSpec
 from appliance.runtime.probe import ProbeResult, health_state, http_probe
 from appliance.runtime.views import STACK_KINDS  # one definition, shared with the readers
@@ -59,18 +65,48 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
         binds[b.source] = {"bind": b.target, "mode": "ro" if b.read_only else "rw"}
     from appliance.runtime.compose import healthcheck
 
+    internal = stack.stack_networks()
+    networks = [NetworkAttach(name=n, aliases=list(svc.aliases), internal=internal.get(n, False),
+                              labels=L.network_labels(stack.instance, internal.get(n, False)))
+                for n in stack.networks_of(svc)]
+    # an engine never publishes a port, whatever its definition says (it is reached through the gateway)
+    publish = svc.host_port is not None and svc.kind != "inference"
     return ContainerCreate(
         name=L.container_name(stack.instance, svc.name, h), image=svc.run_image(), labels=labels,
-        command=svc.command or None, entrypoint=svc.entrypoint or None, env=dict(svc.env), network=stack.network,
-        aliases=svc.aliases,
-        ports={f"{svc.port}/tcp": (svc.host_ip or "127.0.0.1", svc.host_port)} if svc.host_port else {},
+        command=svc.command or None, entrypoint=svc.entrypoint or None, env=dict(svc.env),
+        network=None if networks else "none", networks=networks,
+        ports={f"{svc.port}/tcp": (svc.host_ip or "127.0.0.1", svc.host_port)} if publish else {},
         binds=binds, tmpfs=dict(svc.tmpfs), devices=list(svc.devices),
         device_requests=list(svc.device_requests), group_add=list(svc.group_add), runtime=svc.runtime,
         cap_add=list(svc.cap_add), cap_drop=["ALL"] if svc.hardened else [],
-        security_opt=["no-new-privileges:true"], ipc_mode=svc.ipc_mode, read_only=svc.hardened,
+        security_opt=["no-new-privileges:true"], ipc_mode=svc.ipc_mode, read_only=svc.hardened, user=svc.user,
         healthcheck=healthcheck(svc.health),
         memory_limit_mib=svc.memory_limit_mib, cpus=svc.cpus, cpuset=svc.cpuset, shm_size_mib=svc.shm_size_mib,
         pids_limit=svc.pids_limit or (512 if svc.hardened else None))
+
+
+# What a one-off container of the service's own image runs (as root, with only CAP_CHOWN and
+# CAP_DAC_READ_SEARCH, no network) to give a data volume to the service's account: a fresh volume
+# is root's, and one from before the accounts holds root's files. Python: our images have no shell.
+_HAND_OVER = ("import os,sys\n"
+              "u=int(sys.argv[1])\n"
+              "for d,ds,fs in os.walk('/v'):\n"
+              " for p in [d]+[os.path.join(d,n) for n in ds+fs]:\n"
+              "  s=os.lstat(p)\n"
+              "  if (s.st_uid,s.st_gid)!=(u,u):os.chown(p,u,u,follow_symlinks=False)\n")
+HAND_OVER_KIND = "hand-over"
+
+
+def hand_over_spec(svc: ServiceSpec, stack: StackSpec, volume: str, uid: int) -> ContainerCreate:
+    """The one-off container that hands ``volume`` to ``uid`` (see :data:`_HAND_OVER`)."""
+    h = hashlib.sha256(f"{volume} {uid}".encode()).hexdigest()
+    return ContainerCreate(
+        name=L.container_name(stack.instance, f"{svc.name}-own", h), image=svc.run_image(),
+        labels={**L.base_labels(stack.instance), L.SERVICE: svc.name, L.KIND: HAND_OVER_KIND},
+        entrypoint=["python3", "-I", "-S", "-c", _HAND_OVER, str(uid)], network="none",
+        binds={volume: {"bind": "/v", "mode": "rw"}}, user="0:0", cap_drop=["ALL"],
+        cap_add=["CHOWN", "DAC_READ_SEARCH"], security_opt=["no-new-privileges:true"], read_only=True,
+        restart="no", memory_limit_mib=64, pids_limit=16)
 
 
 def stack_containers(docker: Docker, instance: str) -> dict[str, list[ContainerInfo]]:
@@ -111,7 +147,7 @@ class Converger:
         self.gateway_dir = gateway_dir
         self.result = ApplyResult()
         self.remove_orphans = True
-        self._created_network = False
+        self._created_networks: list[str] = []
         self._created_volumes: list[str] = []
 
     def _change(self, action: str, target: str, detail: str = "") -> None:
@@ -119,13 +155,16 @@ class Converger:
 
     # ---- infrastructure ---------------------------------------------------------------------
     def prepare(self) -> None:
-        """Network, volumes and the gateway's routes file."""
+        """Networks, volumes and the gateway's routes file."""
         inst = self.stack.instance
-        net_labels = {**L.base_labels(inst), L.SERVICE: "network"}
-        if self.docker is None or not self.docker.network_exists(self.stack.network):
-            self._change("create-network", self.stack.network, "bridge network for the stack")
-            if not self.dry_run:
-                self._created_network = self.docker.ensure_network(self.stack.network, net_labels)
+        for net, internal in self.stack.stack_networks().items():
+            if self.docker is None or not self.docker.network_exists(net):
+                self._change("create-network", net, "internal network of the engines and the gateway" if internal
+                             else "bridge network for the stack" if self.stack.engine_network is None
+                             else "bridge network of the gateway and the apps")
+                if not self.dry_run and self.docker.ensure_network(net, L.network_labels(inst, internal),
+                                                                   internal=internal):
+                    self._created_networks.append(net)
         volumes = sorted({b.source for s in self.stack.services for b in s.binds if b.volume})
         have = set()
         if self.docker is not None and volumes:
@@ -232,6 +271,7 @@ class Converger:
         (self.result.replaced if old else self.result.created).append(svc.name)
         if self.dry_run:
             return None
+        self._hand_over_volumes(svc)  # nothing of this service changed yet if it fails
         stopped: list[str] = []
         if old and svc.host_port is not None:
             for o in old:
@@ -247,6 +287,22 @@ class Converger:
             self._undo([_Pending(svc=svc, container_id="", started_ts=0.0, old=old, stopped_old=stopped, new=False)])
             raise
         return _Pending(svc=svc, container_id=cid, started_ts=time.monotonic(), old=old, stopped_old=stopped)
+
+    def _hand_over_volumes(self, svc: ServiceSpec) -> None:
+        """Before a container of ``svc`` is created: each data volume it writes belongs to the
+        account it runs as (a one-off root container of its own image, :func:`hand_over_spec`)."""
+        from appliance.runtime.ownership import user_uid
+
+        uid = user_uid(svc.user)
+        if not uid:
+            return
+        for b in svc.binds:
+            if b.volume and not b.read_only:
+                code, lines = self.docker.run_once(hand_over_spec(svc, self.stack, b.source, uid), timeout_s=120)
+                if code != 0:
+                    raise RuntimeFailure(f"cannot hand volume {b.source} to uid {uid} (exit code {code}): "
+                                         + " | ".join(lines[-3:]), where=f"service {svc.name}",
+                                         fix="check the volume (docker volume inspect) and re-run")
 
     def _remove_orphans(self, existing: dict[str, list[ContainerInfo]]) -> None:
         for name, containers in sorted(existing.items()):
@@ -283,7 +339,7 @@ class Converger:
                 elif time.monotonic() - p.started_ts > limit:
                     if outside:
                         check = (f"from this host: {p.last_probe.text()}" if p.last_probe
-                                 else f"it has no address on {self.stack.network}")
+                                 else f"it has no address on {self.stack.network_of(p.svc)}")
                     else:
                         check = self.docker.last_health_check(p.container_id)
                     failed = (f"it did not become healthy within {limit:g}s (health: {health or 'none'}"
@@ -309,7 +365,7 @@ class Converger:
         """(state, health, exit code) of an ``http``-probe service: Docker has no health for it,
         so health is the outside probe's (at most one probe per :data:`PROBE_EVERY_S`; the last
         result counts in between). A failure within the start period is ``starting``."""
-        addr = self.docker.container_address(p.container_id, self.stack.network)
+        addr = self.docker.container_address(p.container_id, self.stack.network_of(p.svc) or "none")
         hc = p.svc.health
         now = time.monotonic()
         if addr.state == "running" and addr.ip and now - p.probed_ts >= min(PROBE_EVERY_S, hc.interval_s):
@@ -330,5 +386,5 @@ class Converger:
                     pass
         for vol in self._created_volumes:
             self.docker.remove_volume(vol)
-        if self._created_network:
-            self.docker.remove_network(self.stack.network)
+        for net in self._created_networks:
+            self.docker.remove_network(net)

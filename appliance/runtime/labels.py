@@ -25,6 +25,7 @@ MODELS = "appliance.models"
 HOST_PORT = "appliance.host-port"
 DEVICES = "appliance.devices"
 PROBE = "appliance.probe"          # python3 | curl | http (http: probed from outside, no Docker health)
+NETWORK = "appliance.network"      # on networks: front | engines
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,40}$")
 
@@ -45,7 +46,14 @@ def prefix(inst: str) -> str:
 
 
 def network_name(inst: str) -> str:
+    """The stack's front network (a bridge): the gateway and the apps, the only one with published ports."""
     return f"{prefix(inst)}-net"
+
+
+def engine_network_name(inst: str) -> str:
+    """The stack's engine network (internal: no route out, nothing published): the engines and the
+    gateway, which is the only container on both."""
+    return f"{prefix(inst)}-engines"
 
 
 def volume_name(inst: str, suffix: str) -> str:
@@ -59,6 +67,11 @@ def container_name(inst: str, service: str, spec_hash: str) -> str:
 
 def base_labels(inst: str) -> dict[str, str]:
     return {MANAGED: "true", INSTANCE: inst}
+
+
+def network_labels(inst: str, internal: bool = False) -> dict[str, str]:
+    """Labels of a stack network (``down --purge`` finds both by the instance label)."""
+    return {**base_labels(inst), SERVICE: "network", NETWORK: "engines" if internal else "front"}
 
 
 def instance_filter(inst: str) -> list[str]:

@@ -4,7 +4,8 @@ A :class:`StackSpec` is the complete, resolved description of every container of
 instance (inference services from the plan, the gateway, the sample apps, the training
 service). It is derived deterministically from (plan, catalog, inventory, settings), stored
 with each release, and compared service by service -- by :meth:`ServiceSpec.spec_hash` --
-to decide what to replace. Secrets never appear in it (apps get their API key from a file).
+to decide what to replace. Secrets never appear in it (apps get their API key, engines their
+secret, from a mounted file).
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class ServiceSpec(BaseModel):
     cap_add: list[str] = Field(default_factory=list)
     ipc_mode: str | None = None
     hardened: bool = Field(default=False, description="read-only root fs, all capabilities dropped")
+    user: str | None = Field(default=None, description="uid:gid the container runs as (our images: their "
+                             "account, appliance.runtime.ownership.container_user); None: the image's own")
+    networks: list[str] | None = Field(default=None, description="the stack networks it is attached to, the "
+                                       "first at creation ([]: none at all); None: a service recorded before "
+                                       "the engine network, on the stack's one network")
     health: HealthSpec
     depends_on: list[str] = Field(default_factory=list)
     memory_limit_mib: int | None = None
@@ -109,7 +115,7 @@ class ServiceSpec(BaseModel):
         data = self.model_dump(mode="json", exclude={"depends_on"})
         if data["health"].get("probe") == "python3":
             del data["health"]["probe"]
-        for key in ("recipe", "pids_limit"):  # likewise fields unset on every service before they existed
+        for key in _LATER_FIELDS:  # likewise fields unset on every service before they existed
             if data.get(key) is None:
                 data.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -128,10 +134,18 @@ class ServiceSpec(BaseModel):
         return f"http://{self.name}:{self.port}"
 
 
+# ServiceSpec fields added after stacks were first recorded: left out of a hash while unset, so
+# a recorded definition hashes as it did when it was applied
+_LATER_FIELDS = ("recipe", "pids_limit", "user", "networks")
+
+
 class StackSpec(BaseModel):
     format: str = STACK_FORMAT
     instance: str
-    network: str
+    network: str = Field(description="the front network: the gateway and the apps (every service, in a stack "
+                         "recorded before engine_network)")
+    engine_network: str | None = Field(default=None, description="the internal network of the engines and the "
+                                       "gateway; None in a stack recorded before it")
     settings: Settings = Field(default_factory=Settings)
     plan_hash: str | None = None
     services: list[ServiceSpec] = Field(default_factory=list)
@@ -141,6 +155,26 @@ class StackSpec(BaseModel):
 
     def service(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def networks_of(self, svc: ServiceSpec) -> list[str]:
+        """The networks ``svc``'s container is attached to, the one it is created on first."""
+        return list(svc.networks) if svc.networks is not None else [self.network]
+
+    def network_of(self, svc: ServiceSpec) -> str | None:
+        """Where ``svc`` is reached from this host (its address for an outside health probe): its
+        first network (an engine's: the engine network)."""
+        nets = self.networks_of(svc)
+        return nets[0] if nets else None
+
+    def stack_networks(self) -> dict[str, bool]:
+        """Every network the stack's containers use -> internal (no route out, nothing published)."""
+        out = {self.network: False}
+        if self.engine_network:
+            out[self.engine_network] = True
+        for svc in self.services:
+            for net in self.networks_of(svc):
+                out.setdefault(net, net == self.engine_network)
+        return out
 
     def hash_of(self, name: str) -> str | None:
         """The spec hash the containers of ``name`` were labelled with when this stack was applied.
@@ -173,10 +207,12 @@ class StackSpec(BaseModel):
 
     def stack_hash(self) -> str:
         data = self.model_dump(mode="json")
+        if data.get("engine_network") is None:
+            data.pop("engine_network", None)
         for svc in data["services"]:  # as in ServiceSpec.spec_hash: python3 (the default) hashes as before
             if svc["health"].get("probe") == "python3":
                 del svc["health"]["probe"]
-            for key in ("recipe", "pids_limit"):
+            for key in _LATER_FIELDS:
                 if svc.get(key) is None:
                     svc.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

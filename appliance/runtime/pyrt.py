@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPOSITORY = "appliance/pyrt"
 PYTHONHOME = "/usr/local"
-LAYOUT_VERSION = 2  # bump when what goes into the image changes (gives a new tag)
+LAYOUT_VERSION = 3  # bump when what goes into the image changes (gives a new tag)
 # Libraries glibc loads with dlopen (so ldd does not list them) that Python needs:
 # libgcc_s for thread exit/cancellation (without it every threaded server aborts on exit).
 DLOPENED = ("libgcc_s.so.1",)
@@ -147,8 +147,24 @@ COPY . /
 ENV PYTHONHOME={home} PATH=/usr/local/bin PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LANG=C.UTF-8
 """
 
-_PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
-_GROUP = "root:x:0:\nnogroup:x:65534:\n"
+# The accounts our containers run as (uid = gid; appliance.runtime.compose gives each role its own).
+# Why these numbers: one account per role keeps apart, on the host too, what each may read (the
+# gateway's upstream keys are not the apps'); none is ``nobody`` (65534), which host daemons and
+# NFS root squashing run as -- any such process could read files handed to nobody; and 65530-65533
+# lie in the range Debian reserves and never allocates (65000-65533), above systemd's dynamic users
+# (61184-65519), so no host account shares them. Why not root: a process escaping its container as
+# one of these owns nothing on the host but the files handed to it.
+GATEWAY_UID = 65530
+APP_UID = 65531
+ENGINE_UID = 65532     # our own engines (the llama.cpp launcher, the templated test engine)
+TRAINER_UID = 65533
+ACCOUNTS = {"appliance-gateway": GATEWAY_UID, "appliance-app": APP_UID, "appliance-engine": ENGINE_UID,
+            "appliance-trainer": TRAINER_UID}
+
+_PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\n"
+           + "".join(f"{name}:x:{uid}:{uid}:{name}:/nonexistent:/sbin/nologin\n" for name, uid in ACCOUNTS.items())
+           + "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n")
+_GROUP = "root:x:0:\n" + "".join(f"{name}:x:{uid}:\n" for name, uid in ACCOUNTS.items()) + "nogroup:x:65534:\n"
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:

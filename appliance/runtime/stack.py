@@ -129,11 +129,7 @@ def apply_stack(stack: StackSpec, plan: Plan, *, docker=None, store: StateStore 
     if dry_run:
         conv = Converger(docker, stack, dry_run=True, gateway_dir=gateway_dir())
         result = conv.apply()
-        from appliance.runtime.compose import APP_KEY_FILENAME, app_secrets_dir
-        keys = [Change(action="write-config", target=str(app_secrets_dir(a) / APP_KEY_FILENAME),
-                       detail=f"API key for app {a}")
-                for a in stack.apps if not (app_secrets_dir(a) / APP_KEY_FILENAME).exists()]
-        result.changes = image_changes + keys + result.changes
+        result.changes = image_changes + secret_changes(stack) + result.changes
         return None, result
     store = releases.open_store(store)
     with instance_lock(inst):
@@ -164,6 +160,19 @@ def apply_stack(stack: StackSpec, plan: Plan, *, docker=None, store: StateStore 
                             f"in release {release_id}", service=name, data={"release": release_id})
     result.changes = image_changes + key_changes + result.changes
     return release_id, result
+
+
+def secret_changes(stack: StackSpec) -> list[Change]:
+    """The secret files a deploy of ``stack`` would write now (what ``--dry-run`` lists): each app's
+    key that does not exist yet, each engine's secret and the gateway's copy of them
+    (:func:`appliance.runtime.engine_keys.pending_changes`)."""
+    from appliance.runtime import engine_keys
+    from appliance.runtime.compose import APP_KEY_FILENAME, app_secrets_dir
+
+    out = [Change(action="write-config", target=str(app_secrets_dir(a) / APP_KEY_FILENAME),
+                  detail=f"API key for app {a}")
+           for a in stack.apps if not (app_secrets_dir(a) / APP_KEY_FILENAME).exists()]
+    return out + engine_keys.pending_changes(stack)
 
 
 def stop_services(names: list[str], *, reason: str = "stopped by request", docker=None,
@@ -314,7 +323,8 @@ def create_stack(stack: StackSpec, *, docker=None, progress: Progress | None = N
     stack, _, _ = ensure_images(stack, docker, progress=progress)
     stack = stack.with_hashes()
     inst = stack.instance
-    docker.ensure_network(stack.network, {**L.base_labels(inst), L.SERVICE: "network"})
+    for net, internal in stack.stack_networks().items():
+        docker.ensure_network(net, L.network_labels(inst, internal), internal=internal)
     for vol in sorted({b.source for s in stack.services for b in s.binds if b.volume}):
         docker.ensure_volume(vol, {**L.base_labels(inst), L.SERVICE: "volume"})
     out = {}

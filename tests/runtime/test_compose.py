@@ -6,6 +6,7 @@ the created containers are checked against the engine in test_snapshot_create.py
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from appliance.catalog import load_catalog
@@ -138,3 +139,92 @@ def test_app_wiring_comes_from_the_catalog():
         svc, app = stack.service(name), cat.apps[name]
         assert svc.port == app.listen_port and svc.health.path == app.health and svc.host_port == app.port
         assert any(b.target == "/data" for b in svc.binds) == app.data_volume
+
+
+def test_engines_are_on_the_internal_network_only_and_the_gateway_is_the_bridge():
+    """Issue 14 item 2, as composed (no Docker): engines on the engine network alone, never a host
+    port; the apps on the front network alone; the gateway on both. What Docker is told to create
+    (converge.container_spec) says the same, with the engine network internal."""
+    from appliance.runtime.converge import container_spec
+
+    for snapshot, demo in ((CPU, True), (CPU, False), (H200, False), (ASCEND, False)):
+        _, stack = _stack(snapshot, demo=demo)
+        front, engines = "appliance-unit-net", "appliance-unit-engines"
+        assert (stack.network, stack.engine_network) == (front, engines)
+        assert stack.stack_networks() == {front: False, engines: True}
+        for svc in stack.services:
+            spec = container_spec(svc, stack.with_hashes(), 1)
+            attached = [(n.name, n.internal) for n in spec.networks]
+            if svc.kind == "inference":
+                assert svc.networks == [engines] and attached == [(engines, True)]
+                assert svc.host_port is None and spec.ports == {}
+                assert all(n.aliases == [svc.name] for n in spec.networks)
+            elif svc.kind == "gateway":
+                assert svc.networks == [front, engines] and attached == [(front, False), (engines, True)]
+                assert spec.ports == {"8080/tcp": ("127.0.0.1", 8080)}
+            else:
+                assert svc.kind == "app" and svc.networks == [front] and attached == [(front, False)]
+        # the gateway reaches every engine by its name on the engine network
+        for route in stack.routes["models"].values():
+            assert stack.service(route["service"]).kind == "inference" and "key" not in json.dumps(route)
+
+
+def test_an_engine_with_a_host_port_is_refused():
+    import pytest
+
+    from appliance.errors import RuntimeFailure
+
+    plan, stack = _stack(CPU, demo=True)
+    bad = stack.services[0].model_copy(update={"name": "llm-exposed", "host_port": 9999, "networks": None})
+    with pytest.raises(RuntimeFailure, match="llm-exposed would publish a port"):
+        compose(plan, catalog=templated_catalog(), instance="unit", extra_services=[bad])
+
+
+def test_our_containers_run_as_their_own_accounts_read_only_and_bounded():
+    """Issue 14 item 6, as composed: every container of our images (gateway, apps, our engines)
+    runs as its role's non-root account, read-only, no-new-privileges, every capability
+    dropped, pids and memory bounded; a vendor engine keeps its image's user (documented
+    exception) but gets no-new-privileges too."""
+    from appliance.runtime import pyrt
+    from appliance.runtime.converge import container_spec
+
+    accounts = {"gateway": pyrt.GATEWAY_UID, "app": pyrt.APP_UID, "inference": pyrt.ENGINE_UID}
+    for snapshot, demo in ((CPU, True), (CPU, False), (H200, False)):
+        _, stack = _stack(snapshot, demo=demo)
+        for svc in stack.services:
+            spec = container_spec(svc, stack.with_hashes(), 1)
+            assert "no-new-privileges:true" in spec.security_opt
+            if not svc.build:  # a vendor engine image (vLLM on the H200)
+                assert svc.kind == "inference" and spec.user is None
+                continue
+            uid = accounts[svc.kind]
+            assert spec.user == f"{uid}:{uid}" and uid not in (0, 65534)
+            assert spec.read_only and spec.cap_drop == ["ALL"] and spec.cap_add == []
+            assert spec.pids_limit and spec.memory_limit_mib, svc.name
+    assert len(set(accounts.values())) == 3 and set(accounts.values()) <= set(pyrt.ACCOUNTS.values())
+    assert all(f":{uid}:{uid}:" in pyrt._PASSWD for uid in pyrt.ACCOUNTS.values())
+
+
+def test_engines_get_their_secret_as_a_file_never_in_the_spec():
+    """Each engine service mounts its own secret directory read-only and is told where the file is
+    -- as a flag (llama.cpp --api-key-file), an env var naming the file (the templated engine), or a
+    start wrapper that reads the file (vLLM's VLLM_API_KEY); no secret in the spec, routes or env."""
+    from appliance.runtime.compose import ENGINE_SECRETS_TARGET
+
+    cases = {(CPU, True): "env", (CPU, False): "flag", (H200, False): "wrapper"}
+    for (snapshot, demo), how in cases.items():
+        _, stack = _stack(snapshot, demo=demo)
+        for svc in (s for s in stack.services if s.kind == "inference"):
+            (mount,) = [b for b in svc.binds if b.target == ENGINE_SECRETS_TARGET]
+            assert mount.read_only and mount.source.endswith(f"/engines/{svc.name}/secrets")
+            key_file = f"{ENGINE_SECRETS_TARGET}/api_key"
+            if how == "env":
+                assert svc.env["ENGINE_API_KEY_FILE"] == key_file
+            elif how == "flag":
+                assert svc.command[-2:] == ["--api-key-file", key_file]
+            else:
+                assert svc.entrypoint[:2] == ["/bin/sh", "-c"] and svc.entrypoint[3] == key_file
+                assert 'export VLLM_API_KEY="$K"' in svc.entrypoint[2]
+                assert svc.entrypoint[4:] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+                assert "VLLM_API_KEY" not in svc.env
+        assert "upstream_keys" not in stack.model_dump_json()

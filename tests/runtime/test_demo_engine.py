@@ -138,3 +138,58 @@ def test_fail_health_mode_never_healthy():
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def _call_with(port: int, path: str, body: dict | None = None, key: str | None = None) -> int:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as err:
+        err.read()
+        return err.code
+
+
+def test_with_a_key_file_it_answers_only_the_key_and_sees_a_rotated_one(tmp_path):
+    """ENGINE_API_KEY_FILE (what the runtime mounts): 401 without the secret on every API path,
+    /health open for the probes; a replaced file is read again without a restart."""
+    import os
+
+    key_file = tmp_path / "api_key"
+    key_file.write_text("first-secret\n")
+    port = free_port_block()
+    proc = subprocess.Popen([sys.executable, str(ENGINE), "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "ENGINE_API_KEY_FILE": str(key_file)})
+    try:
+        def up() -> bool:
+            try:
+                return _call_with(port, "/health") == 200
+            except OSError:
+                return False
+
+        assert poll(up, timeout_s=10, interval_s=0.05)[0], proc.stderr.read1().decode() if proc.poll() else ""
+        chat = {"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}
+        for path, body in (("/v1/models", None), ("/v1/chat/completions", chat), ("/v1/embeddings", {"input": "x"})):
+            assert _call_with(port, path, body) == 401
+            assert _call_with(port, path, body, key="wrong") == 401
+        assert _call_with(port, "/v1/models", key="first-secret") == 200
+        assert _call_with(port, "/v1/chat/completions", chat, key="first-secret") == 200
+        tmp = tmp_path / "new"
+        tmp.write_text("second-secret\n")
+        os.replace(tmp, key_file)
+        assert _call_with(port, "/v1/models", key="second-secret") == 200
+        assert _call_with(port, "/v1/models", key="first-secret") == 401
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_an_unreadable_key_file_stops_the_start(tmp_path):
+    import os
+
+    res = subprocess.run([sys.executable, str(ENGINE), "--port", str(free_port_block())], capture_output=True,
+                         text=True, timeout=20, env={**os.environ, "ENGINE_API_KEY_FILE": str(tmp_path / "none")})
+    assert res.returncode != 0 and "ENGINE_API_KEY_FILE" in res.stderr and len(res.stderr.strip().splitlines()) == 1

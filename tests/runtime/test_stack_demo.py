@@ -114,13 +114,16 @@ def test_containers_are_labelled_scoped_and_not_privileged(demo):
             assert host["RestartPolicy"]["Name"] == "unless-stopped"
             assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
             assert host["Memory"] > 0
-            assert list(info["NetworkSettings"]["Networks"]) == [f"appliance-{inst}-net"]
+            assert host["PidsLimit"] > 0 and info["Config"]["User"] not in ("", "0", "root", "0:0")
+            nets = set(info["NetworkSettings"]["Networks"])
             ports = host["PortBindings"] or {}
-            if labels["appliance.kind"] == "inference":
-                assert ports == {}
-            else:
-                (binding,) = [b for v in ports.values() for b in v]
-                assert binding["HostIp"] == "127.0.0.1"
+            if labels["appliance.kind"] == "inference":  # behind the gateway only (test_isolation_docker.py)
+                assert ports == {} and nets == {f"appliance-{inst}-engines"}
+                continue
+            assert nets == ({f"appliance-{inst}-net", f"appliance-{inst}-engines"}
+                            if labels["appliance.kind"] == "gateway" else {f"appliance-{inst}-net"})
+            (binding,) = [b for v in ports.values() for b in v]
+            assert binding["HostIp"] == "127.0.0.1"
         gw = d.inspect_container(_containers(inst)["gateway"]["id"])
         assert gw["HostConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1",
                                                                   "HostPort": str(demo["gateway"])}]}
@@ -351,6 +354,8 @@ def test_dry_run_on_a_fresh_instance_lists_every_change_and_changes_nothing(tmp_
     assert out["dry_run"] is True and out["release"] is None
     actions = {(c["action"], c["target"]) for c in out["changes"]}
     assert ("create-network", f"appliance-{inst}-net") in actions
+    assert ("create-network", f"appliance-{inst}-engines") in actions
+    assert any(a == "write-config" and t.endswith("gateway/upstream_keys.json") for a, t in actions)
     for svc in out["stack"]["services"]:
         assert ("create", svc["name"]) in actions
     assert any(a == "write-config" and t.endswith("routes.json") for a, t in actions)

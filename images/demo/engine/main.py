@@ -18,11 +18,16 @@ Configuration: command-line ``--host --port --served-model-name --role`` (what t
 start args pass), else env PORT (8000), SERVED_MODEL_NAME (comma-separated names it answers
 to), MODEL_ROLE (chat | embedding | completion); EMBEDDING_DIM (256); DEMO_FAIL_HEALTH=1 (never
 healthy: used to test health gating); DEMO_START_DELAY_S (seconds before it listens).
+ENGINE_API_KEY_FILE: a file whose first line is the secret every request must carry
+(``Authorization: Bearer <secret>``, else 401; ``/health`` stays open -- Docker's and the
+runtime's health probes carry no key), as a real engine requires it of the gateway. The file is
+re-read when it changes (a rotated secret needs no restart); it must be readable at start.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -42,6 +47,46 @@ ROLE = os.environ.get("MODEL_ROLE", "chat")
 DIM = int(os.environ.get("EMBEDDING_DIM", "256"))
 FAIL_HEALTH = os.environ.get("DEMO_FAIL_HEALTH") == "1"
 STARTED = time.time()
+
+
+class EngineKey:
+    """The secret callers must present, from ENGINE_API_KEY_FILE (None: no key required).
+
+    Each check stats the file (a microsecond) and re-reads it when its (mtime, size, inode)
+    changed; a file that turns unreadable or empty keeps the last secret (fail closed: never
+    open)."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.secret = ""
+        self._sig = None
+        if path:
+            self.refresh()
+            if not self.secret:
+                raise SystemExit(f"error: the engine key file {path} (ENGINE_API_KEY_FILE) is unreadable or empty")
+
+    def refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if sig == self._sig:
+                return
+            with open(self.path, encoding="utf-8") as fh:
+                secret = fh.readline().strip()
+        except (OSError, UnicodeDecodeError):
+            return
+        if secret:
+            self.secret, self._sig = secret, sig
+
+    def allows(self, header: str | None) -> bool:
+        if not self.path:
+            return True
+        self.refresh()
+        scheme, _, presented = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self.secret.encode())
+
+
+KEY = EngineKey(None)
 
 
 def tokens(text: str) -> list[str]:
@@ -131,9 +176,26 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return model
 
+    def _refused(self) -> bool:
+        """True (and 401 sent) when the request lacks the engine's secret. A small body is read
+        and dropped (closing on unread bytes would reset the connection under the answer); the
+        connection is closed after the answer."""
+        if KEY.allows(self.headers.get("Authorization")):
+            return False
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= 1 << 20:
+            self.rfile.read(length)
+        self.close_connection = True
+        self._send(401, {"error": {"message": "this engine answers only its gateway (a valid engine key is "
+                                   "required)", "type": "authentication_error", "code": 401}},
+                   {"Connection": "close", "WWW-Authenticate": "Bearer"})
+        return True
+
     # ---- routes ------------------------------------------------------------------------
     def do_GET(self):
         path = self.path.split("?", 1)[0]
+        if path != "/health" and self._refused():
+            return
         if path == "/health":
             if FAIL_HEALTH:
                 return self._error(503, "demo engine configured to never be healthy (DEMO_FAIL_HEALTH=1)")
@@ -147,6 +209,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = self.path.split("?", 1)[0]
+        if self._refused():
+            return
         body = self._body()
         if body is None:
             return
@@ -241,7 +305,7 @@ class Server(ThreadingHTTPServer):
 
 
 def main(argv: list[str]) -> None:
-    global MODELS, ROLE
+    global MODELS, ROLE, KEY
     import argparse
 
     parser = argparse.ArgumentParser(description="appliance DEMO engine (not a language model)")
@@ -253,13 +317,14 @@ def main(argv: list[str]) -> None:
     if args.served_model_name:
         MODELS = [m.strip() for m in args.served_model_name.split(",") if m.strip()]
     ROLE = args.role or ROLE
+    KEY = EngineKey(os.environ.get("ENGINE_API_KEY_FILE") or None)
     delay = float(os.environ.get("DEMO_START_DELAY_S", "0") or 0)
     if delay:
         time.sleep(delay)
     port = args.port
     server = Server((args.host, port), Handler)
     sys.stderr.write(f"{ENGINE} {VERSION} (DEMO, not a language model) serving {', '.join(MODELS)} "
-                     f"as {ROLE} on port {port}\n")
+                     f"as {ROLE} on port {port}{' (engine key required)' if KEY.path else ''}\n")
     try:
         server.serve_forever(poll_interval=1.0)
     except KeyboardInterrupt:

@@ -68,8 +68,13 @@ def params(args: argparse.Namespace):
         # -b/-ub come from the plan (contracts.yaml "llama.cpp": an embedding input must fit the
         # physical batch, PR #7389), exactly as llama-server would take them
     if args.api_key_file:
+        # the appliance's per-service secret (mounted read-only): every request but /health must carry
+        # it as a Bearer token; an empty file must not start an open engine
         with open(args.api_key_file, encoding="utf-8") as fh:
-            p.api_keys = [fh.readline().strip()]
+            key = fh.readline().strip()
+        if not key:
+            raise ValueError(f"the key file {args.api_key_file} is empty")
+        p.api_keys = [key]
     return p
 
 
