@@ -593,3 +593,23 @@ def test_signing_in_in_the_browser_returns_to_the_page_and_a_lost_session_goes_b
         assert parse_qs(urlsplit(driver.current_url).query)["next"] == [ui.apps["code-assistant"] + "/"]
     finally:
         driver.quit()
+
+
+@needs_webdriver
+def test_knowledge_base_page_uploads_a_file_as_multipart(ui, browser, tmp_path):
+    """The file picker sends the file as multipart/form-data (the only non-JSON body an app takes)."""
+    doc = tmp_path / "canteen.md"
+    doc.write_text("# Canteen\n\nThe canteen serves lunch from 11:30 to 14:00 on weekdays.\n")
+    open_page(browser, ui.apps["knowledge-base"] + "/")
+    browser.find_element("css selector", "#file").send_keys(str(doc))
+    status = wait_js(browser, "const s = document.querySelector('#upload-status').textContent;"
+                              "return s.startsWith('Added') || s.startsWith('Upload failed') ? s : ''",
+                     what="the upload's result")
+    assert status.startswith("Added canteen.md: 1 chunks embedded with test-embed"), status
+    wait_js(browser, "return [...document.querySelectorAll('#docs li')].some(li => li.textContent.includes("
+                     "'canteen.md'))", what="the document in the list")
+    assert console_errors(browser) == []
+    names = [d["name"] for d in call(ui.apps["knowledge-base"] + "/api/documents")[2]["documents"]]
+    assert "canteen.md" in names
+    log_text = (ui.root / "knowledge-base.log").read_text()
+    assert '"path":"/api/documents","status":201' in log_text and '"ctype":"multipart/form-data"' in log_text

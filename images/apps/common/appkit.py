@@ -438,9 +438,11 @@ def make_handler(routes: dict, static_dir: str, max_body: int = 16 << 20, sessio
                 log({"event": "error", "path": url.path, "error": f"{type(exc).__name__}: {exc}"[:300]})
             finally:
                 _CURRENT.user = None
+            ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
             log({"method": method, "path": url.path, "status": status,
                  "ms": round((time.perf_counter() - t0) * 1000, 1),
-                 **({"user": self.user["user"]} if self.user else {})})
+                 **({"user": self.user["user"]} if self.user else {}),
+                 **({"ctype": ctype[:60]} if method in WITH_BODY and ctype else {})})
 
         def _static(self, path: str):
             if path in SHARED_STATIC:
