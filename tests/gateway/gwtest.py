@@ -308,3 +308,16 @@ def make_user(name: str, password: str, *, role: str = "user", store=None, expor
 
     if name not in {u.name for u in U.list_users(store=store, usage_dir=export_dir).users}:
         U.add_user(name, role=role, password=password, store=store, export_dir=export_dir)
+
+
+def stack_login_link(stack, user: str = "admin") -> str:
+    """A fresh one-time sign-in link from a Docker demo stack's CLI (``DemoStack.cli``): init made
+    the first admin. Each use needs its own link (``redeem_link`` / ``signed_in_url``)."""
+    res = stack.cli("users", "login-link", user, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)["url"]
+
+
+def stack_session(stack, user: str = "admin") -> str:
+    """The Cookie header value of a session for ``user`` on a Docker demo stack (through a link)."""
+    return redeem_link(stack_login_link(stack, user))
