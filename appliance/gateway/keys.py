@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import time
@@ -306,17 +307,24 @@ def export_keys_file(*, store: StateStore | None = None, directory: Path | None 
 def write_gateway_file(name: str, data: str | bytes, *, mode: int, directory: Path | None = None,
                        what: str = "file") -> Path:
     """Write ``<gateway config dir>/<name>`` atomically with ``mode`` (the one way the CLI hands the
-    gateway a file: it never reads half of one); an OSError becomes a StateError naming the file."""
+    gateway a file: it never reads half of one); an OSError becomes a StateError naming the file.
+
+    The file belongs to whoever owns the directory: once the runtime handed the directory to the
+    gateway's account, a 0600 file written later by root (``appliance users add``) stays readable
+    to the gateway."""
     directory = Path(directory) if directory else gateway_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        st = directory.stat()
     except OSError as exc:
         raise StateError(f"cannot create the gateway's config directory: {exc.strerror or exc}",
                          where=str(directory),
                          fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None
+    handed = hasattr(os, "geteuid") and os.geteuid() == 0 and st.st_uid != 0
     path = directory / name
     try:
-        write_atomic(path, data, mode=mode)
+        write_atomic(path, data, mode=mode, owner_uid=st.st_uid if handed else None,
+                     owner_gid=st.st_gid if handed else None)
     except OSError as exc:
         raise StateError(f"cannot write the gateway's {what}: {exc.strerror or exc}", where=str(path),
                          fix="run as the appliance admin (root) or set APPLIANCE_DATA_DIR") from None

@@ -311,3 +311,22 @@ def test_only_the_apps_own_keys_may_act_for_users():
     doc = json.loads((data_dir() / "gateway" / "keys.json").read_text())["keys"]
     assert doc[app.key_id]["acts_for_users"] is True
     assert "acts_for_users" not in doc[person.key_id]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands files to another account")
+def test_files_written_after_the_directory_was_handed_to_the_gateway_stay_its_own():
+    """init hands the gateway's directory to its account (uid 65530); a later `users add` as root
+    must not leave a 0600 users.json the gateway cannot read."""
+    U.add_user("alice", role="admin", password=PW)
+    directory = data_dir() / "gateway"
+    for p in [directory, *directory.iterdir()]:
+        os.chown(p, 65530, 65530)
+    U.add_user("bob", password=PW)
+    U.create_login_link("bob", base_url="http://h:1")
+    for name in ("users.json", "links.json", "keys.json"):
+        if name == "keys.json":
+            from appliance.gateway.keys import export_keys_file
+
+            export_keys_file()
+        st = os.stat(directory / name)
+        assert (st.st_uid, st.st_gid) == (65530, 65530), name
