@@ -231,3 +231,42 @@ def test_a_stack_recorded_before_the_engine_network_converges_to_the_new_shape(i
     Converger(docker, old, release=1).apply()
     (back,) = docker.list_containers(L.instance_filter(instance))
     assert set(docker.inspect_container(back.id)["NetworkSettings"]["Networks"]) == {L.network_name(instance)}
+
+
+def test_the_agent_probes_an_engine_on_the_engine_network_from_outside(instance):
+    """A vendor-like engine (``http`` probe: no check inside) on the internal engine network only:
+    the agent, which names the stack's front network, still finds and probes it from this host."""
+    from appliance.agent.loop import Agent, AgentConfig
+    from appliance.planner.models import Plan
+    from appliance.runtime import labels as L
+    from appliance.runtime import releases
+    from appliance.runtime.docker_adapter import Docker
+    from appliance.runtime.images import ImageEnsurer
+    from appliance.runtime.models import HealthSpec, ServiceSpec, StackSpec
+    from appliance.runtime.stack import list_services
+    from tests.support import NODES
+
+    with Docker() as d:
+        ensured = ImageEnsurer(d).ensure("appliance/demo-engine:0.1.0", "demo/engine")
+    engines = L.engine_network_name(instance)
+    svc = ServiceSpec(
+        name="llm-vendorlike", kind="inference", image="appliance/demo-engine:0.1.0", build="demo/engine",
+        content_hash=ensured.content_hash, image_ref=ensured.ref, port=8000, aliases=["llm-vendorlike"],
+        command=["--port", "8000", "--served-model-name", "llm-vendorlike"], env={"PORT": "8000"},
+        tmpfs={"/tmp": "rw,size=64m"}, hardened=True, memory_limit_mib=256, networks=[engines], demo=True,
+        health=HealthSpec(port=8000, interval_s=1, timeout_s=2, start_period_s=30, wait_timeout_s=60, probe="http"))
+    stack = StackSpec(instance=instance, network=L.network_name(instance), engine_network=engines,
+                      services=[svc]).with_hashes()
+    store = releases.open_store()
+    rid = releases.begin(store, instance, Plan(), stack, source="test")
+    releases.commit(store, instance, rid)
+    agent = Agent(AgentConfig(snapshot=str(NODES / "cpu-only"), metrics_port=0, interval_s=1), store=store)
+    try:
+        assert [r["action"] for r in agent.reconcile_once().repairs] == ["recreate"]
+        healthy = wait_for(lambda: agent.reconcile_once() and {s.name: s for s in list_services(
+            agent.docker, store, instance)}["llm-vendorlike"].health == "healthy", 20, 0.5)
+        assert healthy
+        (c,) = agent.docker.list_containers(L.instance_filter(instance))
+        assert set(agent.docker.inspect_container(c.id)["NetworkSettings"]["Networks"]) == {engines}
+    finally:
+        agent.close()
