@@ -62,6 +62,13 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               help="Host port of the gateway. Default: as recorded, first 8080.")
 @click.option("--app-port-base", type=click.IntRange(1, 65535), default=None, envvar="APPLIANCE_APP_PORT_BASE",
               help="Host port of the first app, the others follow. Default: as recorded, first the catalog's ports.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, metavar="PEM",
+              help="Serve HTTPS with this certificate (with --tls-key). Without it, a bind address beyond loopback "
+                   "gets a self-signed certificate whose fingerprint init prints.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, metavar="PEM",
+              help="The private key of --tls-cert (unencrypted PEM).")
+@click.option("--insecure-http", is_flag=True, default=None,
+              help="Serve plain HTTP even beyond loopback (keys, passwords and sessions cross the network in clear).")
 @click.option("--health-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="How long to wait for each new service to become healthy (default: per service).")
 @click.option("--create-only", is_flag=True,
@@ -69,7 +76,7 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, gateway_port, app_port_base,
-         health_timeout, create_only, as_json, quiet) -> None:
+         tls_cert, tls_key, insecure_http, health_timeout, create_only, as_json, quiet) -> None:
     """Install and start the whole stack: detect, preflight, plan, provision, images,
     start in dependency order, wait for health, record the release.
 
@@ -84,7 +91,8 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
 
     req = init_request(models=_split(models), demo=demo, profile=profile, bind_ip=bind_ip, gateway_port=gateway_port,
                        app_port_base=app_port_base, health_timeout_s=health_timeout, bundle=bundle,
-                       dry_run=dry_run, force=force, create_only=create_only, snapshot=snapshot)
+                       dry_run=dry_run, force=force, create_only=create_only, snapshot=snapshot,
+                       tls_cert=tls_cert, tls_key=tls_key, insecure_http=insecure_http)
     if not dry_run and not yes:
         _confirm("Install/update the appliance stack on this machine?", yes)
     for line in req.site_changes:

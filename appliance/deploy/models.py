@@ -69,6 +69,8 @@ class DeployResult(BaseModel):
     site_changes: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     next_steps: list[str] = Field(default_factory=list)
+    tls: dict | None = Field(default=None, description="the certificate the gateway and apps serve: "
+                             "fingerprint_sha256, self_signed, created, cert_path (None: plain HTTP)")
     recovered: RecoveryResult | None = None
     disk: DiskCheck | None = None
     staged_bytes: int = 0

@@ -298,6 +298,12 @@ def converge(run: Run, *, source: str, reuse_same: bool, plan=None) -> None:
         from appliance.runtime.engine_keys import ensure_stack_secrets
 
         export_users_files(store=run.store)  # users.json, links.json, session.key beside keys.json (sign-in)
+        from appliance.deploy import tls as T
+
+        cert = T.ensure(stack.settings)  # the box's certificate (the admin's installed, or self-signed), if TLS
+        if cert is not None:
+            run.result.tls = {"fingerprint_sha256": cert.fingerprint_sha256, "self_signed": cert.self_signed,
+                              "created": cert.created, "cert_path": cert.cert_path, "not_after": cert.not_after}
         made = [Change(action="write-config", target=k.key_file, detail=f"API key {k.key_name} for app {k.app}")
                 for k in ensure_app_keys(stack, run.catalog, run.store)]
         # last: every engine's secret, the gateway's copy of them, its config directory handed to it
@@ -363,6 +369,10 @@ def finish(run: Run) -> DeployResult:
         res.previous_release = prev.id if prev else None
     if not res.next_steps and run.stack is not None:
         res.next_steps = next_steps(run.stack, res.endpoints)
+        if res.tls and res.tls.get("self_signed"):
+            res.next_steps.insert(0, f"HTTPS with a self-signed certificate: when a browser or client asks, its "
+                                     f"SHA-256 fingerprint must be {res.tls['fingerprint_sha256']} "
+                                     f"(clients can trust {res.tls['cert_path']})")
     return res
 
 

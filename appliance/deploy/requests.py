@@ -69,16 +69,55 @@ def init_request(*, models: list[str] | None = None, demo: bool | None = None, p
                  bind_ip: str | None = None, gateway_port: int | None = None, app_port_base: int | None = None,
                  health_timeout_s: float | None = None, bundle: str | None = None, dry_run: bool = False,
                  force: bool = False, create_only: bool = False, snapshot: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None, insecure_http: bool | None = None,
                  store: StateStore | None = None) -> DeployRequest:
     """``appliance init``: flags left out (None) keep the recorded value; ``models=["default"]``
-    goes back to the catalog's default set."""
+    goes back to the catalog's default set. TLS: :func:`tls_changes`."""
     if models == ["default"]:
         models = RESET
-    site, changed = with_changes({"models": models, "demo": demo, "profile": profile, "bind_ip": bind_ip,
-                                  "gateway_port": gateway_port, "app_port_base": app_port_base,
-                                  "health_timeout_s": health_timeout_s}, store)
+    changes = {"models": models, "demo": demo, "profile": profile, "bind_ip": bind_ip,
+               "gateway_port": gateway_port, "app_port_base": app_port_base, "health_timeout_s": health_timeout_s}
+    site, changed = with_changes(changes, store)
+    tls = tls_changes(site, tls_cert=tls_cert, tls_key=tls_key, insecure_http=insecure_http)
+    if tls:
+        site, changed = with_changes({**changes, **tls}, store)
     return DeployRequest(kind="init", site=site, site_changes=changed, bundle=bundle, dry_run=dry_run, force=force,
                          create_only=create_only, snapshot=snapshot)
+
+
+def tls_changes(site: SiteConfig, *, tls_cert: str | None, tls_key: str | None,
+                insecure_http: bool | None) -> dict[str, Any]:
+    """What the TLS flags change, checked before anything changes (one line, exit 2).
+
+    An admin's certificate (``--tls-cert`` and ``--tls-key`` together) is read and checked now.
+    A bind address beyond loopback needs TLS: without a certificate of the admin's, the box's
+    self-signed one (made by the deploy, its fingerprint printed) -- unless ``--insecure-http``
+    says, explicitly, to serve plain HTTP there."""
+    from appliance.deploy import tls as T
+    from appliance.errors import UsageError
+
+    if bool(tls_cert) != bool(tls_key):
+        raise UsageError("--tls-cert and --tls-key go together", where="--tls-cert" if tls_key else "--tls-key",
+                         fix="give both: the PEM certificate and its private key")
+    if tls_cert and insecure_http:
+        raise UsageError("--insecure-http cannot be combined with a certificate", where="--insecure-http",
+                         fix="give either --tls-cert/--tls-key or --insecure-http")
+    if tls_cert:
+        from pathlib import Path
+
+        T.load_certificate(tls_cert, tls_key)
+        return {"tls": True, "tls_cert_source": str(Path(tls_cert).resolve()),
+                "tls_key_source": str(Path(tls_key).resolve()), "insecure_http": False}
+    if insecure_http:
+        return {"tls": False, "tls_cert_source": RESET, "tls_key_source": RESET, "insecure_http": True}
+    if insecure_http is False and site.insecure_http:
+        site = site.model_copy(update={"insecure_http": False})
+        out: dict[str, Any] = {"insecure_http": False}
+    else:
+        out = {}
+    if T.needs_tls(site.bind_ip) and not site.tls and not site.insecure_http:
+        out.update({"tls": True, "tls_cert_source": RESET, "tls_key_source": RESET})
+    return out
 
 
 def run(req: DeployRequest, *, say=None, progress=None, store: StateStore | None = None) -> DeployResult:

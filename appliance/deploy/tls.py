@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 
 from appliance.atomic import write_atomic
 from appliance.errors import UsageError
-from appliance.paths import data_dir
+from appliance.runtime.compose import TLS_GID
+from appliance.runtime.compose import tls_dir as _tls_dir
 
 LOG = logging.getLogger(__name__)
 CERT_FILENAME = "cert.pem"
@@ -42,8 +43,13 @@ class TlsCertificate(BaseModel):
 
 
 def tls_dir(root: Path | None = None) -> Path:
-    """Where a self-signed certificate is kept (bound read-only into the gateway and apps)."""
-    return (root or data_dir()) / "tls"
+    """Where the box's certificate is kept (bound read-only into the gateway and apps)."""
+    return _tls_dir(root)
+
+
+def _key_group() -> int | None:
+    """The group that may read the key (the gateway's and apps' supplementary group), as root."""
+    return TLS_GID if os.geteuid() == 0 else None
 
 
 def needs_tls(bind_ip: str) -> bool:
@@ -126,10 +132,10 @@ def _subject_names(bind_ip: str) -> tuple[list[str], list]:
     return dns, sorted(addresses, key=lambda a: (a.version, int(a)))
 
 
-def ensure_self_signed(bind_ip: str, root: Path | None = None, owner_uid: int | None = None) -> TlsCertificate:
+def ensure_self_signed(bind_ip: str, root: Path | None = None) -> TlsCertificate:
     """The box's self-signed certificate, made once (kept while its files are valid and it names
-    the bind address), the key written 0600 (owned by ``owner_uid``: the uid the gateway and apps
-    run as, who must read it) and atomically."""
+    the bind address); the key written atomically, 0640, group TLS_GID (the gateway and apps
+    read it as that supplementary group; nobody else)."""
     directory = tls_dir(root)
     cert_path, key_path = directory / CERT_FILENAME, directory / KEY_FILENAME
     if cert_path.is_file() and key_path.is_file():
@@ -161,7 +167,34 @@ def ensure_self_signed(bind_ip: str, root: Path | None = None, owner_uid: int | 
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o755)
     write_atomic(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()), mode=0o600, owner_uid=owner_uid)
+                                             serialization.NoEncryption()), mode=0o640, owner_gid=_key_group())
     write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     LOG.info("made a self-signed TLS certificate for %s", ", ".join(dns + [str(a) for a in addresses]))
     return load_certificate(cert_path, key_path, self_signed=True, created=True)
+
+
+def install_certificate(cert_path: str | Path, key_path: str | Path, root: Path | None = None) -> TlsCertificate:
+    """An admin's certificate and key, checked, copied into the box's TLS directory (the admin's
+    files may stay readable by root alone; the copy of the key is 0640, group TLS_GID)."""
+    checked = load_certificate(cert_path, key_path)
+    directory = tls_dir(root)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)
+    cert_dst, key_dst = directory / CERT_FILENAME, directory / KEY_FILENAME
+    try:
+        write_atomic(key_dst, Path(key_path).read_bytes(), mode=0o640, owner_gid=_key_group())
+        write_atomic(cert_dst, Path(cert_path).read_bytes(), mode=0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot install the TLS certificate: {exc.strerror or exc}", where=str(directory),
+                         fix="run as root, or set APPLIANCE_DATA_DIR to a directory you own") from None
+    return checked.model_copy(update={"cert_path": str(cert_dst), "key_path": str(key_dst)})
+
+
+def ensure(settings, root: Path | None = None) -> TlsCertificate | None:
+    """The certificate ``settings`` ask for (None without TLS): the admin's, installed, or the
+    self-signed one for the bind address."""
+    if not settings.tls:
+        return None
+    if settings.tls_cert_source:
+        return install_certificate(settings.tls_cert_source, settings.tls_key_source, root)
+    return ensure_self_signed(settings.bind_ip, root)

@@ -42,6 +42,13 @@ APP_KEY_FILENAME = "api_key"
 APP_DATA_TARGET = "/data"
 # Where an engine finds its secret: a directory bound read-only (a replaced file is seen in it).
 ENGINE_SECRETS_TARGET = "/run/appliance-engine"
+# TLS (settings.tls): the box's certificate directory (<data>/tls, appliance.deploy.tls), read-only;
+# its key file is group-readable by TLS_GID, which the gateway and apps get as a supplementary group
+TLS_TARGET = "/run/appliance-tls"
+TLS_GID = 65529
+# with TLS the gateway also listens in plain HTTP on this port, for the apps on the stack's front
+# network only (never published): the public port is HTTPS, the hop app -> gateway stays on the host
+GATEWAY_INTERNAL_PORT = 8079
 ENGINE_KEY_FILENAME = "api_key"
 LOCAL_MEMORY_LIMIT_MIB = 512          # the gateway, each app, an engine of ours without a planned size
 LOCAL_HEALTH_INTERVAL_S = 5.0   # pyrt services start in well under a second
@@ -49,15 +56,19 @@ LOCAL_START_PERIOD_S = 30.0
 LOCAL_WAIT_TIMEOUT_S = 60.0
 
 
-def health_test(port: int, path: str) -> list[str]:
+def health_test(port: int, path: str, tls: bool = False) -> list[str]:
     """A Docker healthcheck that needs only ``python3`` in the image (no curl in scratch images):
     the ``python3`` probe, for our own images (built on the pyrt base, which ships it).
 
     Raw socket + ``-I -S`` keeps each check at a few milliseconds of CPU: urllib would import
-    http.client, email and ssl on every run.
+    http.client, email and ssl on every run. ``tls``: the service serves HTTPS (an app behind the
+    box's certificate); the check runs inside the container on loopback, so the certificate is not
+    verified -- what is checked is that the service answers.
     """
-    code = ("import socket,sys\n"
-            f"s=socket.create_connection(('127.0.0.1',{port}),3)\n"
+    connect = (f"import socket,ssl,sys\ns=ssl._create_unverified_context().wrap_socket("
+               f"socket.create_connection(('127.0.0.1',{port}),3))\n" if tls else
+               f"import socket,sys\ns=socket.create_connection(('127.0.0.1',{port}),3)\n")
+    code = (connect +
             f"s.sendall(b'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n')\n"
             "d=s.recv(65536)\n"
             "while s.recv(65536):pass\n"
@@ -83,7 +94,7 @@ def healthcheck(health: HealthSpec) -> dict:
     if health.probe == "http":
         return {"test": list(NO_HEALTHCHECK)}
     test = (curl_test(health.port, health.path, health.timeout_s) if health.probe == "curl"
-            else health_test(health.port, health.path))
+            else health_test(health.port, health.path, tls=health.probe == "python3-tls"))
     return {"test": test, "interval_s": health.interval_s, "timeout_s": health.timeout_s,
             "start_period_s": health.start_period_s, "retries": health.retries}
 
@@ -227,6 +238,18 @@ def _local_service(name: str, kind: str, image: str, build: str | None, port: in
         demo=demo)
 
 
+def tls_dir(root: Path | None = None) -> Path:
+    """Host directory of the box's certificate (written by appliance.deploy.tls)."""
+    return (root or data_dir()) / "tls"
+
+
+def _with_tls(svc: ServiceSpec, root: Path | None, env: dict[str, str]) -> ServiceSpec:
+    """``svc`` serving HTTPS: the certificate directory read-only, the key's group, where they are."""
+    return svc.model_copy(update={"tls": True, "env": {**svc.env, **env},
+                                  "binds": [*svc.binds, Bind(source=str(tls_dir(root)), target=TLS_TARGET)],
+                                  "group_add": [*svc.group_add, str(TLS_GID)]})
+
+
 def routes_for(services: list[ServiceSpec]) -> dict:
     """The gateway's routes.json: served model name -> upstream base URL on the engine network, and
     the service whose secret the gateway sends (the secret itself is in upstream_keys.json only)."""
@@ -292,8 +315,16 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
         # a thread per client connection: room for GATEWAY_MAX_CONNECTIONS (2,000) of them, so a
         # flood of half-sent requests meets the gateway's own limit, not the container's
         gateway = gateway.model_copy(update={"pids_limit": GATEWAY_PIDS_LIMIT})
+        inside_port = gw_port
+        if settings.tls:
+            inside_port = GATEWAY_INTERNAL_PORT
+            gateway = _with_tls(gateway, root, {"GATEWAY_TLS_CERT": f"{TLS_TARGET}/cert.pem",
+                                                "GATEWAY_TLS_KEY": f"{TLS_TARGET}/key.pem",
+                                                "GATEWAY_INTERNAL_PORT": str(GATEWAY_INTERNAL_PORT)})
+            gateway = gateway.model_copy(update={"health": gateway.health.model_copy(
+                update={"port": GATEWAY_INTERNAL_PORT})})
         services.append(gateway)
-        gateway_url = f"http://{GATEWAY}:{gw_port}/v1"
+        gateway_url = f"http://{GATEWAY}:{inside_port}/v1"
         public_url = f"{gateway.endpoint()}/v1"
         for i, planned in enumerate(sorted(plan.apps, key=lambda a: a.name)):
             name = planned.name
@@ -321,10 +352,15 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
                 binds.append(Bind(source=L.volume_name(inst, f"{name}-data"), target=APP_DATA_TARGET,
                                   read_only=False, volume=True))
             host_port = app.port if settings.app_port_base is None else settings.app_port_base + i
-            services.append(_local_service(
+            svc = _local_service(
                 name, "app", planned.image, build, app.listen_port, host_port, settings, env=env, binds=binds,
                 depends_on=[GATEWAY], uid=pyrt.APP_UID, networks=[front], health_path=app.health,
-                served_models=sorted(set(models.values())), demo=demo))
+                served_models=sorted(set(models.values())), demo=demo)
+            if settings.tls:
+                svc = _with_tls(svc, root, {"APP_TLS_CERT": f"{TLS_TARGET}/cert.pem",
+                                            "APP_TLS_KEY": f"{TLS_TARGET}/key.pem"})
+                svc = svc.model_copy(update={"health": svc.health.model_copy(update={"probe": "python3-tls"})})
+            services.append(svc)
             app_names.append(name)
     services += [s if s.networks is not None else s.model_copy(update={"networks": []})
                  for s in extra_services or []]

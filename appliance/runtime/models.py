@@ -42,6 +42,12 @@ class Settings(BaseModel):
                                       "get consecutive ports); default: each app's catalog port")
     health_timeout_s: float | None = Field(default=None, gt=0,
                                            description="override of every service's health-wait timeout")
+    tls: bool = Field(default=False, description="the gateway and apps serve HTTPS with the box's certificate "
+                      "(<data>/tls: an admin's, or self-signed; appliance.deploy.tls)")
+    tls_cert_source: str | None = Field(default=None, description="the admin's PEM certificate (init --tls-cert); "
+                                        "None with tls: a self-signed one")
+    tls_key_source: str | None = Field(default=None, description="the admin's PEM key (init --tls-key)")
+    insecure_http: bool = Field(default=False, description="serve plain HTTP beyond loopback (init --insecure-http)")
 
 
 class Bind(BaseModel):
@@ -59,8 +65,9 @@ class HealthSpec(BaseModel):
     start_period_s: float = 600.0
     retries: int = 3
     wait_timeout_s: float = Field(default=600.0, description="how long init waits for healthy")
-    probe: Literal["python3", "curl", "http"] = Field(
-        default="python3", description="python3 / curl: a Docker health check run inside the container; http: "
+    probe: Literal["python3", "python3-tls", "curl", "http"] = Field(
+        default="python3", description="python3 / curl: a Docker health check run inside the container "
+        "(python3-tls: the same over HTTPS, for a service behind the box's certificate); http: "
         "no check inside, the runtime and the agent GET the path at the container's address "
         "(appliance.runtime.probe)")
 
@@ -96,6 +103,7 @@ class ServiceSpec(BaseModel):
     networks: list[str] | None = Field(default=None, description="the stack networks it is attached to, the "
                                        "first at creation ([]: none at all); None: a service recorded before "
                                        "the engine network, on the stack's one network")
+    tls: bool | None = Field(default=None, description="serves HTTPS on its published port (None: plain HTTP)")
     health: HealthSpec
     depends_on: list[str] = Field(default_factory=list)
     memory_limit_mib: int | None = None
@@ -128,7 +136,9 @@ class ServiceSpec(BaseModel):
         if self.host_port is None:
             return None
         host = self.host_ip if self.host_ip not in (None, "0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.host_port}"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.host_port}"
 
     def internal_url(self) -> str:
         return f"http://{self.name}:{self.port}"
@@ -136,7 +146,7 @@ class ServiceSpec(BaseModel):
 
 # ServiceSpec fields added after stacks were first recorded: left out of a hash while unset, so
 # a recorded definition hashes as it did when it was applied
-_LATER_FIELDS = ("recipe", "pids_limit", "user", "networks")
+_LATER_FIELDS = ("recipe", "pids_limit", "user", "networks", "tls")
 
 
 class StackSpec(BaseModel):

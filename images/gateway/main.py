@@ -30,7 +30,9 @@ Environment:
   GATEWAY_QUEUE_TIMEOUT_S     how long a request waits for one of those (default 120), then 503 engine_busy
   GATEWAY_MAX_BODY_MIB        largest request body accepted (default 32), enforced while it streams in
   GATEWAY_MAX_JSON_DEPTH      deepest nesting of a request's JSON (default 32)
-  GATEWAY_TLS_CERT / GATEWAY_TLS_KEY  PEM files: serve HTTPS instead of HTTP
+  GATEWAY_TLS_CERT / GATEWAY_TLS_KEY  PEM files: serve HTTPS instead of HTTP on PORT
+  GATEWAY_INTERNAL_PORT       with TLS: also plain HTTP on this port, for the apps on the stack's
+                              own network (the runtime never publishes it)
   GATEWAY_POLL_S              config poll interval (default 1.0)
 
 Logs: one JSON line per request on stdout (method, path, status, model, key *name*, user,
@@ -447,14 +449,17 @@ async def serve() -> None:
     tls = tls_context()
     site = web.TCPSite(runner, "0.0.0.0", port, backlog=1024, reuse_address=True, ssl_context=tls)
     await site.start()
+    internal = os.environ.get("GATEWAY_INTERNAL_PORT")
+    if tls is not None and internal:  # plain HTTP for the apps beside it on the stack network (never published)
+        await web.TCPSite(runner, "0.0.0.0", int(internal), backlog=1024, reuse_address=True).start()
     watcher = Watcher(config, usage, log, poll_s=env_float("GATEWAY_POLL_S", 1.0))
     watcher.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log({"event": "start", "port": port, "tls": tls is not None, "config_dir": config_dir,
-         "models": sorted(config.routes), "keys": len(config.keys), "errors": config.errors})
+    log({"event": "start", "port": port, "tls": tls is not None, "internal_port": internal if tls else None,
+         "config_dir": config_dir, "models": sorted(config.routes), "keys": len(config.keys), "errors": config.errors})
     try:
         await stop.wait()
     finally:

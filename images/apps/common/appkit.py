@@ -4,7 +4,8 @@ There is one copy: the image build (appliance.runtime.images.build_sources) puts
 images/apps/common/ beside every app's main.py in /app, and each main.py also looks in ../common
 so it runs from the source tree as it is. Stdlib only.
 
-Environment: PORT (8080), GATEWAY_URL (the gateway inside the stack), APP_API_KEY_FILE
+Environment: PORT (8080), APP_TLS_CERT / APP_TLS_KEY (PEM files: serve HTTPS), GATEWAY_URL (the
+gateway inside the stack), APP_API_KEY_FILE
 (the app's own key, mounted read-only; re-read when it changes) or APP_API_KEY,
 APP_TITLE, APP_EVALUATION_MODELS (comma-separated: the built-in small evaluation models among
 those the app uses, set by the runtime; ``/api/info`` reports them and the pages say so).
@@ -509,14 +510,51 @@ def health(_req):
     return 200, {"status": "ok"}, "application/json"
 
 
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def tls_context():
+    """An SSL context for APP_TLS_CERT / APP_TLS_KEY (set by the runtime when the box serves the LAN
+    over HTTPS), or None for plain HTTP."""
+    cert, key = os.environ.get("APP_TLS_CERT"), os.environ.get("APP_TLS_KEY")
+    if not (cert and key):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class TLSServer(ThreadingHTTPServer):
+    """HTTPS with the handshake in the connection's own thread (bounded by a timeout), never in the
+    accepting one: a client that opens a connection and stalls holds only its own thread."""
+
+    context: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address) -> None:
+        request.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            request.close()
+            return
+        request.settimeout(None)
+        self.RequestHandlerClass(request, client_address, self)
+
+
 def serve(app: str, routes: dict, static_dir: str) -> None:
     routes = {("GET", "/healthz"): health, **routes}
     port = int(os.environ.get("PORT", "8080"))
-    server = ThreadingHTTPServer(("0.0.0.0", port), make_handler(routes, static_dir))
+    ctx = tls_context()
+    server_class = ThreadingHTTPServer
+    if ctx is not None:
+        server_class = type("AppTLSServer", (TLSServer,), {"context": ctx})
+    server = server_class(("0.0.0.0", port), make_handler(routes, static_dir))
     server.daemon_threads = True
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    log({"event": "start", "app": app, "port": port, "gateway": os.environ.get("GATEWAY_URL", "")})
+    log({"event": "start", "app": app, "port": port, "tls": ctx is not None,
+         "gateway": os.environ.get("GATEWAY_URL", "")})
     server.serve_forever(poll_interval=0.5)
     server.server_close()
