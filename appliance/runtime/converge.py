@@ -122,6 +122,23 @@ def routes_text(stack: StackSpec) -> str:
     return json.dumps(stack.routes, indent=1, sort_keys=True) + "\n"
 
 
+def _secret_newer(svc: ServiceSpec, container: ContainerInfo) -> bool:
+    """True when the secret ``svc``'s engine reads was written after ``container`` was created
+    (it was made again: appliance.runtime.engine_keys). The engine API gives creation times in
+    whole seconds and a secret is always written before its container is created, so one second
+    of slack never mistakes a first secret for a new one."""
+    from appliance.runtime.compose import ENGINE_KEY_FILENAME, ENGINE_SECRETS_TARGET
+
+    mount = next((b for b in svc.binds if b.target == ENGINE_SECRETS_TARGET), None)
+    if mount is None or not container.created_ts:
+        return False
+    try:
+        written = (Path(mount.source) / ENGINE_KEY_FILENAME).stat().st_mtime
+    except OSError:
+        return False
+    return written >= container.created_ts + 1.0
+
+
 @dataclass
 class _Pending:
     svc: ServiceSpec
@@ -241,6 +258,10 @@ class Converger:
         want = self.stack.hash_of(svc.name)
         current = [c for c in containers if c.labels.get(L.SPEC_HASH) == want]
         old = [c for c in containers if c.labels.get(L.SPEC_HASH) != want]
+        if current and _secret_newer(svc, current[-1]):
+            # its secret was made again (the file was lost): the engine must start with the new one
+            # the gateway now sends; the container keeps its name, so it is replaced in place
+            old, current = containers, []
         if current:
             keep = current[-1]
             for extra in current[:-1]:

@@ -176,6 +176,36 @@ def test_secrets_are_files_of_their_readers_and_nowhere_else(stack):
     assert out.returncode == 0 and out.stdout.strip() == str(pyrt.APP_UID), out.stderr
 
 
+def test_a_lost_secret_is_made_again_and_only_its_engine_is_replaced(stack):
+    """Secrets are kept across runs; one whose file is lost is made again by the next init, the
+    gateway gets it, and that engine's container (which read the old one) is replaced -- nothing else."""
+    from appliance.runtime.compose import engine_secrets_dir
+
+    infos = _containers(stack)
+    before = {n: i["Id"] for n, i in infos.items()}
+    engine = sorted(n for n, i in infos.items() if i["Config"]["Labels"]["appliance.kind"] == "inference")[0]
+    key_file = engine_secrets_dir(engine, stack.data_dir) / "api_key"
+    old_secret = key_file.read_text().strip()
+    key_file.unlink()
+    res = stack.cli("init", "--yes", "--json", "-q")
+    assert res.returncode == 0, res.stderr[-2000:]
+    changes = {(c["action"], c["target"]) for c in json.loads(res.stdout)["changes"]}
+    assert ("replace", engine) in changes and ("write-config", str(key_file)) in changes
+    after = {n: i["Id"] for n, i in _containers(stack).items()}
+    assert [n for n in before if before[n] != after[n]] == [engine]
+    new_secret = key_file.read_text().strip()
+    assert new_secret != old_secret
+    upstream = json.loads((stack.data_dir / "gateway" / "upstream_keys.json").read_text())["services"]
+    assert upstream[engine] == new_secret
+    base = _engine_base(_containers(stack)[engine], f"appliance-{stack.instance}-engines")
+    assert _http(f"{base}/v1/models", key=new_secret) == 200 and _http(f"{base}/v1/models", key=old_secret) == 401
+    key = json.loads(stack.cli("keys", "create", "--name", "iso-after", "--json").stdout)["key"]
+    model = "demo-chat" if engine.startswith("llm-") else "demo-embed"
+    body = CHAT if model == "demo-chat" else {"model": model, "input": "hello"}
+    path = "/v1/chat/completions" if model == "demo-chat" else "/v1/embeddings"
+    assert wait_for(lambda: _http(stack.gateway + path, body, key=key) == 200, 10)
+
+
 def test_the_agent_recreates_a_removed_engine_on_the_engine_network_with_its_secret(stack):
     infos = _containers(stack)
     engine = next(n for n, i in infos.items() if i["Config"]["Labels"]["appliance.kind"] == "inference")
