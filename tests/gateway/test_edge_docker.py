@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gwtest import call
+from gwtest import call, stack_session
 
 from appliance.runtime import labels as L
 from tests.stack_support import DemoStack
@@ -177,3 +177,54 @@ def test_many_clients_at_once_are_all_answered(stack):
     for t in threads:
         t.join(60)
     assert results == [200] * 50
+
+
+# each app's state-changing call, with a body it accepts
+APP_WRITES = {"customer-service": ("/api/chat", {"question": "What are your opening hours?"}),
+              "knowledge-base": ("/api/documents", {"name": "planted.md", "text": "planted by another site"}),
+              "code-assistant": ("/api/ask", {"prompt": "write hello world"})}
+
+
+def _app_urls(stack) -> dict[str, str]:
+    found = {name: c.labels.get("appliance.endpoint", "") for name, c in stack.containers().items()}
+    return {name: found[name].rstrip("/") for name in APP_WRITES if found.get(name)}
+
+
+def test_each_app_refuses_a_cross_origin_post_with_403_and_nothing_changes(stack):
+    cookie = stack_session(stack)
+    apps = _app_urls(stack)
+    assert set(apps) == set(APP_WRITES)
+    kb = apps["knowledge-base"]
+    status, _, docs_before = call(kb + "/api/documents", headers={"Cookie": cookie})
+    assert status == 200, docs_before
+    for app, url in apps.items():
+        path, payload = APP_WRITES[app]
+        for origin in ("http://evil.example", "null", stack.gateway):
+            status, _, body = call(url + path, body=payload, headers={"Cookie": cookie, "Origin": origin})
+            assert status == 403, (app, origin, status, body)
+    assert call(kb + "/api/documents", headers={"Cookie": cookie})[2] == docs_before   # nothing planted
+    # the app's own origin is served (the refusal above was the origin, not the session)
+    status, _, body = call(apps["customer-service"] + "/api/chat", body=APP_WRITES["customer-service"][1],
+                           headers={"Cookie": cookie, "Origin": apps["customer-service"]}, timeout_s=60)
+    assert status == 200, body
+
+
+def test_an_app_api_call_without_a_session_is_401_and_a_page_sends_to_sign_in(stack):
+    import urllib.error
+    import urllib.request
+
+    for app, url in _app_urls(stack).items():
+        path, payload = APP_WRITES[app]
+        status, _, body = call(url + path, body=payload)
+        assert status == 401 and body.get("login_url"), (app, status, body)
+        assert call(url + "/api/info")[0] == 401
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+
+        try:
+            urllib.request.build_opener(NoRedirect).open(url + "/", timeout=10)
+            raise AssertionError(f"{app}: the page was served without a session")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 303 and "/auth/login" in exc.headers["Location"], (app, exc.code)
