@@ -102,6 +102,15 @@ def _common(plan, inst: str, res) -> dict[str, dict]:
     return infos
 
 
+def _without_secret(info: dict, ps) -> dict:
+    """``info`` without the engine's secret directory, after checking it is there, read-only
+    (every engine here takes a key: vLLM and vllm-ascend)."""
+    secret = [m for m in info["Mounts"] if m["Destination"] == "/run/appliance-engine"]
+    assert len(secret) == 1 and secret[0]["RW"] is False and secret[0]["Source"].endswith(
+        f"/engines/{ps.name}/secrets"), info["Mounts"]
+    return {**info, "Mounts": [m for m in info["Mounts"] if m not in secret]}
+
+
 def test_nvidia_snapshot_containers_get_the_gpu_by_uuid(tmp_path, stand_in_images):
     plan, inst, res = _create(H200, tmp_path, stand_in_images)
     try:
@@ -115,12 +124,15 @@ def test_nvidia_snapshot_containers_get_the_gpu_by_uuid(tmp_path, stand_in_image
             assert not host["Devices"]
             assert _env(info) == _expected_env(ps, {"NVIDIA_VISIBLE_DEVICES": uuid_,
                                                     "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"})
-            mounts = {m["Source"]: m for m in info["Mounts"]}
+            mounts = {m["Source"]: m for m in _without_secret(info, ps)["Mounts"]}
             assert set(mounts) == {ps.model_path}
             # the directory; the engine gets the file in it
             assert mounts[ps.model_path]["Destination"] == ps.model_path
             assert mounts[ps.model_path]["RW"] is False
-            assert info["Config"]["Entrypoint"] == ps.entrypoint and info["Config"]["Cmd"] == ps.command
+            # vLLM started by the wrapper that reads its secret (appliance.planner.command.key_launch)
+            entry = info["Config"]["Entrypoint"]
+            assert entry[:2] == ["/bin/sh", "-c"] and entry[3] == "/run/appliance-engine/api_key"
+            assert entry[4:] == ps.entrypoint and info["Config"]["Cmd"] == ps.command
             assert host["ShmSize"] == 8192 * 1024 * 1024 and host["Runtime"] == "runc"
         for name in ("gateway", *[a.name for a in plan.apps]):   # no devices outside the engines
             assert not infos[name]["HostConfig"]["DeviceRequests"] and not infos[name]["HostConfig"]["Devices"]
@@ -144,7 +156,7 @@ def test_ascend_snapshot_containers_get_davinci_nodes_and_driver_mounts(tmp_path
                 [(p, p, "rwm") for p in expected]
             assert not host["DeviceRequests"]
             assert _env(info) == _expected_env(ps, {"ASCEND_VISIBLE_DEVICES": ",".join(map(str, ids))})
-            mounts = {m["Source"]: m for m in info["Mounts"]}
+            mounts = {m["Source"]: m for m in _without_secret(info, ps)["Mounts"]}
             assert set(mounts) == driver_mounts | {ps.model_path}
             assert all(m["RW"] is False for m in mounts.values())
             assert host["Runtime"] == "runc"
