@@ -153,12 +153,12 @@ def test_a_nested_json_bomb_is_400(stack):
 def test_bad_network_input_to_init_is_exit_2_and_nothing_changes(stack, args):
     if args == ("duplicate",):
         args = ("--gateway-port", str(stack.gateway_port), "--app-port-base", str(stack.gateway_port))
-    before = stack.state()
+    before, config = stack.state(), stack.cli("config", "show", "--json").stdout
     res = stack.cli("init", "--demo", "--yes", "--models", "demo-chat,demo-embed", *args)
     assert res.returncode == 2, (res.returncode, res.stdout[-500:], res.stderr[-500:])
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    assert stack.state() == before
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr   # one line says what and how to fix
+    assert stack.state() == before and stack.cli("config", "show", "--json").stdout == config
 
 
 def test_many_clients_at_once_are_all_answered(stack):
