@@ -3,6 +3,8 @@
 One demo stack per module (``appliance init --demo --yes --models demo-chat,demo-embed``: the templated test
 engine from its catalog overlay, tests/stack_support.py; a unique instance, data dir
 and ports), driven only through the CLI and HTTP as a user would; purged afterwards.
+The apps need a signed-in user (docs/users.md): their API calls carry a session cookie from a
+one-time sign-in link (``stack_session``), a browser opens each page through a fresh link.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from gwtest import browser_dom, call, eventually, needs_chromium
+from gwtest import (
+    browser_dom,
+    call,
+    eventually,
+    fetch,
+    needs_chromium,
+    signed_in_url,
+    stack_login_link,
+    stack_session,
+)
 
 from tests.stack_support import DemoStack
 from tests.support import wait_until
@@ -131,26 +142,35 @@ def test_scope_expiry_and_quotas(demo):
 
 def test_knowledge_base_answers_from_an_uploaded_document_with_citation(demo):
     kb = demo.endpoints()["apps"]["knowledge-base"].rstrip("/")
-    status, _, body = call(kb + "/api/documents", body={"name": "office-handbook.md", "text": DOC})
+    signed_in = {"Cookie": stack_session(demo)}
+    status, _, body = call(kb + "/api/documents", body={"name": "office-handbook.md", "text": DOC},
+                           headers=signed_in)
     assert status == 201 and body["embed_model"] == "demo-embed", body
-    call(kb + "/api/documents", body={"name": "unrelated.md",
-                                      "text": "Quarterly revenue grew by four percent in the northern region."})
-    status, _, body = call(kb + "/api/ask", body={"question": "When is the office kitchen cleaned?"})
+    status, _, body = call(kb + "/api/documents", headers=signed_in,
+                           body={"name": "unrelated.md",
+                                 "text": "Quarterly revenue grew by four percent in the northern region."})
+    assert status == 201, body
+    status, _, body = call(kb + "/api/ask", body={"question": "When is the office kitchen cleaned?"},
+                           headers=signed_in)
     assert status == 200, body
     top = body["citations"][0]
     assert top["document"] == "office-handbook.md" and "kitchen is cleaned every Thursday" in top["text"]
     assert "Thursday" in body["answer"] and body["model"] == "demo-chat"
     gw_log = demo.logs("gateway")
     lines = [json.loads(x) for x in gw_log.splitlines() if x.startswith("{")]
-    used = {(r.get("key"), r.get("path")) for r in lines if r.get("status") == 200}
-    assert {("app-knowledge-base", "/v1/embeddings"), ("app-knowledge-base", "/v1/chat/completions")} <= used
+    # through the app's own key, for the signed-in user (the gateway counts usage per user)
+    used = {(r.get("key"), r.get("path"), r.get("user")) for r in lines if r.get("status") == 200}
+    assert {("app-knowledge-base", "/v1/embeddings", "admin"),
+            ("app-knowledge-base", "/v1/chat/completions", "admin")} <= used
 
 
 @needs_chromium
 def test_each_app_page_in_a_real_browser_reaches_the_gateway(demo, tmp_path):
     apps = demo.endpoints()["apps"]
     assert set(apps) == {"customer-service", "knowledge-base", "code-assistant"}
-    call(apps["knowledge-base"] + "api/documents", body={"name": "office-handbook.md", "text": DOC})
+    status, _, body = call(apps["knowledge-base"] + "api/documents", body={"name": "office-handbook.md", "text": DOC},
+                           headers={"Cookie": stack_session(demo)})
+    assert status == 201, body
     pages = {
         "customer-service": ("?q=" + quote("What are your opening hours?"), ['data-status="answered"',
                                                                           "What are your opening hours"]),
@@ -161,7 +181,8 @@ def test_each_app_page_in_a_real_browser_reaches_the_gateway(demo, tmp_path):
     }
     for app, (query, expected) in pages.items():
         before = len(demo.logs("gateway").splitlines())
-        dom = browser_dom(apps[app] + query, tmp_path / app)
+        # a fresh one-time link signs this browser in, then lands on the page (a link works once)
+        dom = browser_dom(signed_in_url(stack_login_link(demo), apps[app] + query), tmp_path / app)
         for text in expected:
             assert text in dom, f"{app}: {text!r} not in the page"
         after = [json.loads(x) for x in demo.logs("gateway").splitlines()[before:] if x.startswith("{")]
@@ -187,6 +208,19 @@ def test_no_plaintext_key_in_state_or_logs_and_endpoints_reported(demo):
     ep = demo.endpoints()
     assert ep["gateway"] == f"{demo.gateway}/v1"
     assert call(ep["gateway"].removesuffix("/v1") + "/healthz")[0] == 200
+    # each reported app URL is its page: without a session it sends the browser to the gateway's
+    # sign-in page (and back here after it), with one it is served
+    cookie = stack_session(demo)
+    gw = urlsplit(demo.gateway)
     for app, url in ep["apps"].items():
-        status, _, page = call(url)
-        assert status == 200 and b"<html" in page, app
+        status, hdrs, _ = fetch(url)
+        assert status == 303, (app, status)
+        login = urlsplit(hdrs["Location"])
+        assert (login.netloc, login.path) == (gw.netloc, "/auth/login"), (app, hdrs["Location"])
+        assert parse_qs(login.query)["next"] == [url], (app, hdrs["Location"])
+        status, _, page = fetch(url, headers={"Cookie": cookie})
+        assert status == 200 and b"<html" in page, (app, status)
+    # nor is the session token in any log
+    token = cookie.split("=", 1)[1]
+    assert token not in "".join(demo.logs(s) for s in ("gateway", "customer-service", "knowledge-base",
+                                                       "code-assistant"))

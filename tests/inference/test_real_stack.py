@@ -180,10 +180,11 @@ def test_50_concurrent_streams_and_200_requests_all_complete(real_stack):
 
 # ---- the apps on the real models -------------------------------------------------------------------
 def _app(real_stack, name: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """One call to an app's API as the signed-in admin (the apps answer 401 without a session)."""
     url = real_stack.apps[name].rstrip("/") + path
     req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
                                  method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", "Cookie": real_stack.session})
     try:
         with urllib.request.urlopen(req, timeout=180) as resp:
             return resp.status, json.loads(resp.read())
