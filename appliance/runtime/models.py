@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from appliance.catalog.schema import ImageRecipe
 from appliance.planner.models import DeviceRef, Plan
+from appliance.runtime.urls import endpoint_url
 
 STACK_FORMAT = "appliance-stack/1"
 
@@ -133,12 +134,7 @@ class ServiceSpec(BaseModel):
         return self.image_ref or self.image
 
     def endpoint(self) -> str | None:
-        if self.host_port is None:
-            return None
-        host = self.host_ip if self.host_ip not in (None, "0.0.0.0", "::") else "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{'https' if self.tls else 'http'}://{host}:{self.host_port}"
+        return endpoint_url(self.host_ip, self.host_port, self.tls)
 
     def internal_url(self) -> str:
         return f"http://{self.name}:{self.port}"

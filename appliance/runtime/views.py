@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 
 from appliance.runtime import labels as L
+from appliance.runtime.urls import endpoint_url
 
 # the kinds that make up the stack (training *jobs* are not services); converge uses this too
 STACK_KINDS = ("inference", "gateway", "app", "training")
@@ -101,7 +102,7 @@ def _devices(items) -> list[DeviceView]:
 class ServiceView:
     """One service of the recorded stack (``runtime.models.ServiceSpec``)."""
 
-    __slots__ = ("name", "kind", "image", "image_ref", "host_port", "host_ip", "served_models", "demo",
+    __slots__ = ("name", "kind", "image", "image_ref", "host_port", "host_ip", "tls", "served_models", "demo",
                  "device_refs", "_raw")
 
     def __init__(self, d: dict):
@@ -111,6 +112,7 @@ class ServiceView:
         self.image_ref = d.get("image_ref")
         self.host_port = d.get("host_port")
         self.host_ip = d.get("host_ip")
+        self.tls = d.get("tls")
         self.served_models = list(d.get("served_models") or [])
         self.demo = bool(d.get("demo", False))
         self.device_refs = _devices(d.get("device_refs"))
@@ -120,10 +122,7 @@ class ServiceView:
         return self.image_ref or self.image
 
     def endpoint(self) -> str | None:
-        if self.host_port is None:
-            return None
-        host = self.host_ip if self.host_ip not in (None, "0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.host_port}"
+        return endpoint_url(self.host_ip, self.host_port, self.tls)
 
     def spec_hash(self) -> str:
         """Only for a stack recorded without hashes (older releases): through the model itself."""

@@ -228,3 +228,63 @@ def test_an_app_api_call_without_a_session_is_401_and_a_page_sends_to_sign_in(st
             raise AssertionError(f"{app}: the page was served without a session")
         except urllib.error.HTTPError as exc:
             assert exc.code == 303 and "/auth/login" in exc.headers["Location"], (app, exc.code)
+
+
+def test_a_stack_with_the_admins_certificate_serves_https_only(tmp_path_factory):
+    """``init --tls-cert/--tls-key`` (what a LAN bind asks for; here on loopback, so no traffic leaves
+    the host): the gateway and the apps answer HTTPS with that certificate, plain HTTP is refused,
+    the sign-in cookie is Secure, and the apps still reach the gateway (an app page signed in)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from appliance.deploy import tls
+
+    root = tmp_path_factory.mktemp("edge-tls")
+    cert = tls.ensure_self_signed("127.0.0.1", root / "admin")      # stands in for the admin's own
+    s = EdgeStack(root)
+    try:
+        res = s.init_demo("--quiet", "--tls-cert", cert.cert_path, "--tls-key", cert.key_path, "--json")
+        assert res.returncode == 0, f"init failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        result = json.loads(res.stdout)
+        assert result["tls"]["fingerprint_sha256"] == cert.fingerprint_sha256
+        gateway = result["endpoints"]["gateway"]
+        assert gateway.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=cert.cert_path)          # verified: name and chain
+
+        def get(url: str, headers: dict | None = None):
+            req = urllib.request.Request(url, headers=headers or {})
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=15) as resp:
+                    return resp.status, resp.headers, resp.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.headers, exc.read()
+
+        assert get(gateway.removesuffix("/v1") + "/healthz")[0] == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(gateway.replace("https://", "http://").removesuffix("/v1") + "/healthz",
+                                   timeout=10).read()
+        link = json.loads(s.cli("users", "login-link", "admin", "--json").stdout)["url"]
+        assert link.startswith("https://")
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=ctx))
+        try:
+            opener.open(link, timeout=15)
+            raise AssertionError("the sign-in link did not redirect")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 303
+            cookie_line = exc.headers["Set-Cookie"]
+        assert "Secure" in cookie_line and "HttpOnly" in cookie_line
+        cookie = cookie_line.split(";", 1)[0]
+        for app, url in result["endpoints"].items():
+            if app == "gateway":
+                continue
+            assert url.startswith("https://")
+            status, _, body = get(url + "/api/info", {"Cookie": cookie})
+            assert status == 200, (app, body[:200])
+    finally:
+        s.purge(down_first=True)
