@@ -32,7 +32,7 @@ from appliance.runtime.models import Bind, HealthSpec, ServiceSpec, Settings, St
 from appliance.runtime.ownership import container_user
 
 GATEWAY = "gateway"
-GATEWAY_PIDS_LIMIT = 4096
+GATEWAY_PIDS_LIMIT = 512     # asyncio: an event loop, a watcher, a small sign-in pool (images/gateway)
 # The container contract of the locally built gateway and apps (where the runtime mounts what).
 GATEWAY_CONFIG_TARGET = "/etc/appliance/gateway"
 UPSTREAM_KEYS_FILENAME = "upstream_keys.json"    # in the gateway's config dir: service -> engine secret
@@ -312,8 +312,8 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
             binds=[Bind(source=str(gateway_dir(root)), target=GATEWAY_CONFIG_TARGET, read_only=False)],
             depends_on=inference_names, uid=pyrt.GATEWAY_UID, networks=[front, engines],
             health_path=gw_cat.health, demo=demo)
-        # a thread per client connection: room for GATEWAY_MAX_CONNECTIONS (2,000) of them, so a
-        # flood of half-sent requests meets the gateway's own limit, not the container's
+        # a connection costs no thread on the asyncio gateway: a flood of half-sent requests meets its
+        # own connection caps (GATEWAY_MAX_CONNECTIONS), while a bound still stops a runaway process
         gateway = gateway.model_copy(update={"pids_limit": GATEWAY_PIDS_LIMIT})
         inside_port = gw_port
         if settings.tls:
