@@ -180,15 +180,21 @@ def run_docker(args) -> None:
             with Docker() as d:
                 cs = d.list_containers(L.instance_filter(instance))
                 by_service = {c.labels.get(L.SERVICE): c for c in cs}
-                net = L.network_name(instance)
+                # the engine is on the internal engine network only; the gateway is on it too (the
+                # same hop for both rows), and the host reaches that network's addresses
+                net = L.engine_network_name(instance)
                 engine_ip = d.container_ip(by_service["llm-demo-chat"].id, net)
                 gateway_ip = d.container_ip(by_service["gateway"].id, net)
-            routes = json.loads((Path(tmp) / "gateway" / "routes.json").read_text())["models"]
+            gw_dir = Path(tmp) / "gateway"
+            routes = json.loads((gw_dir / "routes.json").read_text())["models"]
             engine_port = int(str(routes["demo-chat"]["upstream"]).rsplit(":", 1)[1])
+            # the engine answers only with its own secret (what the gateway sends it)
+            secret = json.loads((gw_dir / "upstream_keys.json").read_text())["services"][routes["demo-chat"]["service"]]
             auth = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
             time.sleep(1.5)  # the key reaches the gateway
             print("Docker demo stack (demo engine; one chat request, non-streaming, keep-alive)")
-            measure([("engine container direct", engine_ip, engine_port, {"Content-Type": "application/json"}),
+            measure([("engine container direct", engine_ip, engine_port,
+                      {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}),
                      ("gateway container -> engine", gateway_ip, 8080, auth),
                      ("gateway published port -> engine", "127.0.0.1", gw_port, auth)], args)
         finally:
