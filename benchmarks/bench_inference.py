@@ -129,16 +129,19 @@ def main() -> None:
                                         check=True).stdout)["key"]
         with Docker() as d:
             by_service = {c.service: c for c in d.list_containers(L.instance_filter(inst))}
-            net = L.network_name(inst)
+            # the engine is on the internal engine network only, the gateway on it too (same hop)
+            net = L.engine_network_name(inst)
             engine_ip = d.container_ip(by_service[chat["name"]].id, net)
             gateway_ip = d.container_ip(by_service["gateway"].id, net)
+        # the engine answers only with its own secret (what the gateway sends it)
+        secret = json.loads((data / "gateway" / "upstream_keys.json").read_text())["services"][chat["name"]]
         threads = int(chat["command"][chat["command"].index("-t") + 1])
         slots = int(chat["command"][chat["command"].index("--parallel") + 1])
         ctx = int(chat["command"][chat["command"].index("-c") + 1])
         in_proc = start_in_process(data / "models" / chat["model"] / chat["precision"] / chat["weights_files"][0],
                                    chat["served_model_name"], threads, slots, ctx)
         targets = [("gateway", gateway_ip, 8080, {"Authorization": f"Bearer {key}"}),
-                   ("engine", engine_ip, chat["port"], {}),
+                   ("engine", engine_ip, chat["port"], {"Authorization": f"Bearer {secret}"}),
                    ("in-process", "127.0.0.1", in_proc[1], {})]
         print(f"SmolLM2-135M-Instruct ({chat['precision']}), llama.cpp via xllamacpp, {threads} thread(s), "
               f"{slots} slot(s); {args.requests} requests x {args.max_tokens} tokens per client; load "
