@@ -76,12 +76,14 @@ class JsonLog:
 
     Why batches: under load a write per request to the container's log pipe costs a system call
     here and a wake-up of Docker's log shim for every line, on the same two cores as the engines.
-    Lines logged on the event loop are written together at most ``flush_s`` later (or once
-    ``max_lines`` are waiting); lines from another thread (the config watcher), and every line
-    before the loop runs or after it stops, are written at once."""
+    Lines logged on the event loop are written together when the loop has run the callbacks that
+    are ready (``call_soon``): one write for all the requests that finished in one pass of the
+    loop, and no delay when it is quiet (a line is out before the next poll). Lines from another
+    thread (the config watcher), and every line before the loop runs or after it stops, are
+    written at once."""
 
-    def __init__(self, flush_s: float = 0.05, max_lines: int = 256):
-        self.flush_s, self.max_lines = flush_s, max_lines
+    def __init__(self, max_lines: int = 256):
+        self.max_lines = max_lines
         self.lines: list[str] = []
         self.loop = None
         self.scheduled = False
@@ -100,7 +102,7 @@ class JsonLog:
             self.flush()
         elif not self.scheduled:
             self.scheduled = True
-            loop.call_later(self.flush_s, self.flush)
+            loop.call_soon(self.flush)
 
     def start(self, loop) -> None:
         self.loop, self.loop_thread = loop, threading.get_ident()
