@@ -68,6 +68,11 @@ def write_job_files(job: Job, catalog) -> list[str]:
     model = catalog.models[job.model]
     root = Path(job.job_dir)
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+    if recipe.build is not None:  # our own trainer runs as its account: it writes the output directory
+        from appliance.runtime import pyrt
+        from appliance.runtime.ownership import hand_over
+
+        hand_over(job.output_dir, pyrt.TRAINER_UID, recursive=True)
     h = job.hyper
     if recipe.framework == "demo":
         _write(root / "config.yaml", _json({
@@ -164,6 +169,14 @@ torchrun --nproc_per_node {n} posttrain_gpt.py --stage sft --finetune --is-instr
     return ["run.sh"]
 
 
+def _trainer_user() -> str:
+    """Our own trainer's account (a vendor training image keeps its own user, root)."""
+    from appliance.runtime import pyrt
+    from appliance.runtime.ownership import container_user
+
+    return container_user(pyrt.TRAINER_UID)
+
+
 def job_container(job: Job, catalog, inventory) -> ContainerCreate:
     """Docker settings of the job's container (labels say instance, job, model, devices)."""
     from appliance.runtime.compose import device_access
@@ -195,5 +208,6 @@ def job_container(job: Job, catalog, inventory) -> ContainerCreate:
         tmpfs={"/tmp": "rw,size=64m"} if local else {}, devices=list(access.devices),
         device_requests=list(access.device_requests), group_add=list(access.group_add), runtime=access.runtime,
         cap_add=list(access.cap_add), cap_drop=["ALL"] if local else [], security_opt=["no-new-privileges:true"],
+        user=_trainer_user() if local else None,
         ipc_mode=access.ipc_mode, read_only=local, restart="no", memory_limit_mib=512 if local else None,
         shm_size_mib=None if (local or access.ipc_mode == "host") else 16384, pids_limit=256 if local else None)

@@ -56,6 +56,16 @@ def test_demo_job_container_is_labelled_isolated_and_read_only(tmp_path):
     assert spec.network == "none" and spec.restart == "no"
     assert spec.read_only and spec.cap_drop == ["ALL"] and not spec.devices and not spec.device_requests
     assert spec.command == ["--config", "/job/config.yaml"] and spec.entrypoint is None
+    # our trainer runs as its own account (root hands it the output directory it writes)
+    import os
+
+    from appliance.runtime import pyrt
+
+    if os.geteuid() == 0:
+        assert spec.user == f"{pyrt.TRAINER_UID}:{pyrt.TRAINER_UID}"
+        assert os.stat(job.output_dir).st_uid == pyrt.TRAINER_UID
+    else:
+        assert spec.user == f"{os.geteuid()}:{os.getegid()}"
 
 
 def test_cuda_lora_job_trains_then_merges_with_llama_factory(tmp_path):
