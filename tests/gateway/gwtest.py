@@ -321,3 +321,25 @@ def stack_login_link(stack, user: str = "admin") -> str:
 def stack_session(stack, user: str = "admin") -> str:
     """The Cookie header value of a session for ``user`` on a Docker demo stack (through a link)."""
     return redeem_link(stack_login_link(stack, user))
+
+
+def raw_exchange(host: str, port: int, *parts: bytes, pause_s: float = 0.2, timeout_s: float = 10.0) -> bytes:
+    """Send ``parts`` on one TCP connection (``pause_s`` between them: a body after its head arrives
+    in a packet of its own) and return everything the server sends until it closes."""
+    import time
+
+    with socket.create_connection((host, port), timeout=timeout_s) as s:
+        for i, part in enumerate(parts):
+            if i:
+                time.sleep(pause_s)
+            s.sendall(part)
+        data = b""
+        while True:
+            try:
+                piece = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            if not piece:
+                break
+            data += piece
+        return data

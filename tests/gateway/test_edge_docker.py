@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gwtest import call, stack_session
+from gwtest import call, raw_exchange, stack_session
 
 from appliance.runtime import labels as L
 from tests.stack_support import DemoStack
@@ -70,21 +70,6 @@ def _gateway_rss_kib(stack) -> int:
     raise AssertionError("no VmRSS for the gateway's process")
 
 
-def _raw(port: int, payload: bytes, timeout_s: float = 15.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
-        s.sendall(payload)
-        data = b""
-        while True:
-            try:
-                piece = s.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                break
-            if not piece:
-                break
-            data += piece
-        return data
-
-
 def _post_bytes(url: str, key: str, data: bytes) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
@@ -120,7 +105,7 @@ def test_chunked_minus_one_and_oversized_chunked_bodies_are_refused_without_memo
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + stack.key.encode()
             + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
     before = _gateway_rss_kib(stack)
-    answer = _raw(stack.gateway_port, head + b"-1\r\n" + b"x" * 64)
+    answer = raw_exchange("127.0.0.1", stack.gateway_port, head + b"-1\r\n" + b"x" * 64, timeout_s=15)
     assert answer[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400"), answer[:200]
     # 64 chunks of 1 MiB offered (64 MiB, twice the 32 MiB limit): 413 once past the limit
     with socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=30) as s:

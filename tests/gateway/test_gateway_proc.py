@@ -11,7 +11,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from gwtest import DEMO_ENGINE, call, eventually, free_port, wait_http
+from gwtest import DEMO_ENGINE, call, eventually, free_port, raw_exchange, wait_http
 
 from appliance.gateway import keys as K
 from tests.support import poll, wait_until
@@ -260,39 +260,9 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _raw_in_two(gw, head: bytes, rest: bytes, timeout_s: float = 10.0) -> bytes:
-    """Send ``head``, wait, then ``rest``: the gateway's handler is reading the body when it comes."""
+def _raw(gw, *parts: bytes) -> bytes:
     u = urlsplit(gw.url)
-    with socket.create_connection((u.hostname, u.port), timeout=timeout_s) as s:
-        s.sendall(head)
-        time.sleep(0.2)
-        s.sendall(rest)
-        data = b""
-        while True:
-            try:
-                piece = s.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                break
-            if not piece:
-                break
-            data += piece
-        return data
-
-
-def _raw(gw, payload: bytes, timeout_s: float = 10.0) -> bytes:
-    u = urlsplit(gw.url)
-    with socket.create_connection((u.hostname, u.port), timeout=timeout_s) as s:
-        s.sendall(payload)
-        data = b""
-        while True:
-            try:
-                piece = s.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                break
-            if not piece:
-                break
-            data += piece
-        return data
+    return raw_exchange(u.hostname, u.port, *parts)
 
 
 def test_chunked_bodies_are_bounded_negative_sizes_refused_and_memory_stays_flat(upstream, gateway):
@@ -307,7 +277,7 @@ def test_chunked_bodies_are_bounded_negative_sizes_refused_and_memory_stays_flat
     for bad in (b"-1\r\n", b"+10\r\n", b"zz\r\n", b"\r\n"):
         answer = _raw(gw, head + bad + b"x" * 64)                 # one packet: refused by the HTTP parser
         assert answer[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400"), answer[:300]
-        answer = _raw_in_two(gw, head, bad + b"x" * 64)          # the body after the head: by the gateway
+        answer = _raw(gw, head, bad + b"x" * 64)          # the body after the head: by the gateway
         assert answer[:12] in (b"HTTP/1.1 400", b"HTTP/1.0 400") and b'"code":"bad_request"' in answer, answer[:300]
     before = _rss_kib(gw.proc.p.pid)
     u = urlsplit(gw.url)
