@@ -268,14 +268,15 @@ class Agent:
             svc = stack.service(state.name) if stack is not None else None
             if svc is None or state.probe != "http" or state.state != "running" or not state.container_id:
                 continue
-            addr = docker.container_address(state.container_id, stack.network)
+            network = stack.network_of(svc) or stack.network  # an engine's address is on the engine network
+            addr = docker.container_address(state.container_id, network)
             if addr.state == "running":
-                targets.append((state, svc, addr))
+                targets.append((state, svc, addr, network))
         if not targets:
             return {}
 
         def probe(target):
-            _, svc, addr = target
+            _, svc, addr, _ = target
             return http_probe(addr.ip, svc.health.port, svc.health.path, svc.health.timeout_s) if addr.ip else None
 
         from concurrent.futures import ThreadPoolExecutor
@@ -284,11 +285,11 @@ class Agent:
             results = list(pool.map(probe, targets))
         now = time.time()
         records: dict[str, dict] = {}
-        for (state, svc, addr), res in zip(targets, results):
+        for (state, svc, addr, network), res in zip(targets, results):
             age = now - (addr.started_ts or state.created_ts or now)
             state.health = health_state(res is not None and res.ok, age, svc.health.start_period_s)
             records[state.name] = {"container": state.container_id, "health": state.health, "ts": now,
-                                   "detail": res.text() if res else f"no address on {stack.network}"}
+                                   "detail": res.text() if res else f"no address on {network}"}
         return records
 
     def _record_probes(self, records: dict[str, dict]) -> None:
