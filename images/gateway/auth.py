@@ -43,6 +43,8 @@ import secrets
 import threading
 import time
 
+from gwcore import file_signature
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Linux
@@ -133,13 +135,7 @@ class _Files:
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
-    @staticmethod
-    def _signature(path: str):
-        try:
-            st = os.stat(path)
-        except OSError:
-            return ("missing",)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+    _signature = staticmethod(file_signature)  # the same rule as the key and route tables
 
     def maybe_reload(self, min_interval_s: float = 0.1) -> list[str]:
         now = time.monotonic()

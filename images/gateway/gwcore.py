@@ -132,6 +132,16 @@ def load_routes(path: str) -> dict[str, Route]:
     return out
 
 
+def file_signature(path: str) -> tuple:
+    """(mtime, size, inode) of a config file, or ("missing",): a file the CLI replaced atomically
+    (a new inode) or rewrote is seen as changed, with one stat() and no read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("missing",)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class Config:
     """The current key and route tables (replaced wholesale on reload, read lock-free)."""
 
@@ -166,13 +176,7 @@ class Config:
         if changed and self.on_change:
             self.on_change(changed)
 
-    @staticmethod
-    def _signature(path: str):
-        try:
-            st = os.stat(path)
-        except OSError:
-            return ("missing",)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+    _signature = staticmethod(file_signature)
 
     def reload(self) -> list[str]:
         """Re-read files whose signature changed; returns what changed (for the log)."""
