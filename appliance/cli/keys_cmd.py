@@ -11,13 +11,11 @@ import time
 
 import click
 
-from appliance.cli.output import emit
+from appliance.cli.output import emit, utc_time
 
 
 def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return utc_time(ts, "never")
 
 
 def _day(ts: float | None) -> str:

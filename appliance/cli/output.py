@@ -47,3 +47,10 @@ def console(stderr: bool = False):
 
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
+
+
+def utc_time(ts: float | None, missing: str = "-") -> str:
+    """A timestamp as the tables show it (``2026-12-02 07:10 UTC``), ``missing`` for none."""
+    import time
+
+    return missing if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))

@@ -9,17 +9,16 @@ gateway's files, which the running gateway re-reads within about a second.
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
-from appliance.cli.output import emit
+from appliance.cli.output import emit, utc_time
 
 ROLE = click.Choice(["admin", "user"])
 
 
 def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return utc_time(ts, "-")
 
 
 def _read_password(from_stdin: bool) -> str:
