@@ -14,7 +14,8 @@ Every ``interval_s`` one reconcile pass:
    the state. Services held by :func:`appliance.runtime.stack.stop_services` are left alone;
 3. re-detects the hardware (with usage, for the metrics) and marks a service degraded when
    a device it was planned on is gone (and clears the mark when it is back);
-4. updates the Prometheus metrics.
+4. updates the Prometheus metrics and records one point per series in the metrics history
+   (:mod:`appliance.agent.history`, for the admin console's charts).
 
 Repairs take the instance lock without waiting: while ``init`` or ``upgrade`` runs, the
 agent only observes. SIGTERM/SIGINT end the loop after the current pass; exit code 0.
@@ -99,6 +100,7 @@ class Agent:
         self.passes = 0
         self._unhealthy: dict[str, int] = {}
         self._http = None
+        self._history = None
 
     # ---- lifecycle --------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -253,6 +255,26 @@ class Agent:
             notes = releases.service_notes(self.store, self.instance)
         self._supervise_jobs(docker)
         self.metrics.set_services(services, notes)
+        self._record_history(services, notes)
+
+    def _record_history(self, services, notes: dict[str, dict]) -> None:
+        """One point per series for the console's charts (:mod:`appliance.agent.history`), one
+        transaction; a locked state costs the sample and an unreadable usage file the gateway's
+        samples, never the pass."""
+        from appliance.agent.history import History, samples_from
+        from appliance.gateway.keys import read_usage
+
+        try:
+            usage = read_usage()  # the gateway's usage.json under gateway_dir(), as `keys list` reads it
+        except (ApplianceError, OSError, ValueError, TypeError, AttributeError) as exc:  # a malformed file
+            log.debug("no gateway usage for the history: %s", exc)
+            usage = None
+        try:
+            if self._history is None:
+                self._history = History(self.store)
+            self._history.record(samples_from(self.inventory, services, usage, notes))
+        except ApplianceError as exc:
+            log.warning("cannot record the history: %s", exc.one_line())
 
     def _probe_outside(self, docker, release, services) -> dict[str, dict]:
         """GET the health path of every running ``http``-probe service (label ``appliance.probe``:
