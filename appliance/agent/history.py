@@ -253,3 +253,22 @@ def samples_from(inventory, services, usage, notes: dict[str, dict] | None = Non
         out.update({f"gw.{k}": float(v) for k, v in totals.items()})
         out.update(per_key)
     return out
+
+
+def node_samples() -> dict[str, float]:
+    """The host itself, for a box with no accelerator as much as for one with eight:
+    ``node.cpu_pct`` (all cores, since the previous pass: psutil keeps the last reading),
+    ``node.load1``, ``node.memory_used_mib`` and ``node.memory_total_mib``."""
+    import os
+
+    import psutil
+
+    mem = psutil.virtual_memory()
+    out = {"node.cpu_pct": float(psutil.cpu_percent(interval=None)),
+           "node.memory_used_mib": float((mem.total - mem.available) // (1 << 20)),
+           "node.memory_total_mib": float(mem.total // (1 << 20))}
+    try:
+        out["node.load1"] = float(os.getloadavg()[0])
+    except OSError:
+        pass
+    return out

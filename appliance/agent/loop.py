@@ -261,7 +261,7 @@ class Agent:
         """One point per series for the console's charts (:mod:`appliance.agent.history`), one
         transaction; a locked state costs the sample and an unreadable usage file the gateway's
         samples, never the pass."""
-        from appliance.agent.history import History, samples_from
+        from appliance.agent.history import History, node_samples, samples_from
         from appliance.gateway.keys import read_usage
 
         try:
@@ -272,7 +272,7 @@ class Agent:
         try:
             if self._history is None:
                 self._history = History(self.store)
-            self._history.record(samples_from(self.inventory, services, usage, notes))
+            self._history.record({**node_samples(), **samples_from(self.inventory, services, usage, notes)})
         except ApplianceError as exc:
             log.warning("cannot record the history: %s", exc.one_line())
 

@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bundle": ("appliance.cli.bundle_cmd", "bundle", "Create, verify and inspect offline bundles."),
     "upgrade": ("appliance.cli.bundle_cmd", "upgrade", "Apply an offline upgrade bundle (rolls back on failure)."),
     "rollback": ("appliance.cli.bundle_cmd", "rollback", "Return to the previous release."),
+    "console": ("appliance.cli.console_cmd", "console", "Serve the admin console (a web page of the box)."),
     "train": ("appliance.cli.train_cmd", "train", "Submit and manage fine-tuning jobs."),
     "serve": ("appliance.cli.train_cmd", "serve", "Serve a fine-tuned model behind the gateway."),
 }

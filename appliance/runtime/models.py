@@ -26,6 +26,7 @@ STACK_FORMAT = "appliance-stack/1"
 DEFAULT_BIND_IP = "127.0.0.1"
 DEFAULT_GATEWAY_PORT = 8080
 DEFAULT_AGENT_METRICS_PORT = 9464   # the node agent's Prometheus endpoint (loopback by default)
+DEFAULT_CONSOLE_PORT = 8070        # the admin console (`appliance console`; the site bind address)
 
 
 class Settings(BaseModel):

@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"appliance.provision", "appliance.gateway", "appliance.bundle", "appliance.train"},
     {"appliance.agent", "appliance.deploy"},
     {"appliance.status"},
+    {"appliance.console"},
     {"appliance.cli"},
 ]
 # Same-layer edges that are part of the design: detection orchestrates the chip drivers, which

@@ -1,0 +1,132 @@
+// The console's pages: charts (plotly.js, served by the box), live refresh, and the few changes.
+// Without JavaScript every page still shows its tables (rendered on the server).
+"use strict";
+(function () {
+  const REFRESH_MIN_S = 5;
+
+  function drawCharts(root) {
+    if (!window.Plotly) return; // the tables and last values stay
+    root.querySelectorAll("figure.chart").forEach(function (fig) {
+      const block = fig.querySelector("script.chart-data");
+      const plot = fig.querySelector(".plot");
+      if (!block || !plot) return;
+      let data;
+      try { data = JSON.parse(block.textContent); } catch (e) { return; }
+      const traces = Object.keys(data.series).map(function (name) {
+        const pts = data.series[name];
+        return { name: name, mode: pts.length > 1 ? "lines" : "markers", type: "scatter",
+                 x: pts.map(function (p) { return new Date(p[0] * 1000); }),
+                 y: pts.map(function (p) { return p[1]; }) };
+      });
+      if (!traces.length) return;
+      fig.classList.add("drawn");
+      window.Plotly.react(plot, traces, {
+        margin: { l: 48, r: 12, t: 8, b: 32 }, height: 220, showlegend: true,
+        legend: { orientation: "h", y: -0.25 },
+        yaxis: data.y_range ? { ticksuffix: data.unit || "", range: data.y_range } : { ticksuffix: data.unit || "" },
+        paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)"
+      }, { displayModeBar: false, responsive: true, staticPlot: false });
+    });
+  }
+
+  function notice(text, kind) {
+    let box = document.getElementById("notice");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "notice";
+      document.body.insertBefore(box, document.getElementById("page"));
+    }
+    box.className = "notice " + (kind || "");
+    box.textContent = "";
+    return box;
+  }
+
+  async function send(url, body) {
+    const resp = await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify(body || {})
+    });
+    let doc = {};
+    try { doc = await resp.json(); } catch (e) { doc = { error: "HTTP " + resp.status }; }
+    if (!resp.ok) throw new Error(doc.error || ("HTTP " + resp.status));
+    return doc;
+  }
+
+  function bind(root) {
+    const form = root.querySelector("#create-key");
+    if (form) {
+      form.addEventListener("submit", async function (ev) {
+        ev.preventDefault();
+        const f = new FormData(form);
+        const body = {};
+        f.forEach(function (v, k) { if (String(v).trim() !== "") body[k] = String(v).trim(); });
+        try {
+          const key = await send("/api/keys", body);
+          const box = notice("", "ok");
+          const p = document.createElement("p");
+          p.textContent = "Key " + key.name + " created. Copy it now; it is shown only once:";
+          const code = document.createElement("code");
+          code.id = "new-key-value";
+          code.textContent = key.key;
+          box.appendChild(p);
+          box.appendChild(code);
+          form.reset();
+          refresh();
+        } catch (e) { notice("", "bad").textContent = "Not created: " + e.message; }
+      });
+    }
+    root.querySelectorAll("button.revoke").forEach(function (b) {
+      b.addEventListener("click", async function () {
+        const name = b.getAttribute("data-name");
+        if (!window.confirm("Revoke key " + name + "? Clients using it are refused from then on.")) return;
+        try { await send("/api/keys/" + encodeURIComponent(name) + "/revoke");
+              notice("", "ok").textContent = "Key " + name + " revoked."; refresh(); }
+        catch (e) { notice("", "bad").textContent = "Not revoked: " + e.message; }
+      });
+    });
+    root.querySelectorAll("button.cancel").forEach(function (b) {
+      b.addEventListener("click", async function () {
+        const id = b.getAttribute("data-id");
+        if (!window.confirm("Cancel training job " + id + "?")) return;
+        try { await send("/api/jobs/" + encodeURIComponent(id) + "/cancel");
+              notice("", "ok").textContent = "Job " + id + " cancelled."; refresh(); }
+        catch (e) { notice("", "bad").textContent = "Not cancelled: " + e.message; }
+      });
+    });
+  }
+
+  let busy = false;
+  async function refresh() {
+    const page = document.getElementById("page");
+    if (busy || !page) return;
+    const active = document.activeElement;
+    if (active && page.contains(active) && active.tagName === "INPUT") return; // typing: later
+    busy = true;
+    try {
+      const resp = await fetch(window.location.pathname + "?fragment=1", {
+        credentials: "same-origin", headers: { "Accept": "text/html" } });
+      if (resp.status === 401 || resp.redirected) { window.location.reload(); return; }
+      if (!resp.ok) return;
+      const tpl = document.createElement("template");
+      tpl.innerHTML = (await resp.text()).trim();
+      const fresh = tpl.content.firstElementChild;
+      if (fresh && fresh.id === "page") {
+        page.replaceWith(fresh);
+        bind(fresh);
+        drawCharts(fresh);
+        document.body.setAttribute("data-refreshed", String(Date.now()));
+      }
+    } catch (e) { /* offline for a moment: the next tick tries again */ }
+    finally { busy = false; }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const page = document.getElementById("page");
+    if (!page) return;
+    bind(page);
+    drawCharts(page);
+    const every = Math.max(REFRESH_MIN_S, Number(page.getAttribute("data-refresh-s")) || 10);
+    window.setInterval(refresh, every * 1000);
+  });
+})();

@@ -1,0 +1,135 @@
+"""The console's views: one function per page, each a JSON-ready dict built from the library.
+
+Why a module of its own: the pages and the JSON API (``/api/<page>``) show exactly what
+``appliance status``, ``keys list``, ``models list``, ``train list`` and the releases table
+show, so every view calls those functions and only reshapes their typed results -- no second
+implementation of health, problems or usage. History (the charts) comes from the agent's
+bounded time series in the state (:mod:`appliance.agent.history`).
+
+``who`` is the signed-in user ``{"user", "role"}``: an ``admin`` sees everything; a ``user``
+sees only their own keys and usage (:func:`keys_view`), and no other page (the server answers
+403 for those).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from appliance.errors import ApplianceError, UsageError
+
+log = logging.getLogger("appliance.console.views")
+
+# Chart windows a page may ask for (?window=): the raw points cover the hour, the 5-minute
+# rollups the day and the week.
+WINDOWS_S = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
+MAX_POINTS = 360
+ADMIN_PAGES = ("overview", "models", "training", "releases")
+
+
+def window_s(name: str | None) -> float:
+    if not name:
+        return WINDOWS_S["hour"]
+    if name not in WINDOWS_S:
+        raise UsageError(f"unknown window {name!r}", where="window", fix="use one of " + ", ".join(WINDOWS_S))
+    return WINDOWS_S[name]
+
+
+def _series(store, prefix: str, since_s: float) -> dict[str, list[list[float]]]:
+    from appliance.agent.history import History
+
+    try:
+        found = History(store).series(prefix=prefix, since_s=since_s, max_points=MAX_POINTS)
+    except ApplianceError as exc:  # a locked state costs the chart, not the page
+        log.warning("history unavailable: %s", exc.one_line())
+        return {}
+    return {name: [[round(ts, 3), value] for ts, value in points] for name, points in found.items()}
+
+
+def overview(store, *, docker=None, window: str | None = None, snapshot=None) -> dict:
+    """The overview page: ``appliance status``'s report, plus the history of the accelerators,
+    the services' health and the gateway's counters over ``window``."""
+    from appliance.status.collect import collect_status
+
+    since = window_s(window)
+    report = collect_status(store=store, docker=docker, snapshot=snapshot)
+    return {"page": "overview", "status": report.model_dump(), "window_s": since,
+            "history": {**_series(store, "node.", since), **_series(store, "acc.", since),
+                        **_series(store, "svc.", since), **_series(store, "gw.", since)}}
+
+
+def models_view(store, *, docker=None, window: str | None = None) -> dict:
+    """Planned and served models (status), the weights in the store (``models list``), and each
+    key's request/token counters over time (the gateway counts per key)."""
+    from appliance.deploy.weights import box_catalog, in_use
+    from appliance.models.api import list_models
+    from appliance.status.collect import collect_status
+
+    since = window_s(window)
+    report = collect_status(store=store, docker=docker)
+    try:
+        store_models = list_models(box_catalog(), used_by=in_use()).model_dump(mode="json")
+    except ApplianceError as exc:
+        store_models = {"error": exc.one_line()}
+    return {"page": "models", "served": [m.model_dump() for m in report.models],
+            "services": [s.model_dump() for s in report.services if s.kind == "inference"],
+            "store": store_models, "window_s": since, "history": _series(store, "gw.", since)}
+
+
+def keys_view(store, who: dict, *, window: str | None = None) -> dict:
+    """The keys and usage page (``keys list``): every key for an admin, a user's own otherwise."""
+    from appliance.gateway.keys import list_keys
+
+    since = window_s(window)
+    keys = [k for k in list_keys(store=store, include_revoked=True).keys
+            if who.get("role") == "admin" or k.owner == who.get("user")]
+    history = _series(store, "gw.key.", since)
+    mine = {f"gw.key.{k.key_id}." for k in keys}
+    history = {n: p for n, p in history.items() if any(n.startswith(m) for m in mine)}
+    out = {"page": "keys", "user": who.get("user"), "role": who.get("role"),
+           "keys": [k.model_dump(mode="json") for k in keys], "window_s": since, "history": history}
+    if who.get("role") == "admin":
+        from appliance.gateway.users import list_users
+
+        out["users"] = list_users(store=store).model_dump(mode="json")["users"]
+    return out
+
+
+def training_view(store, *, docker=None) -> dict:
+    """Fine-tuning jobs as ``train list`` shows them (progress, loss history, state)."""
+    from appliance.train.jobs import list_jobs
+
+    return {"page": "training", "jobs": [j.model_dump(mode="json") for j in list_jobs(docker=docker, store=store)]}
+
+
+def releases_view(store, *, limit: int = 20) -> dict:
+    """Release history (what ``rollback`` returns to) and the recent upgrade/rollback events."""
+    from appliance.runtime import labels as L
+    from appliance.runtime import releases
+
+    inst = L.instance()
+    rows = releases.history(store, inst, limit=limit)
+    return {"page": "releases", "instance": inst,
+            "releases": [{"id": r.id, "status": r.status, "source": r.source, "version": r.version,
+                          "created_ts": r.created_ts, "plan_hash": r.plan_hash, "note": r.note,
+                          "services": [s.name for s in r.stack.services] if r.stack else []} for r in rows],
+            "events": [e for e in store.events(limit=50)
+                       if e.get("kind") in ("deploy", "release", "bundle", "console")]}
+
+
+def csv_usage(store, who: dict) -> str:
+    """Per-key usage as CSV (the keys page's export): what ``keys list --json`` counts."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "key_id", "owner", "status", "requests", "prompt_tokens", "completion_tokens",
+                "tokens_today", "denied", "last_used_at"])
+    for k in keys_view(store, who)["keys"]:
+        u = k["usage"]
+        last = u.get("last_used_at")
+        w.writerow([k["name"], k["key_id"], k["owner"], k["status"], u["requests"], u["prompt_tokens"],
+                    u["completion_tokens"], u["tokens_today"], u["denied"],
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last else ""])
+    return buf.getvalue()

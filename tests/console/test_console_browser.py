@@ -1,0 +1,169 @@
+"""The console on a real stack, in a real headless Chromium (selenium): what an admin does.
+
+A templated demo stack (real gateway, apps and engines in Docker), two passes of the real node
+agent (``appliance agent --once``: the history the charts draw), ``appliance console`` as a
+process, and the browser signed in through a one-time link. The key made in the page is used
+with ``curl`` against the gateway, then revoked in the page and refused.
+
+``APPLIANCE_SCREENSHOTS=DIR`` also saves every page at 1280x800 and at 420 px wide into DIR
+(how docs/images/console-*.png were made).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gwtest import (
+    console_errors,
+    fetch,
+    free_port,
+    needs_webdriver,
+    redeem_link,
+    signed_in_url,
+    stack_login_link,
+    wait_http,
+    webdriver_chromium,
+)
+
+from appliance.gateway.keys import KEY_PREFIX
+from tests.stack_support import DemoStack
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
+PAGES = {"overview": "/", "models": "/models", "keys": "/keys", "training": "/training", "releases": "/releases"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = DemoStack(tmp_path_factory.mktemp("console"), "console")
+    try:
+        res = s.init_demo("--quiet")
+        assert res.returncode == 0, f"init failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        for _ in range(2):  # two agent passes: two points in every history series
+            res = s.cli("agent", "--once", "--json", timeout_s=120)
+            assert res.returncode == 0, res.stderr[-2000:]
+            time.sleep(1.1)
+        yield s
+    finally:
+        s.purge(down_first=True)
+
+
+@pytest.fixture(scope="module")
+def console(stack, tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("console-log") / "console.log", "w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "console", "--port", str(port)],
+                            env={**os.environ, **stack.env}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", timeout_s=30)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        finally:
+            log.seek(0)
+            print(log.read().decode(errors="replace")[-4000:])
+
+
+def _wait(driver, predicate, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate(driver)
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - the page is still changing
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; last: {last!r}")
+
+
+def _curl_status(url: str, key: str) -> str:
+    res = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                          "-H", f"Authorization: Bearer {key}", url], capture_output=True, text=True, timeout=20)
+    return res.stdout.strip()
+
+
+def _screenshots(driver, console: str) -> None:
+    target = os.environ.get("APPLIANCE_SCREENSHOTS")
+    if not target:
+        return
+    out = Path(target)
+    out.mkdir(parents=True, exist_ok=True)
+    for width, height, tag in ((1280, 800, "wide"), (420, 900, "narrow")):
+        driver.set_window_size(width, height)
+        for name, path in PAGES.items():
+            driver.get(console + path)
+            _wait(driver, lambda d: d.find_element("id", "page"))
+            time.sleep(1.5)  # charts drawn
+            driver.save_screenshot(str(out / f"console-{name}-{tag}.png"))
+    driver.set_window_size(1280, 900)
+
+
+@needs_webdriver
+def test_an_admin_signs_in_sees_the_box_and_manages_a_key(stack, console):
+    from selenium.webdriver.common.by import By
+
+    driver = webdriver_chromium()
+    try:
+        driver.get(signed_in_url(stack_login_link(stack), console + "/"))
+        _wait(driver, lambda d: d.find_element(By.ID, "overall"))
+        assert driver.find_element(By.ID, "who").get_attribute("data-role") == "admin"
+        node = driver.find_element(By.ID, "node").text
+        assert os.uname().nodename in node
+        services = driver.find_element(By.ID, "services").text
+        for name in ("gateway", "demo-chat"):
+            assert name in services, services
+        # the services chart: drawn by the chart library, from >= 2 points of the agent's history
+        fig = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chart-services.drawn"))
+        assert int(fig.find_element(By.CSS_SELECTOR, ".plot").get_attribute("data-points")) >= 2
+        assert fig.find_elements(By.CSS_SELECTOR, ".plot svg")
+        # live values refresh without reloading the page
+        marker = driver.execute_script("window.__kept = 1; return document.body.getAttribute('data-refreshed')")
+        _wait(driver, lambda d: d.execute_script("return document.body.getAttribute('data-refreshed')") != marker,
+              timeout_s=30)
+        assert driver.execute_script("return window.__kept") == 1
+
+        # a key made in the page works with curl, and is refused once revoked in the page
+        driver.get(console + "/keys")
+        form = _wait(driver, lambda d: d.find_element(By.ID, "create-key"))
+        form.find_element(By.NAME, "name").send_keys("ui-made-key")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        key = _wait(driver, lambda d: d.find_element(By.ID, "new-key-value").text)
+        assert key.startswith(KEY_PREFIX + "_")
+        models_url = stack.gateway + "/v1/models"
+        assert _wait(driver, lambda d: _curl_status(models_url, key) == "200", timeout_s=15)
+        _wait(driver, lambda d: "ui-made-key" in d.find_element(By.ID, "keys").text)
+        button = driver.find_element(By.CSS_SELECTOR, "button.revoke[data-name='ui-made-key']")
+        button.click()
+        alert = _wait(driver, lambda d: d.switch_to.alert)
+        assert "Revoke key ui-made-key" in alert.text
+        alert.accept()
+        _wait(driver, lambda d: "revoked" in d.find_element(By.ID, "notice").text)
+        assert _wait(driver, lambda d: _curl_status(models_url, key) == "401", timeout_s=15)
+
+        _screenshots(driver, console)
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
+
+
+def test_a_user_without_the_admin_role_gets_403_on_admin_pages(stack, console):
+    res = subprocess.run([sys.executable, "-m", "appliance", "users", "add", "carol", "--password-stdin"],
+                         input="a long passphrase for carol\n", capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **stack.env})
+    assert res.returncode == 0, res.stderr
+    cookie = redeem_link(stack_login_link(stack, "carol"))
+    for path in ("/", "/models", "/training", "/releases", "/api/overview", "/api/releases"):
+        status, _, _ = fetch(console + path, headers={"Cookie": cookie})
+        assert status == 403, path
+    status, _, body = fetch(console + "/api/keys", headers={"Cookie": cookie})
+    assert status == 200 and json.loads(body)["keys"] == []  # carol owns no key; the admin's are not hers

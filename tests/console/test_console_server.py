@@ -1,0 +1,195 @@
+"""The console's gatekeeping and its JSON, against the gateway's real sign-in routes (no Docker).
+
+The sign-in side is the gateway's own code (``authweb`` on aiohttp, :class:`gwtest.AuthServer`),
+the console is ``appliance.console.server`` served for real, and the state is a real SQLite file:
+who may see which page, what a change needs (same origin, JSON, bounded), and that keys created
+and revoked here are the ones ``appliance keys list`` shows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from consoletest import ConsoleServer
+from gwtest import AuthServer, fetch, free_port, sign_in
+
+from appliance.console.server import Console, ConsoleConfig, chart_library
+from appliance.gateway import keys as K
+from appliance.gateway import users as U
+from appliance.paths import data_dir
+from appliance.state.store import StateStore
+
+PW = "a long console test passphrase"
+
+
+@pytest.fixture
+def box():
+    """A state with an admin (alice) and a user (bob), the gateway's sign-in and a console."""
+    U.add_user("alice", role="admin", password=PW)
+    U.add_user("bob", password=PW)
+    auth = AuthServer(data_dir() / "gateway")
+    store = StateStore.open_default()
+    server = ConsoleServer(Console(ConsoleConfig(auth_url=auth.url, login_url=auth.url), store=store))
+    try:
+        yield {"auth": auth, "console": server, "store": store,
+               "alice": sign_in(auth.url, "alice", PW), "bob": sign_in(auth.url, "bob", PW)}
+    finally:
+        server.stop()
+        if auth.thread.is_alive():  # a test may have stopped it (the gateway gone)
+            auth.stop()
+
+
+def get(box, path: str, who: str | None = None, **headers):
+    if who:
+        headers["Cookie"] = box[who]
+    return fetch(box["console"].url + path, headers=headers)
+
+
+def post(box, path: str, who: str | None, body, *, content_type="application/json", origin: str | None = "own"):
+    headers = {"Content-Type": content_type}
+    if who:
+        headers["Cookie"] = box[who]
+    if origin == "own":
+        headers["Origin"] = box["console"].url
+    elif origin:
+        headers["Origin"] = origin
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return fetch(box["console"].url + path, method="POST", data=data, headers=headers)
+
+
+def test_without_a_session_pages_go_to_sign_in_and_the_api_says_401(box):
+    status, headers, _ = get(box, "/models")
+    assert status == 303
+    location = headers["Location"]
+    assert location.startswith(f"{box['auth'].url}/auth/login?next=")
+    assert "%2Fmodels" in location  # back to this page after signing in
+    for path in ("/api/overview", "/api/keys", "/api/keys.csv"):
+        assert get(box, path)[0] == 401, path
+    status, _, body = post(box, "/api/keys", None, {"name": "x"})
+    assert status == 401 and json.loads(body)["reason"] == "sign_in_required"
+    assert K.list_keys(include_revoked=True).keys == []
+
+
+def test_a_forged_or_stale_cookie_is_no_session(box):
+    assert get(box, "/api/keys", Cookie="appliance_session=v1.forged.token")[0] == 401
+    status, _, _ = fetch(box["auth"].url + "/auth/logout", method="POST", headers={"Cookie": box["bob"]})
+    assert status in (200, 303)
+    # the console remembers a yes for at most 5 s; a new console asks again at once
+    fresh = ConsoleServer(Console(ConsoleConfig(auth_url=box["auth"].url, login_url=box["auth"].url),
+                                  store=box["store"]))
+    try:
+        assert fetch(fresh.url + "/api/keys", headers={"Cookie": box["bob"]})[0] == 401
+    finally:
+        fresh.stop()
+
+
+def test_admin_pages_are_for_admins(box):
+    for page in ("overview", "models", "training", "releases"):
+        status, _, body = get(box, f"/api/{page}", "alice")
+        assert status == 200, (page, body[:300])
+        assert json.loads(body)["page"] == page
+        status, _, body = get(box, f"/api/{page}", "bob")
+        assert status == 403, page
+        path = "/" if page == "overview" else f"/{page}"
+        status, _, body = get(box, path, "bob")
+        assert status == 403 and b"administrators" in body
+    status, _, body = get(box, "/", "alice")
+    assert status == 200 and b'id="overall"' in body and b"not_installed" in body  # nothing installed here
+    assert b'id="nav-releases"' in body
+    status, _, body = get(box, "/keys", "bob")
+    assert status == 200 and b'id="nav-releases"' not in body  # a user's menu has only their keys
+
+
+def test_the_overview_is_the_status_report(box):
+    from appliance.status.collect import collect_status
+
+    status, _, body = get(box, "/api/overview", "alice")
+    view = json.loads(body)
+    report = collect_status(store=box["store"]).model_dump()
+    for field in ("status", "summary", "instance", "problems", "services", "format"):
+        assert view["status"][field] == report[field], field
+
+
+def test_keys_created_in_the_console_are_the_box_keys_and_a_user_sees_only_theirs(box):
+    K.create_key("ops-batch")  # an admin's key, made with the CLI's library function
+    status, _, body = post(box, "/api/keys", "bob", {"name": "bob-laptop", "models": "demo-chat", "rpm": "30"})
+    assert status == 201, body
+    created = json.loads(body)
+    assert created["key"].startswith(K.KEY_PREFIX) and created["models"] == ["demo-chat"] and created["rpm"] == 30
+    assert K.verify_key(created["key"]).owner == "bob"
+    bob = json.loads(get(box, "/api/keys", "bob")[2])
+    assert [k["name"] for k in bob["keys"]] == ["bob-laptop"] and "users" not in bob
+    alice = json.loads(get(box, "/api/keys", "alice")[2])
+    assert sorted(k["name"] for k in alice["keys"]) == ["bob-laptop", "ops-batch"]
+    assert {u["name"] for u in alice["users"]} == {"alice", "bob"}
+    assert all("hash" not in k and "salt" not in k and "key" not in k for k in alice["keys"])  # no secret again
+    # bad input: one clear error, nothing created
+    status, _, body = post(box, "/api/keys", "bob", {"name": "bad name!"})
+    assert status == 400 and "name" in json.loads(body)["error"]
+    status, _, body = post(box, "/api/keys", "bob", {"name": "ok-name", "rpm": "many"})
+    assert status == 400 and "rpm" in json.loads(body)["error"]
+    assert sorted(k.name for k in K.list_keys().keys) == ["bob-laptop", "ops-batch"]
+
+
+def test_revoke_is_recorded_with_the_user_and_users_revoke_only_their_own(box):
+    K.create_key("ops-batch")
+    mine = json.loads(post(box, "/api/keys", "bob", {"name": "bob-key"})[2])
+    status, _, body = post(box, "/api/keys/ops-batch/revoke", "bob", {})
+    assert status == 403
+    assert K.verify_key(mine["key"]) is not None
+    status, _, body = post(box, "/api/keys/bob-key/revoke", "bob", {})
+    assert status == 200 and json.loads(body)["status"] == "revoked"
+    assert K.verify_key(mine["key"]) is None
+    events = [e["message"] for e in box["store"].events(kind="console")]
+    assert "bob revoked API key 'bob-key'" in events and "bob created API key 'bob-key'" in events
+    status, _, body = post(box, "/api/keys/ops-batch/revoke", "alice", {})
+    assert status == 200
+    assert K.list_keys().keys == []
+
+
+def test_changes_must_come_from_the_console_itself_as_bounded_json(box):
+    for origin in ("http://evil.example", f"http://127.0.0.1:{free_port()}"):
+        status, _, body = post(box, "/api/keys", "alice", {"name": "planted"}, origin=origin)
+        assert status == 403 and json.loads(body)["reason"] == "cross_origin", origin
+    status, _, _ = post(box, "/api/keys", "alice", b'{"name": "planted"}', content_type="text/plain")
+    assert status == 415
+    status, _, _ = post(box, "/api/keys", "alice", b'{"name": "' + b"x" * 20000 + b'"}')
+    assert status == 413
+    status, _, _ = post(box, "/api/keys", "alice", b"[" * 5000 + b"]" * 5000)
+    assert status == 400
+    # no Origin: only a non-browser client (no Sec-Fetch-Site) or a same-origin fetch
+    headers = {"Content-Type": "application/json", "Cookie": box["alice"], "Sec-Fetch-Site": "cross-site"}
+    status, _, _ = fetch(box["console"].url + "/api/keys", method="POST", data=b'{"name": "planted"}', headers=headers)
+    assert status == 403
+    assert K.list_keys(include_revoked=True).keys == []
+
+
+def test_csv_export_counts_what_keys_list_counts(box):
+    K.create_key("ops-batch")
+    (data_dir() / "gateway" / "usage.json").write_text(json.dumps({"keys": {
+        K.list_keys().keys[0].key_id: {"requests": 7, "prompt_tokens": 11, "completion_tokens": 13}}}))
+    status, headers, body = get(box, "/api/keys.csv", "alice")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    lines = body.decode().splitlines()
+    assert lines[0].startswith("name,key_id,owner,status,requests")
+    assert lines[1].split(",")[:7] == ["ops-batch", K.list_keys().keys[0].key_id, "admin", "active", "7", "11", "13"]
+
+
+def test_the_sign_in_check_failing_closes_the_console(box):
+    box["auth"].stop()
+    status, _, body = get(box, "/api/keys", "alice")
+    assert status == 503 and json.loads(body)["reason"] == "auth_unavailable"
+
+
+def test_assets_are_served_by_the_box_with_a_strict_policy(box):
+    assert chart_library() is not None, "plotly (a dependency) ships plotly.min.js"
+    status, headers, body = get(box, "/static/plotly.min.js")
+    assert status == 200 and len(body) > 1_000_000 and b"plotly" in body[:2000].lower()
+    status, headers, body = get(box, "/static/console.js")
+    assert status == 200 and b"drawCharts" in body
+    assert get(box, "/static/../server.py")[0] == 404
+    status, headers, _ = get(box, "/keys", "alice")
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "http" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
