@@ -272,3 +272,16 @@ def node_samples() -> dict[str, float]:
     except OSError:
         pass
     return out
+
+
+def job_samples(jobs) -> dict[str, float]:
+    """Running fine-tuning jobs: ``job.<id>.loss``, ``job.<id>.step`` (from the progress the
+    supervision parsed from the job's log this pass) -- the console's loss curves."""
+    out: dict[str, float] = {}
+    for job in jobs:
+        p = job.progress
+        if p.loss is not None:
+            out[f"job.{job.id}.loss"] = float(p.loss)
+        if p.step is not None:
+            out[f"job.{job.id}.step"] = float(p.step)
+    return out

@@ -261,8 +261,9 @@ class Agent:
         """One point per series for the console's charts (:mod:`appliance.agent.history`), one
         transaction; a locked state costs the sample and an unreadable usage file the gateway's
         samples, never the pass."""
-        from appliance.agent.history import History, node_samples, samples_from
+        from appliance.agent.history import History, job_samples, node_samples, samples_from
         from appliance.gateway.keys import read_usage
+        from appliance.train import store as jobs_store
 
         try:
             usage = read_usage()  # the gateway's usage.json under gateway_dir(), as `keys list` reads it
@@ -272,7 +273,10 @@ class Agent:
         try:
             if self._history is None:
                 self._history = History(self.store)
-            self._history.record({**node_samples(), **samples_from(self.inventory, services, usage, notes)})
+            running = [j for j in jobs_store.list_jobs(jobs_store.open_store(self.store), self.instance,
+                                                       active_only=True) if j.status == "running"]
+            self._history.record({**node_samples(), **job_samples(running),
+                                  **samples_from(self.inventory, services, usage, notes)})
         except ApplianceError as exc:
             log.warning("cannot record the history: %s", exc.one_line())
 

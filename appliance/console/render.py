@@ -58,6 +58,25 @@ def chart(cid: str, title: str, series: dict[str, list], unit: str = "", *, y_ra
             f'<script type="application/json" class="chart-data">{data}</script></figure>')
 
 
+def rate(points: list, per_s: float = 1.0) -> list:
+    """A cumulative counter as a rate per ``per_s`` seconds between successive points (a counter
+    that went down -- the gateway restarted without its usage file -- starts again from 0)."""
+    out = []
+    for (t0, v0), (t1, v1) in zip(points, points[1:]):
+        if t1 > t0:
+            out.append([t1, round(max(0.0, v1 - v0 if v1 >= v0 else v1) * per_s / (t1 - t0), 4)])
+    return out
+
+
+def windows(v: dict) -> str:
+    """Links to the same page over the last hour, day or week (the charts' window)."""
+    here = v.get("window_s")
+    links = [(name, s) for name, s in (("hour", 3600.0), ("day", 86400.0), ("week", 604800.0))]
+    return '<p class="windows">' + " · ".join(
+        f'<strong>last {n}</strong>' if here == s else f'<a href="?window={n}" class="window">last {n}</a>'
+        for n, s in links) + "</p>"
+
+
 def _pick(history: dict, prefix: str, suffix: str) -> dict:
     return {n[len(prefix):-len(suffix) - 1] or n: p for n, p in history.items()
             if n.startswith(prefix) and n.endswith("." + suffix)}
@@ -97,7 +116,7 @@ def overview(v: dict) -> str:
                chart("chart-services", "Services up (1) / down (0)", _pick(h, "svc.", "up"), y_range=[-0.05, 1.05]),
               chart("chart-requests", "Gateway requests (cumulative)",
                     {n: p for n, p in h.items() if n in ("gw.requests", "gw.denied")})]
-    parts.append('<h2>History</h2><div class="charts">' + "".join(charts) + "</div>")
+    parts.append('<h2>History</h2>' + windows(v) + '<div class="charts">' + "".join(charts) + "</div>")
     parts.append("<h2>Services</h2>" + table("services", [
         "service", "kind", "state", "health", "uptime", "restarts", "repairs", "endpoint", "note"], [
         [f'<span class="{"ok" if s["ok"] else "bad"}">{_t(s["name"])}</span>', _t(s.get("kind")), _t(s["state"]),
@@ -130,10 +149,12 @@ def models(v: dict) -> str:
              _t(m["imported_at"]), _t(m.get("verified_at") or "never"), _t(", ".join(m["used_by"]))]
             for m in st.get("models", [])], "no weights imported (the built-in models ship with the box)"))
     h = v["history"]
-    parts.append('<div class="charts">' + chart("chart-model-requests", "Requests through the gateway",
-                                                  {n: p for n, p in h.items() if n == "gw.requests"}) +
-                 chart("chart-model-tokens", "Tokens (cumulative)",
-                       {n: p for n, p in h.items() if n in ("gw.prompt_tokens", "gw.completion_tokens")}) + "</div>")
+    parts.append("<h2>Traffic</h2>" + windows(v) + '<div class="charts">' + chart(
+        "chart-model-requests", "Requests per second through the gateway",
+        {n.removeprefix("gw."): rate(p) for n, p in h.items() if n == "gw.requests"}) + chart(
+        "chart-model-tokens", "Tokens per second",
+        {n.removeprefix("gw."): rate(p) for n, p in h.items() if n in ("gw.prompt_tokens", "gw.completion_tokens")})
+        + "</div>")
     return "".join(parts)
 
 
@@ -169,8 +190,9 @@ def keys(v: dict) -> str:
             key_id = n.split(".")[2]
             name = next((k["name"] for k in v["keys"] if k["key_id"] == key_id), key_id)
             series[name] = p
-    parts.append('<div class="charts">' + chart("chart-key-requests", "Requests per key (cumulative)", series)
-                 + "</div>")
+    parts.append(windows(v) + '<div class="charts">' + chart(
+        "chart-key-requests", "Requests per minute, per key", {n: rate(p, 60.0) for n, p in series.items()})
+        + "</div>")
     if admin:
         parts.append("<h2>Users</h2>" + table("users", ["name", "role", "requests", "tokens"], [
             [_t(u["name"]), _t(u["role"]), _t(u["usage"]["requests"]),
@@ -188,18 +210,42 @@ def training(v: dict) -> str:
                   if j["status"] in ("pending", "running") else "")
         rows.append([f"<code>{_t(j['id'])}</code>", _t(j["model"]), _t(j["method"]), _t(j["status"]), pct,
                      _t(p.get("loss")), _t(j["output_model"]), _ts(j["created_ts"]), action])
-    return "<h2>Fine-tuning jobs</h2>" + table(
+    parts = ["<h2>Fine-tuning jobs</h2>" + table(
         "jobs", ["job", "model", "method", "status", "progress", "loss", "output model", "created", ""], rows,
-        "no jobs (appliance train submit MODEL DATASET)")
+        "no jobs (appliance train submit MODEL DATASET)")]
+    for j in v["jobs"]:
+        if "log_tail" not in j and not j.get("loss_history"):
+            continue
+        parts.append(f'<section class="job" id="job-{_t(j["id"])}"><h2>Job <code>{_t(j["id"])}</code> '
+                     f'({_t(j["status"])})</h2><div class="charts">'
+                     + chart(f"chart-loss-{_t(j['id'])}", "Training loss", {"loss": j.get("loss_history") or []})
+                     + f'</div><h3>Log (last lines)</h3><pre class="log">{_t(j.get("log_tail") or "")}</pre>'
+                     + ("<p>Finished: <code>appliance serve " + _t(j["id"]) + "</code> serves it behind the "
+                        "gateway.</p>" if j["status"] == "completed" else "")
+                     + "</section>")
+    return "".join(parts)
 
 
 def releases(v: dict) -> str:
     rows = [[_t(r["id"]), _t(r["status"]), _t(r["source"]), _t(r.get("version")), _ts(r["created_ts"]),
              _t(", ".join(r["services"])), _t(r.get("note"))] for r in v["releases"]]
     ev = [[_ts(e["ts"]), _t(e["kind"]), _t(e.get("service")), _t(e["message"])] for e in v["events"]]
-    return ("<h2>Releases</h2><p>Rollback: <code>appliance rollback</code> on the box returns to the previous "
-            "release.</p>" + table("releases", ["release", "status", "source", "version", "created", "services",
-                                                "note"], rows, "nothing installed")
+    rb, op = v.get("rollback") or {}, v.get("operation")
+    if op and op["state"] == "running":
+        action = f'<p id="rollback-state" class="notice">Rollback started by {_t(op["user"])} is running&hellip;</p>'
+    elif "to" in rb:
+        action = (f'<p>Rollback returns from {_t(rb["from"])} to {_t(rb["to"])} (blue/green, health-gated; the '
+                  f'same as <code>appliance rollback</code>). <button id="rollback" class="danger" '
+                  f'data-from="{_t(rb["from"])}" data-to="{_t(rb["to"])}">Roll back</button></p>')
+    else:
+        action = f'<p>Rollback: {_t(rb.get("unavailable"))}</p>'
+    if op:
+        done = {"done": "finished", "failed": "failed"}.get(op["state"], "running")
+        action += (f'<div id="operation" data-state="{_t(op["state"])}"><h3>Rollback by {_t(op["user"])}: {done}'
+                   f'{(" — " + _t(op["error"])) if op.get("error") else ""}</h3>'
+                   f'<pre class="log">{_t(chr(10).join(op["lines"]))}</pre></div>')
+    columns = ["release", "status", "source", "version", "created", "services", "note"]
+    return ("<h2>Releases</h2>" + action + table("releases", columns, rows, "nothing installed")
             + "<h2>Recent changes</h2>" + table("events", ["when", "kind", "service", "what"], ev, "no events"))
 
 

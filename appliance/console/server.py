@@ -177,6 +177,9 @@ class Console:
         self.sessions = Sessions(config.auth_url, config.auth_cafile)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console")
         self._store = store
+        from appliance.console.operations import Operations
+
+        self.operations = Operations()
 
     # ---- the worker thread's resources ------------------------------------------------------
     def store(self):
@@ -199,10 +202,11 @@ class Console:
             return views.keys_view(store, who, window=window)
         if page == "training":
             return views.training_view(store)
-        return views.releases_view(store)
+        return views.releases_view(store, operation=self.operations.snapshot())
 
     def close(self) -> None:
         self.worker.shutdown(wait=True)
+        self.operations.wait(5.0)
 
     # ---- gatekeeping ------------------------------------------------------------------------
     def login_redirect(self, request: web.Request) -> web.Response:
@@ -254,7 +258,8 @@ def _int_or_none(doc: dict, field: str) -> int | None:
 
 def make_app(console: Console) -> web.Application:
     """The aiohttp application: ``GET`` pages and ``/api/<page>``, ``POST /api/keys``,
-    ``POST /api/keys/{name}/revoke``, ``POST /api/jobs/{id}/cancel``, ``/static/*``, ``/healthz``."""
+    ``POST /api/keys/{name}/revoke``, ``POST /api/jobs/{id}/cancel``, ``POST /api/releases/rollback``
+    (``{"confirm": true}``; 202, progress on the releases page), ``/static/*``, ``/healthz``."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     chart_js = chart_library()
 
@@ -336,6 +341,30 @@ def make_app(console: Console) -> web.Application:
                            service=None, data={"user": who["user"], "job": job_id})
         return _json(200, job.model_dump(mode="json"))
 
+    async def rollback(request: web.Request, who: dict) -> web.StreamResponse:
+        from appliance.console.operations import Busy
+
+        doc = await _read_json(request)
+        if doc.get("confirm") is not True:
+            raise UsageError("a rollback must be confirmed", where="confirm", fix='send {"confirm": true}')
+        store = console.store()
+
+        def record(message: str, data: dict) -> None:  # from the operation's thread: a connection of its own
+            from appliance.state.store import StateStore
+
+            own = StateStore(store.path, busy_timeout_s=5.0)
+            try:
+                own.add_event("console", message, data=data)
+            finally:
+                own.close()
+
+        await console.call(store.add_event, "console", f"{who['user']} started a rollback", service=None,
+                           data={"user": who["user"]})
+        try:
+            return _json(202, console.operations.start_rollback(who["user"], record_event=record))
+        except Busy as exc:
+            return _json(409, {"error": str(exc)})
+
     async def static(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         files = {n: STATIC_DIR / n for n in ("console.js", "console.css", "favicon.svg")}
@@ -356,6 +385,7 @@ def make_app(console: Console) -> web.Application:
     app.router.add_post("/api/keys", guarded(create_key, page="keys", api=True, change=True))
     app.router.add_post("/api/keys/{name}/revoke", guarded(revoke_key, page="keys", api=True, change=True))
     app.router.add_post("/api/jobs/{job}/cancel", guarded(cancel_job, page="training", api=True, change=True))
+    app.router.add_post("/api/releases/rollback", guarded(rollback, page="releases", api=True, change=True))
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/healthz", healthz)
 

@@ -95,21 +95,44 @@ def keys_view(store, who: dict, *, window: str | None = None) -> dict:
     return out
 
 
+LOG_TAIL_LINES = 20
+LOG_TAIL_JOBS = 3
+
+
 def training_view(store, *, docker=None) -> dict:
-    """Fine-tuning jobs as ``train list`` shows them (progress, loss history, state)."""
-    from appliance.train.jobs import list_jobs
+    """Fine-tuning jobs as ``train list`` shows them, with the loss curve the agent recorded
+    (the last 2 hours' raw points) and the log tail (``train logs JOB``) of the newest jobs."""
+    from appliance.agent.history import RAW_KEEP_S
+    from appliance.train.jobs import job_logs, list_jobs
 
-    return {"page": "training", "jobs": [j.model_dump(mode="json") for j in list_jobs(docker=docker, store=store)]}
+    jobs = [j.model_dump(mode="json") for j in list_jobs(docker=docker, store=store)]
+    jobs.sort(key=lambda j: j["created_ts"], reverse=True)
+    for i, job in enumerate(jobs):
+        job["loss_history"] = _series(store, f"job.{job['id']}.loss", RAW_KEEP_S).get(f"job.{job['id']}.loss", [])
+        if i < LOG_TAIL_JOBS:
+            try:
+                raw = job_logs(job["id"], tail=LOG_TAIL_LINES, docker=docker, store=store)
+                job["log_tail"] = raw.decode("utf-8", "replace")[-8000:] if isinstance(raw, bytes) else ""
+            except ApplianceError as exc:
+                job["log_tail"] = f"(log unavailable: {exc.one_line()})"
+    return {"page": "training", "jobs": jobs}
 
 
-def releases_view(store, *, limit: int = 20) -> dict:
-    """Release history (what ``rollback`` returns to) and the recent upgrade/rollback events."""
+def releases_view(store, *, limit: int = 20, operation: dict | None = None) -> dict:
+    """Release history, what ``rollback`` returns to (``rollback_target``: the same words as the
+    CLI's confirmation), a rollback started here and its progress, and the recent changes."""
+    from appliance.deploy.upgrade import rollback_target
     from appliance.runtime import labels as L
     from appliance.runtime import releases
 
     inst = L.instance()
-    rows = releases.history(store, inst, limit=limit)
-    return {"page": "releases", "instance": inst,
+    rows = releases.history(releases.open_store(store), inst, limit=limit)
+    try:
+        current, target = rollback_target(store)
+        rollback = {"from": current, "to": target}
+    except ApplianceError as exc:
+        rollback = {"unavailable": exc.message}
+    return {"page": "releases", "instance": inst, "rollback": rollback, "operation": operation,
             "releases": [{"id": r.id, "status": r.status, "source": r.source, "version": r.version,
                           "created_ts": r.created_ts, "plan_hash": r.plan_hash, "note": r.note,
                           "services": [s.name for s in r.stack.services] if r.stack else []} for r in rows],

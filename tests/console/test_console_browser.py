@@ -167,3 +167,35 @@ def test_a_user_without_the_admin_role_gets_403_on_admin_pages(stack, console):
         assert status == 403, path
     status, _, body = fetch(console + "/api/keys", headers={"Cookie": cookie})
     assert status == 200 and json.loads(body)["keys"] == []  # carol owns no key; the admin's are not hers
+
+
+@needs_webdriver
+def test_an_admin_rolls_back_from_the_releases_page_after_confirming(stack, console):
+    from selenium.webdriver.common.by import By
+
+    res = stack.init_demo("--quiet", "--health-timeout", "300")  # a second release (every service's spec changes)
+    assert res.returncode == 0, res.stderr[-2000:]
+    second = json.loads(stack.cli("status", "--json").stdout)["release"]["id"]
+    driver = webdriver_chromium()
+    try:
+        driver.get(signed_in_url(stack_login_link(stack), console + "/releases"))
+        button = _wait(driver, lambda d: d.find_element(By.ID, "rollback"))
+        assert f"(release {second})" in button.get_attribute("data-from")
+        button.click()
+        alert = _wait(driver, lambda d: d.switch_to.alert)
+        assert alert.text.startswith("Roll back from ") and "health gates" in alert.text
+        alert.dismiss()  # not confirmed: nothing starts
+        time.sleep(1)
+        assert not driver.find_elements(By.ID, "operation")
+        driver.find_element(By.ID, "rollback").click()
+        _wait(driver, lambda d: d.switch_to.alert).accept()
+        op = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#operation[data-state=done]"), timeout_s=300)
+        assert "finished" in op.text
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
+    release = json.loads(stack.cli("status", "--json").stdout)["release"]
+    assert release["id"] > second and release["source"].startswith("rollback to ")
+    events = [e for e in json.loads(fetch(console + "/api/releases", headers={
+        "Cookie": redeem_link(stack_login_link(stack))})[2])["events"] if e["kind"] == "console"]
+    assert any(e["message"] == "admin rolled back: done" for e in events)

@@ -101,6 +101,13 @@ def test_admin_pages_are_for_admins(box):
     assert status == 200 and b'id="nav-releases"' not in body  # a user's menu has only their keys
 
 
+def test_charts_cover_the_window_asked_for(box):
+    assert json.loads(get(box, "/api/overview?window=day", "alice")[2])["window_s"] == 86400
+    assert json.loads(get(box, "/api/keys?window=week", "bob")[2])["window_s"] == 7 * 86400
+    status, _, body = get(box, "/api/overview?window=year", "alice")
+    assert status == 400 and json.loads(body)["error"].startswith("window: unknown window 'year'")
+
+
 def test_the_overview_is_the_status_report(box):
     from appliance.status.collect import collect_status
 
@@ -193,3 +200,65 @@ def test_assets_are_served_by_the_box_with_a_strict_policy(box):
     csp = headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "http" not in csp
     assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
+
+
+def test_the_training_page_shows_a_jobs_loss_curve_and_log_tail(box, tmp_path):
+    """A finished job (as the supervision records it), its loss points as the agent recorded them."""
+    import time
+
+    from appliance.agent.history import History, job_samples
+    from appliance.runtime import labels as L
+    from appliance.train import store as S
+    from appliance.train.dataset import DatasetSummary
+    from appliance.train.models import Job, Progress
+
+    job_dir = tmp_path / "job-0001" / "work"
+    job_dir.mkdir(parents=True)
+    (job_dir.parent / "job.log").write_text("".join(f"step {i} loss {2.0 - i / 10:.2f}\n" for i in range(30)))
+    job = Job(id="job-0001", instance=L.instance(), status="completed", model="qwen2.5-7b-instruct", method="lora",
+              recipe="lora-cuda", backend="cuda", image="img",
+              dataset=DatasetSummary(path="/d", format="chat", records=1, words=1, size_bytes=1, sha256="0" * 64),
+              job_dir=str(job_dir), output_dir=str(tmp_path / "out"), output_model="qwen-ft", created_ts=time.time(),
+              progress=Progress(step=29, total_steps=30, loss=0.9))
+    S.save(S.open_store(box["store"]), job)
+    now = time.time()
+    history = History(box["store"])
+    for i, loss in enumerate((1.8, 1.2, 0.9)):
+        job.progress.loss = loss
+        history.record(job_samples([job]), ts=now - 60 + i * 15)
+    status, _, body = get(box, "/api/training", "alice")
+    assert status == 200, body
+    [shown] = json.loads(body)["jobs"]
+    assert [p[1] for p in shown["loss_history"]] == [1.8, 1.2, 0.9]
+    assert shown["log_tail"].splitlines()[-1] == "step 29 loss -0.90" and len(shown["log_tail"].splitlines()) == 20
+    status, _, page = get(box, "/training", "alice")
+    assert b'id="chart-loss-job-0001"' in page and b"appliance serve job-0001" in page and b"97 %" in page
+
+
+def test_cancelling_a_job_is_for_admins_from_the_console_itself(box):
+    status, _, _ = post(box, "/api/jobs/job-0001/cancel", "bob", {})
+    assert status == 403
+    status, _, body = post(box, "/api/jobs/job-0001/cancel", "alice", {}, origin="http://evil.example")
+    assert status == 403 and json.loads(body)["reason"] == "cross_origin"
+
+
+def test_a_rollback_must_be_confirmed_is_for_admins_and_reports_its_outcome(box):
+    import time
+
+    view = json.loads(get(box, "/api/releases", "alice")[2])
+    assert "no previous release" in view["rollback"]["unavailable"]  # nothing installed: rollback_target's words
+    assert post(box, "/api/releases/rollback", "bob", {"confirm": True})[0] == 403
+    status, _, body = post(box, "/api/releases/rollback", "alice", {})
+    assert status == 400 and "confirm" in json.loads(body)["error"]
+    status, _, body = post(box, "/api/releases/rollback", "alice", {"confirm": True})
+    assert status == 202 and json.loads(body)["state"] == "running"
+    box["console"].console.operations.wait(60)
+    op = json.loads(get(box, "/api/releases", "alice")[2])["operation"]
+    assert op["state"] == "failed" and "no previous release" in op["error"] and op["user"] == "alice"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        events = [e["message"] for e in box["store"].events(kind="console")]
+        if any(m.startswith("alice rolled back: failed") for m in events):
+            break
+        time.sleep(0.1)
+    assert "alice started a rollback" in events and any(m.startswith("alice rolled back: failed") for m in events)

@@ -27,6 +27,13 @@ def test_a_page_without_javascript_still_shows_tables_and_last_values():
             "history": {"gw.key.abc.requests": [[1.0, 1.0], [2.0, 4.0]]}}
     html = render.page("keys", view, {"user": "bob", "role": "user"})
     assert "k&lt;1&gt;" in html and "<td>4</td>" in html
-    assert "<li>k&lt;1&gt;: 4.0</li>" in html  # the chart's last value, for a browser without scripts
+    assert "<li>k&lt;1&gt;: 180.0</li>" in html  # the chart's last value (3 requests in 1 s), without scripts
+    assert 'href="?window=day"' in html and "<strong>last hour</strong>" in html
     assert 'id="nav-overview"' not in html and 'id="nav-keys"' in html  # a user's menu
     assert 'src="/static/plotly.min.js' in html and "https://" not in html  # nothing from a CDN
+
+
+def test_counters_become_rates_and_a_reset_starts_from_zero():
+    assert render.rate([[0, 0], [10, 5], [20, 5], [30, 2]]) == [[10, 0.5], [20, 0.0], [30, 0.2]]
+    assert render.rate([[0, 0], [30, 6]], per_s=60) == [[30, 12.0]]
+    assert render.rate([[5, 1]]) == [] and render.rate([[5, 1], [5, 2]]) == []

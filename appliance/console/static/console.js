@@ -85,6 +85,17 @@
         catch (e) { notice("", "bad").textContent = "Not revoked: " + e.message; }
       });
     });
+    const rb = root.querySelector("#rollback");
+    if (rb) {
+      rb.addEventListener("click", async function () {
+        const text = "Roll back from " + rb.getAttribute("data-from") + " to " + rb.getAttribute("data-to") +
+          "? The services are replaced blue/green behind health gates.";
+        if (!window.confirm(text)) return;
+        try { await send("/api/releases/rollback", { confirm: true });
+              notice("", "ok").textContent = "Rollback started; its progress shows below."; refresh(); }
+        catch (e) { notice("", "bad").textContent = "Not started: " + e.message; }
+      });
+    }
     root.querySelectorAll("button.cancel").forEach(function (b) {
       b.addEventListener("click", async function () {
         const id = b.getAttribute("data-id");
@@ -104,7 +115,9 @@
     if (active && page.contains(active) && active.tagName === "INPUT") return; // typing: later
     busy = true;
     try {
-      const resp = await fetch(window.location.pathname + "?fragment=1", {
+      const query = new URLSearchParams(window.location.search);
+      query.set("fragment", "1");
+      const resp = await fetch(window.location.pathname + "?" + query.toString(), {
         credentials: "same-origin", headers: { "Accept": "text/html" } });
       if (resp.status === 401 || resp.redirected) { window.location.reload(); return; }
       if (!resp.ok) return;
