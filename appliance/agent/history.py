@@ -285,3 +285,13 @@ def job_samples(jobs) -> dict[str, float]:
         if p.step is not None:
             out[f"job.{job.id}.step"] = float(p.step)
     return out
+
+
+def model_samples(models: dict | None) -> dict[str, float]:
+    """Per served model (``read_model_usage()``): ``gw.model.<name>.requests`` and ``.tokens``
+    (prompt + completion), cumulative like the per-key counters."""
+    out: dict[str, float] = {}
+    for name, u in sorted((models or {}).items()):
+        out[f"gw.model.{name}.requests"] = float(u.requests)
+        out[f"gw.model.{name}.tokens"] = float(u.prompt_tokens + u.completion_tokens)
+    return out

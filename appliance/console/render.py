@@ -148,13 +148,19 @@ def models(v: dict) -> str:
             [_t(m["model"]), _t(m["precision"]), _t(m["layout"]), _mib(m["size_bytes"] // (1 << 20)), _t(m["files"]),
              _t(m["imported_at"]), _t(m.get("verified_at") or "never"), _t(", ".join(m["used_by"]))]
             for m in st.get("models", [])], "no weights imported (the built-in models ship with the box)"))
-    h = v["history"]
+    h, usage = v["history"], v.get("usage") or {}
+    parts.append("<h2>Usage per model</h2>" + table("model-usage", [
+        "model", "requests", "prompt tokens", "completion tokens", "requests today", "tokens today", "last used"], [
+        [_t(name), _t(u["requests"]), _t(u["prompt_tokens"]), _t(u["completion_tokens"]), _t(u["requests_today"]),
+         _t(u["tokens_today"]), _ts(u.get("last_used_at"))] for name, u in sorted(usage.items())],
+        "no requests yet"))
     parts.append("<h2>Traffic</h2>" + windows(v) + '<div class="charts">' + chart(
-        "chart-model-requests", "Requests per second through the gateway",
-        {n.removeprefix("gw."): rate(p) for n, p in h.items() if n == "gw.requests"}) + chart(
-        "chart-model-tokens", "Tokens per second",
-        {n.removeprefix("gw."): rate(p) for n, p in h.items() if n in ("gw.prompt_tokens", "gw.completion_tokens")})
-        + "</div>")
+        "chart-model-requests", "Requests per second, per model",
+        {n[len("gw.model."):-len(".requests")]: rate(p) for n, p in h.items()
+         if n.startswith("gw.model.") and n.endswith(".requests")}) + chart(
+        "chart-model-tokens", "Tokens per second, per model",
+        {n[len("gw.model."):-len(".tokens")]: rate(p) for n, p in h.items()
+         if n.startswith("gw.model.") and n.endswith(".tokens")}) + "</div>")
     return "".join(parts)
 
 

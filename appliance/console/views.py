@@ -59,8 +59,8 @@ def overview(store, *, docker=None, window: str | None = None, snapshot=None) ->
 
 
 def models_view(store, *, docker=None, window: str | None = None) -> dict:
-    """Planned and served models (status), the weights in the store (``models list``), and each
-    key's request/token counters over time (the gateway counts per key)."""
+    """Planned and served models (status), the weights in the store (``models list``), and the
+    gateway's counters per served model (totals, today, and over time from the history)."""
     from appliance.deploy.weights import box_catalog, in_use
     from appliance.models.api import list_models
     from appliance.status.collect import collect_status
@@ -71,9 +71,15 @@ def models_view(store, *, docker=None, window: str | None = None) -> dict:
         store_models = list_models(box_catalog(), used_by=in_use()).model_dump(mode="json")
     except ApplianceError as exc:
         store_models = {"error": exc.one_line()}
+    from appliance.gateway.keys import read_model_usage
+
+    try:
+        usage = {name: u.model_dump() for name, u in read_model_usage().items()}
+    except ApplianceError:
+        usage = {}
     return {"page": "models", "served": [m.model_dump() for m in report.models],
             "services": [s.model_dump() for s in report.services if s.kind == "inference"],
-            "store": store_models, "window_s": since, "history": _series(store, "gw.", since)}
+            "store": store_models, "usage": usage, "window_s": since, "history": _series(store, "gw.", since)}
 
 
 def keys_view(store, who: dict, *, window: str | None = None) -> dict:

@@ -75,6 +75,17 @@ class KeyUsage(BaseModel):
     last_used_at: float | None = None
 
 
+class ModelUsage(BaseModel):
+    """What the gateway counted for one served model (``usage.json`` ``"models"``)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests_today: int = 0
+    tokens_today: int = 0
+    last_used_at: float | None = None
+
+
 class KeyInfo(BaseModel):
     """One key as ``keys list`` shows it. Carries no secret (only the public id)."""
 
@@ -347,4 +358,29 @@ def read_usage(directory: Path | None = None) -> dict[str, KeyUsage]:
                                completion_tokens=int(u.get("completion_tokens", 0)),
                                tokens_today=int(u.get("day_tokens", 0)) if u.get("day") == today else 0,
                                denied=int(u.get("denied", 0)), last_used_at=u.get("last_used_at"))
+    return out
+
+
+def read_model_usage(directory: Path | None = None) -> dict[str, ModelUsage]:
+    """Per served model, the gateway's counters from ``usage.json`` (missing/corrupt = none)."""
+    path = (Path(directory) if directory else gateway_dir()) / "usage.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    out = {}
+    models = doc.get("models") if isinstance(doc, dict) else None
+    for name, u in (models or {}).items() if isinstance(models, dict) else ():
+        if not isinstance(u, dict):
+            continue
+        try:
+            same_day = u.get("day") == today
+            out[name] = ModelUsage(requests=int(u.get("requests", 0)), prompt_tokens=int(u.get("prompt_tokens", 0)),
+                                   completion_tokens=int(u.get("completion_tokens", 0)),
+                                   requests_today=int(u.get("day_requests", 0)) if same_day else 0,
+                                   tokens_today=int(u.get("day_tokens", 0)) if same_day else 0,
+                                   last_used_at=u.get("last_used_at"))
+        except (TypeError, ValueError):
+            continue
     return out

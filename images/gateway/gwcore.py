@@ -36,6 +36,7 @@ import time
 from typing import NamedTuple
 
 MAX_USERS = 10_000  # per-user usage entries kept at most
+MAX_MODELS = 1_000  # per-model usage entries kept at most (served names come from the route table)
 KEY_RE = re.compile(r"^apk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
 
 
@@ -251,6 +252,7 @@ class Usage:
         self.lock = threading.Lock()
         self.keys: dict[str, dict] = {}
         self.users: dict[str, dict] = {}
+        self.models: dict[str, dict] = {}
         self.windows: dict[str, collections.deque] = {}
         self.dirty = False
         if path:
@@ -259,8 +261,9 @@ class Usage:
                     doc = json.load(fh)
                 self.keys = {k: v for k, v in (doc.get("keys") or {}).items() if isinstance(v, dict)}
                 self.users = {k: v for k, v in (doc.get("users") or {}).items() if isinstance(v, dict)}
+                self.models = {k: v for k, v in (doc.get("models") or {}).items() if isinstance(v, dict)}
             except (OSError, ValueError, AttributeError):
-                self.keys, self.users = {}, {}
+                self.keys, self.users, self.models = {}, {}, {}
 
     @staticmethod
     def today(now: float) -> str:
@@ -286,6 +289,23 @@ class Usage:
             e = self.users[name] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
                                     "last_used_at": None}
         return e
+
+    def _model(self, name: str | None) -> dict | None:
+        """The usage entry of a served model (None: no model, or the table is full)."""
+        if not name:
+            return None
+        e = self.models.get(name)
+        if e is None:
+            if len(self.models) >= MAX_MODELS:
+                return None
+            e = self.models[name] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "day": "",
+                                     "day_requests": 0, "day_tokens": 0, "last_used_at": None}
+        return e
+
+    @staticmethod
+    def _roll_day(e: dict, day: str) -> None:
+        if e.get("day") != day:
+            e["day"], e["day_requests"], e["day_tokens"] = day, 0, 0
 
     def admit(self, rec: KeyRecord, now: float) -> None:
         """Count one request against the rate limit and check the daily token quota -- from the
@@ -315,9 +335,9 @@ class Usage:
                                  f"daily token quota of {rec.tokens_per_day} reached", retry_after_s=3600)
             self.dirty = True
 
-    def served(self, rec: KeyRecord, now: float, user: str | None = None) -> None:
+    def served(self, rec: KeyRecord, now: float, user: str | None = None, model: str | None = None) -> None:
         """One request passed every check and goes to an engine (``user``: the signed-in user an
-        app's key called for, counted next to the key)."""
+        app's key called for, counted next to the key; ``model``: the served model it names)."""
         with self.lock:
             e = self._entry(rec)
             e["requests"] += 1
@@ -326,6 +346,12 @@ class Usage:
             if u is not None:
                 u["requests"] += 1
                 u["last_used_at"] = now
+            m = self._model(model)
+            if m is not None:
+                self._roll_day(m, self.today(now))
+                m["requests"] += 1
+                m["day_requests"] += 1
+                m["last_used_at"] = now
             self.dirty = True
 
     def deny(self, rec: KeyRecord) -> None:
@@ -333,7 +359,8 @@ class Usage:
             self._entry(rec)["denied"] += 1
             self.dirty = True
 
-    def add_tokens(self, rec: KeyRecord, prompt: int, completion: int, now: float, user: str | None = None) -> None:
+    def add_tokens(self, rec: KeyRecord, prompt: int, completion: int, now: float, user: str | None = None,
+                   model: str | None = None) -> None:
         if not (prompt or completion):
             return
         with self.lock:
@@ -343,6 +370,12 @@ class Usage:
                 u["completion_tokens"] += completion
             e = self._entry(rec)
             day = self.today(now)
+            m = self._model(model)
+            if m is not None:
+                self._roll_day(m, day)
+                m["prompt_tokens"] += prompt
+                m["completion_tokens"] += completion
+                m["day_tokens"] += prompt + completion
             if e["day"] != day:
                 e["day"], e["day_tokens"] = day, 0
             e["prompt_tokens"] += prompt
@@ -358,7 +391,7 @@ class Usage:
             if not self.dirty:
                 return True
             doc = json.dumps({"format": "appliance-gateway-usage/1", "updated_at": time.time(),
-                              "keys": self.keys, "users": self.users}, sort_keys=True)
+                              "keys": self.keys, "users": self.users, "models": self.models}, sort_keys=True)
             self.dirty = False
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:

@@ -324,7 +324,7 @@ class Gateway:
         except Invalid as bad:
             raise Denied(400, bad.code, bad.message, param=bad.param) from None
         info["stream"] = req.get("stream") is True
-        self.usage.served(rec, now, user)
+        self.usage.served(rec, now, user, model)
         headers = {"Content-Type": "application/json", "Accept": request.headers.get("Accept", "*/*"),
                    "X-Request-Id": info["rid"]}
         secret = self.config.upstream_key(route, self.upstream_key)
@@ -423,7 +423,7 @@ class Gateway:
 
     def count(self, info: dict, rec, user, prompt: int, completion: int) -> None:
         info["prompt_tokens"], info["completion_tokens"] = prompt, completion
-        self.usage.add_tokens(rec, prompt, completion, time.time(), user)
+        self.usage.add_tokens(rec, prompt, completion, time.time(), user, info.get("model"))
 
 
 def env_float(name: str, default: float) -> float:

@@ -262,3 +262,25 @@ def test_a_rollback_must_be_confirmed_is_for_admins_and_reports_its_outcome(box)
             break
         time.sleep(0.1)
     assert "alice started a rollback" in events and any(m.startswith("alice rolled back: failed") for m in events)
+
+
+def test_the_models_page_counts_and_charts_per_served_model(box):
+    import time
+
+    from appliance.agent.history import History, model_samples
+    from appliance.gateway.keys import read_model_usage
+
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    usage_file = data_dir() / "gateway" / "usage.json"
+    history, now = History(box["store"]), time.time()
+    for i, requests in enumerate((10, 40)):
+        usage_file.write_text(json.dumps({"keys": {}, "models": {"demo-chat": {
+            "requests": requests, "prompt_tokens": 2 * requests, "completion_tokens": 3 * requests, "day": today,
+            "day_requests": requests, "day_tokens": 5 * requests}}}))
+        history.record(model_samples(read_model_usage()), ts=now - 30 + 15 * i)
+    view = json.loads(get(box, "/api/models", "alice")[2])
+    assert view["usage"]["demo-chat"]["requests_today"] == 40
+    assert [p[1] for p in view["history"]["gw.model.demo-chat.requests"]] == [10.0, 40.0]
+    page = get(box, "/models", "alice")[2].decode()
+    assert 'id="model-usage"' in page and "<td>demo-chat</td><td>40</td><td>80</td><td>120</td>" in page
+    assert "<li>demo-chat: 2.0</li>" in page  # (40 - 10) requests in 15 s, the rate chart's last value

@@ -71,6 +71,10 @@ def test_auth_scope_routing_and_no_key_forwarded(upstream, gateway):
     # chat m1, chat m2, completions, embeddings, rerank
     assert usage["full"].requests == 5 and usage["full"].completion_tokens > 0
     assert usage["scoped"].denied == 1
+    # per served model too (what the console's models page charts); refused requests count nowhere
+    models = K.read_model_usage()
+    assert (models["m1"].requests, models["m2"].requests) == (4, 2) and "nope" not in models
+    assert models["m1"].completion_tokens > 0 and models["m1"].requests_today == 4 and models["m1"].tokens_today > 0
 
     def chat_lines():
         lines = [json.loads(line) for line in gw.proc.output().splitlines() if line.startswith("{")]

@@ -194,3 +194,25 @@ def test_an_agent_pass_records_services_accelerators_and_gateway_usage(instance)
     assert all(v == 0.0 for name in services for _, v in got[name])   # desired down: nothing runs
     assert got["acc.nvidia.0.memory_total_mib"][-1][1] == 143771
     assert got["gw.requests"][-1][1] == 4 and got["gw.key.0123456789ab.tokens"][-1][1] == 42
+
+
+def test_per_model_usage_becomes_model_series(tmp_path):
+    import json
+    import time
+
+    from appliance.agent.history import model_samples
+    from appliance.gateway.keys import read_model_usage
+
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    (tmp_path / "usage.json").write_text(json.dumps({"keys": {}, "models": {
+        "demo-chat": {"requests": 3, "prompt_tokens": 10, "completion_tokens": 20, "day": today, "day_requests": 2,
+                      "day_tokens": 7},
+        "old": {"requests": 1, "prompt_tokens": 1, "completion_tokens": 1, "day": "2000-01-01", "day_tokens": 2},
+        "broken": {"requests": "many"}, "not-a-dict": 5}}))
+    usage = read_model_usage(tmp_path)
+    assert set(usage) == {"demo-chat", "old"}
+    assert (usage["demo-chat"].requests_today, usage["demo-chat"].tokens_today) == (2, 7)
+    assert usage["old"].tokens_today == 0  # another day's count is not today's
+    assert model_samples(usage) == {"gw.model.demo-chat.requests": 3.0, "gw.model.demo-chat.tokens": 30.0,
+                                    "gw.model.old.requests": 1.0, "gw.model.old.tokens": 2.0}
+    assert model_samples(None) == {} and read_model_usage(tmp_path / "missing") == {}
