@@ -24,8 +24,35 @@ class Listen:
     config: ConsoleConfig
 
 
+WAIT_POLL_S = 5.0
+
+
 def resolve(*, bind: str | None, port: int, gateway_url: str | None, snapshot: str | None = None,
-            store=None) -> Listen:
+            store=None, wait: bool = False) -> Listen:
+    """Check the options against the box. ``wait``: while nothing is installed yet (no gateway
+    to sign in at), poll every 5 s instead of failing -- the systemd unit starts before ``init``."""
+    import logging
+    import time
+
+    logged = False
+    while True:
+        try:
+            return _resolve(bind=bind, port=port, gateway_url=gateway_url, snapshot=snapshot, store=store)
+        except NotInstalled:
+            if not wait:
+                raise
+            if not logged:
+                logging.getLogger("appliance.console.config").info(
+                    "nothing installed yet: waiting for `appliance init` (checking every %gs)", WAIT_POLL_S)
+                logged = True
+            time.sleep(WAIT_POLL_S)
+
+
+class NotInstalled(StateError):
+    """No gateway is installed, so nobody could sign in."""
+
+
+def _resolve(*, bind: str | None, port: int, gateway_url: str | None, snapshot: str | None, store) -> Listen:
     from appliance.deploy import site
     from appliance.deploy.tls import CERT_FILENAME, KEY_FILENAME, needs_tls, tls_dir
     from appliance.gateway.users import gateway_public_url
@@ -45,8 +72,8 @@ def resolve(*, bind: str | None, port: int, gateway_url: str | None, snapshot: s
     try:
         gateway = (gateway_url or gateway_public_url(store)).rstrip("/").removesuffix("/v1")
     except StateError:
-        raise StateError("no gateway is installed on this box yet: nobody could sign in to the console",
-                         where="console", fix="run `appliance init --yes` first, or give --gateway-url") from None
+        raise NotInstalled("no gateway is installed on this box yet: nobody could sign in to the console",
+                           where="console", fix="run `appliance init --yes` first, or give --gateway-url") from None
     if not gateway.startswith(("http://", "https://")):
         raise UsageError(f"{gateway!r} is not an http(s) URL", where="--gateway-url",
                          fix="e.g. --gateway-url http://127.0.0.1:8080")

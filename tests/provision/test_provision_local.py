@@ -132,9 +132,12 @@ def test_base_and_agent_files_are_under_the_root(runs):
     exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_line.endswith(" agent")
     assert "WantedBy=multi-user.target" in unit
+    console = (root / "etc/systemd/system/appliance-console.service").read_text()
+    assert next(line for line in console.splitlines() if line.startswith("ExecStart=")).endswith(" console --wait")
     # system-wide effects were off: the tasks that would touch the real system were skipped
     skipped = {t.task for t in runs["first"].tasks if t.status == "skipped"}
-    assert {"Base | Appliance group", "Base | Appliance user", "Agent | Enable and start the node agent"} <= skipped
+    assert {"Base | Appliance group", "Base | Appliance user", "Agent | Enable and start the node agent",
+            "Console | Enable and start the admin console"} <= skipped
 
 
 def test_each_run_keeps_its_artifacts(runs):
