@@ -44,7 +44,16 @@ def stack(tmp_path_factory):
     try:
         res = s.init_demo("--quiet")
         assert res.returncode == 0, f"init failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-        for _ in range(2):  # two agent passes: two points in every history series
+        created = s.cli("keys", "create", "--name", "console-traffic", "--json")
+        assert created.returncode == 0, created.stderr
+        key = json.loads(created.stdout)["key"]
+        for i in range(2):  # two agent passes: two points in every history series
+            if i == 1:  # traffic between the passes: the per-model counters move
+                for _ in range(3):
+                    status = _curl_status(s.gateway + "/v1/chat/completions", key, body={
+                        "model": "demo-chat", "messages": [{"role": "user", "content": "hello"}]})
+                    assert status == "200", status
+                time.sleep(2.5)  # the gateway flushes its usage counters every 2 s
             res = s.cli("agent", "--once", "--json", timeout_s=120)
             assert res.returncode == 0, res.stderr[-2000:]
             time.sleep(1.1)
@@ -86,9 +95,10 @@ def _wait(driver, predicate, timeout_s: float = 20.0):
     raise AssertionError(f"timed out; last: {last!r}")
 
 
-def _curl_status(url: str, key: str) -> str:
+def _curl_status(url: str, key: str, body: dict | None = None) -> str:
+    data = ["-H", "Content-Type: application/json", "--data", json.dumps(body)] if body else []
     res = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
-                          "-H", f"Authorization: Bearer {key}", url], capture_output=True, text=True, timeout=20)
+                          "-H", f"Authorization: Bearer {key}", *data, url], capture_output=True, text=True, timeout=20)
     return res.stdout.strip()
 
 
@@ -131,6 +141,14 @@ def test_an_admin_signs_in_sees_the_box_and_manages_a_key(stack, console):
         _wait(driver, lambda d: d.execute_script("return document.body.getAttribute('data-refreshed')") != marker,
               timeout_s=30)
         assert driver.execute_script("return window.__kept") == 1
+
+        # the models page: the traffic between the agent's passes, counted per model and charted
+        driver.get(console + "/models")
+        usage = _wait(driver, lambda d: d.find_element(By.ID, "model-usage")).text
+        assert "demo-chat" in usage
+        row = next(line for line in usage.splitlines() if line.startswith("demo-chat"))
+        assert int(row.split()[1]) >= 3, row
+        _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chart-model-requests.drawn"))
 
         # a key made in the page works with curl, and is refused once revoked in the page
         driver.get(console + "/keys")
