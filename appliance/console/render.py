@@ -132,9 +132,11 @@ def overview(v: dict) -> str:
 
 def models(v: dict) -> str:
     parts = ["<h2>Served models</h2>" + table("served", [
-        "name", "model", "engine", "service", "devices", "precision", "ready", "weights", "verified"], [
+        "name", "model", "engine", "service", "devices", "memory per device", "precision", "ready", "weights",
+        "verified"], [
         [_t(m["name"]), _t(m.get("model")), _t(m.get("engine")), _t(m["service"]), _t(", ".join(m["devices"])),
-         _t(m.get("precision")), "yes" if m["ready"] else "no", _t(m.get("weights")),
+         _mib(m.get("memory_mib_per_device")), _t(m.get("precision")), "yes" if m["ready"] else "no",
+         _t(m.get("weights")),
          _t(m.get("weights_verified_at"))] for m in v["served"]], "nothing served")]
     parts.append("<h2>Engines</h2>" + table("engines", ["service", "state", "health", "image", "devices", "uptime"], [
         [_t(s["name"]), _t(s["state"]), _t(s.get("health")), f"<code>{_t(s.get('image'))}</code>",

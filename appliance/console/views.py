@@ -77,7 +77,13 @@ def models_view(store, *, docker=None, window: str | None = None) -> dict:
         usage = {name: u.model_dump() for name, u in read_model_usage().items()}
     except ApplianceError:
         usage = {}
-    return {"page": "models", "served": [m.model_dump() for m in report.models],
+    from appliance.runtime import labels as L
+    from appliance.runtime import releases
+
+    release = releases.current(releases.open_store(store), L.instance())
+    memory = {ps.name: ps.memory_mib_per_device for ps in (release.plan.services if release and release.plan else [])}
+    served = [m.model_dump() | {"memory_mib_per_device": memory.get(m.service)} for m in report.models]
+    return {"page": "models", "served": served,
             "services": [s.model_dump() for s in report.services if s.kind == "inference"],
             "store": store_models, "usage": usage, "window_s": since, "history": _series(store, "gw.", since)}
 

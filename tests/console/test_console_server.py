@@ -284,3 +284,26 @@ def test_the_models_page_counts_and_charts_per_served_model(box):
     page = get(box, "/models", "alice")[2].decode()
     assert 'id="model-usage"' in page and "<td>demo-chat</td><td>40</td><td>80</td><td>120</td>" in page
     assert "<li>demo-chat: 2.0</li>" in page  # (40 - 10) requests in 15 s, the rate chart's last value
+
+
+def test_the_models_page_shows_each_models_planned_memory(box):
+    """A recorded release of the real H200 plan (no container needed: Docker is unreachable here)."""
+    from appliance.catalog import load_catalog
+    from appliance.inventory.detect import detect
+    from appliance.planner import plan as make_plan
+    from appliance.runtime import labels as L
+    from appliance.runtime import releases
+    from appliance.runtime.compose import compose
+    from tests.support import H200
+
+    plan = make_plan(detect(snapshot=str(H200), usage=False), load_catalog())
+    stack = compose(plan, catalog=load_catalog(), instance=L.instance()).with_hashes()
+    store = releases.open_store(box["store"])
+    releases.commit(store, L.instance(), releases.begin(store, L.instance(), plan, stack, source="test"))
+    view = json.loads(get(box, "/api/models", "alice")[2])
+    planned = {ps.name: ps.memory_mib_per_device for ps in plan.services}
+    assert view["served"] and all(m["memory_mib_per_device"] == planned[m["service"]] for m in view["served"])
+    assert any(m["memory_mib_per_device"] for m in view["served"])
+    page = get(box, "/models", "alice")[2].decode()
+    big = max(view["served"], key=lambda m: m["memory_mib_per_device"] or 0)
+    assert f"{big['memory_mib_per_device'] / 1024:.1f} GiB" in page
