@@ -392,6 +392,7 @@ def next_steps(stack, endpoints: dict[str, str]) -> list[str]:
         if app in endpoints:
             steps.append(f"open the {app} app:  {endpoints[app]}/")
     steps.append("check health:  appliance status")
+    steps.append("the admin console:  appliance console   (provision runs it as appliance-console.service)")
     return steps
 
 
