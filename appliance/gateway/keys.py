@@ -342,38 +342,39 @@ def write_gateway_file(name: str, data: str | bytes, *, mode: int, directory: Pa
     return path
 
 
-def read_usage(directory: Path | None = None) -> dict[str, KeyUsage]:
-    """Usage counters the gateway flushes to ``usage.json`` (missing/corrupt file = no usage)."""
+def usage_section(section: str, directory: Path | None = None) -> dict[str, dict]:
+    """One section (``"keys"``, ``"users"``, ``"models"``) of the ``usage.json`` the gateway flushes:
+    name -> its counters dict. A missing or corrupt file, or a section that is not a table, is
+    empty: usage is shown where it can be, never an error."""
     path = (Path(directory) if directory else gateway_dir()) / "usage.json"
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    table = doc.get(section) if isinstance(doc, dict) else None
+    return {str(k): v for k, v in table.items() if isinstance(v, dict)} if isinstance(table, dict) else {}
+
+
+def read_usage(directory: Path | None = None) -> dict[str, KeyUsage]:
+    """Usage counters the gateway flushes to ``usage.json`` (missing/corrupt file = no usage)."""
     today = time.strftime("%Y-%m-%d", time.gmtime())
     out = {}
-    for key_id, u in (doc.get("keys") or {}).items():
-        if not isinstance(u, dict):
+    for key_id, u in usage_section("keys", directory).items():
+        try:
+            out[key_id] = KeyUsage(requests=int(u.get("requests", 0)), prompt_tokens=int(u.get("prompt_tokens", 0)),
+                                   completion_tokens=int(u.get("completion_tokens", 0)),
+                                   tokens_today=int(u.get("day_tokens", 0)) if u.get("day") == today else 0,
+                                   denied=int(u.get("denied", 0)), last_used_at=u.get("last_used_at"))
+        except (TypeError, ValueError):
             continue
-        out[key_id] = KeyUsage(requests=int(u.get("requests", 0)), prompt_tokens=int(u.get("prompt_tokens", 0)),
-                               completion_tokens=int(u.get("completion_tokens", 0)),
-                               tokens_today=int(u.get("day_tokens", 0)) if u.get("day") == today else 0,
-                               denied=int(u.get("denied", 0)), last_used_at=u.get("last_used_at"))
     return out
 
 
 def read_model_usage(directory: Path | None = None) -> dict[str, ModelUsage]:
     """Per served model, the gateway's counters from ``usage.json`` (missing/corrupt = none)."""
-    path = (Path(directory) if directory else gateway_dir()) / "usage.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
     today = time.strftime("%Y-%m-%d", time.gmtime())
     out = {}
-    models = doc.get("models") if isinstance(doc, dict) else None
-    for name, u in (models or {}).items() if isinstance(models, dict) else ():
-        if not isinstance(u, dict):
-            continue
+    for name, u in usage_section("models", directory).items():
         try:
             same_day = u.get("day") == today
             out[name] = ModelUsage(requests=int(u.get("requests", 0)), prompt_tokens=int(u.get("prompt_tokens", 0)),

@@ -41,7 +41,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from appliance.errors import StateError, UsageError
-from appliance.gateway.keys import gateway_dir, write_gateway_file
+from appliance.gateway.keys import gateway_dir, usage_section, write_gateway_file
 from appliance.state.store import StateStore
 
 USERS_FILE_FORMAT = "appliance-gateway-users/1"
@@ -359,16 +359,8 @@ def _redeemed(directory: Path) -> dict[str, float]:
 
 def read_user_usage(directory: Path | None = None) -> dict[str, UserUsage]:
     """The gateway's per-user counters (``usage.json`` ``"users"``; missing/corrupt = none)."""
-    path = (Path(directory) if directory else gateway_dir()) / "usage.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
     out = {}
-    users = doc.get("users") if isinstance(doc, dict) else None
-    for name, u in (users if isinstance(users, dict) else {}).items():
-        if not isinstance(u, dict):
-            continue
+    for name, u in usage_section("users", directory).items():
         try:
             out[name] = UserUsage(requests=int(u.get("requests", 0)), prompt_tokens=int(u.get("prompt_tokens", 0)),
                                   completion_tokens=int(u.get("completion_tokens", 0)),
