@@ -201,24 +201,18 @@ def gateway_modules():
     return auth, authweb
 
 
-class AuthServer:
-    """The gateway's sign-in routes alone: ``authweb.install`` on a bare aiohttp app, served on a
-    free loopback port by a thread of this process (a real HTTP server; ``records`` are its log
-    lines). ``ssl_context``: serve HTTPS. Stop it with :meth:`stop`."""
+class AppThread:
+    """An aiohttp application served for real on a free loopback port by a thread of this process
+    (``ssl_context``: HTTPS). Stop it with :meth:`stop`."""
 
-    def __init__(self, config_dir, *, auth=None, ssl_context=None):
+    def __init__(self, app, *, ssl_context=None, name: str = "app-server"):
         import asyncio
         import threading
 
         from aiohttp import web
 
-        _, authweb = gateway_modules()
-        self.records: list[dict] = []
         self.port = free_port()
         self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
-        app = web.Application()
-        authweb.install(app, str(config_dir), self.records.append, auth=auth)
-        self.auth = app[authweb.AUTH_KEY]
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -235,14 +229,29 @@ class AuthServer:
             self.loop.run_until_complete(self.runner.cleanup())
             self.loop.close()
 
-        self.thread = threading.Thread(target=run, name="auth-server", daemon=True)
+        self.thread = threading.Thread(target=run, name=name, daemon=True)
         self.thread.start()
         if not ready.wait(15):
-            raise TimeoutError("the sign-in server did not start")
+            raise TimeoutError(f"{name} did not start")
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(15)
+
+
+class AuthServer(AppThread):
+    """The gateway's sign-in routes alone: ``authweb.install`` on a bare aiohttp app (a real HTTP
+    server; ``records`` are its log lines)."""
+
+    def __init__(self, config_dir, *, auth=None, ssl_context=None):
+        from aiohttp import web
+
+        _, authweb = gateway_modules()
+        self.records: list[dict] = []
+        app = web.Application()
+        authweb.install(app, str(config_dir), self.records.append, auth=auth)
+        self.auth = app[authweb.AUTH_KEY]
+        super().__init__(app, ssl_context=ssl_context, name="auth-server")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
