@@ -76,15 +76,25 @@
         } catch (e) { notice("", "bad").textContent = "Not created: " + e.message; }
       });
     }
-    root.querySelectorAll("button.revoke").forEach(function (b) {
-      b.addEventListener("click", async function () {
-        const name = b.getAttribute("data-name");
-        if (!window.confirm("Revoke key " + name + "? Clients using it are refused from then on.")) return;
-        try { await send("/api/keys/" + encodeURIComponent(name) + "/revoke");
-              notice("", "ok").textContent = "Key " + name + " revoked."; refresh(); }
-        catch (e) { notice("", "bad").textContent = "Not revoked: " + e.message; }
+    // destructive actions: ask first, then POST, then say what happened
+    function confirmed(selector, attr, question, url, done, failed) {
+      root.querySelectorAll(selector).forEach(function (b) {
+        b.addEventListener("click", async function () {
+          const name = b.getAttribute(attr);
+          if (!window.confirm(question(name))) return;
+          try { await send(url(name)); notice("", "ok").textContent = done(name); refresh(); }
+          catch (e) { notice("", "bad").textContent = failed + e.message; }
+        });
       });
-    });
+    }
+    confirmed("button.revoke", "data-name",
+              function (n) { return "Revoke key " + n + "? Clients using it are refused from then on."; },
+              function (n) { return "/api/keys/" + encodeURIComponent(n) + "/revoke"; },
+              function (n) { return "Key " + n + " revoked."; }, "Not revoked: ");
+    confirmed("button.cancel", "data-id",
+              function (n) { return "Cancel training job " + n + "?"; },
+              function (n) { return "/api/jobs/" + encodeURIComponent(n) + "/cancel"; },
+              function (n) { return "Job " + n + " cancelled."; }, "Not cancelled: ");
     const rb = root.querySelector("#rollback");
     if (rb) {
       rb.addEventListener("click", async function () {
@@ -96,15 +106,6 @@
         catch (e) { notice("", "bad").textContent = "Not started: " + e.message; }
       });
     }
-    root.querySelectorAll("button.cancel").forEach(function (b) {
-      b.addEventListener("click", async function () {
-        const id = b.getAttribute("data-id");
-        if (!window.confirm("Cancel training job " + id + "?")) return;
-        try { await send("/api/jobs/" + encodeURIComponent(id) + "/cancel");
-              notice("", "ok").textContent = "Job " + id + " cancelled."; refresh(); }
-        catch (e) { notice("", "bad").textContent = "Not cancelled: " + e.message; }
-      });
-    });
   }
 
   let busy = false;
