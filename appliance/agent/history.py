@@ -295,3 +295,13 @@ def model_samples(models: dict | None) -> dict[str, float]:
         out[f"gw.model.{name}.requests"] = float(u.requests)
         out[f"gw.model.{name}.tokens"] = float(u.prompt_tokens + u.completion_tokens)
     return out
+
+
+def user_samples(users: dict | None) -> dict[str, float]:
+    """Per signed-in user the apps called for (``read_user_usage()``): ``gw.user.<name>.requests``
+    and ``.tokens`` (prompt + completion), cumulative."""
+    out: dict[str, float] = {}
+    for name, u in sorted((users or {}).items()):
+        out[f"gw.user.{name}.requests"] = float(u.requests)
+        out[f"gw.user.{name}.tokens"] = float(u.prompt_tokens + u.completion_tokens)
+    return out

@@ -261,23 +261,24 @@ class Agent:
         """One point per series for the console's charts (:mod:`appliance.agent.history`), one
         transaction; a locked state costs the sample and an unreadable usage file the gateway's
         samples, never the pass."""
-        from appliance.agent.history import History, job_samples, model_samples, node_samples, samples_from
+        from appliance.agent import history as H
         from appliance.gateway.keys import read_model_usage, read_usage
+        from appliance.gateway.users import read_user_usage
         from appliance.train import store as jobs_store
 
         try:
             usage = read_usage()  # the gateway's usage.json under gateway_dir(), as `keys list` reads it
-            per_model = read_model_usage()
+            per_model, per_user = read_model_usage(), read_user_usage()
         except (ApplianceError, OSError, ValueError, TypeError, AttributeError) as exc:  # a malformed file
             log.debug("no gateway usage for the history: %s", exc)
-            usage, per_model = None, None
+            usage, per_model, per_user = None, None, None
         try:
             if self._history is None:
-                self._history = History(self.store)
+                self._history = H.History(self.store)
             running = [j for j in jobs_store.list_jobs(jobs_store.open_store(self.store), self.instance,
                                                        active_only=True) if j.status == "running"]
-            self._history.record({**node_samples(), **job_samples(running), **model_samples(per_model),
-                                  **samples_from(self.inventory, services, usage, notes)})
+            self._history.record({**H.node_samples(), **H.job_samples(running), **H.model_samples(per_model),
+                                  **H.user_samples(per_user), **H.samples_from(self.inventory, services, usage, notes)})
         except ApplianceError as exc:
             log.warning("cannot record the history: %s", exc.one_line())
 

@@ -189,18 +189,22 @@ def keys(v: dict) -> str:
                      _ts(k.get("expires_at")) or "never", _t(u["requests"]),
                      _t(u["prompt_tokens"] + u["completion_tokens"]), _t(u["denied"]),
                      _ts(u.get("last_used_at")), action])
-    parts = [form, '<h2>Keys</h2><p><a href="/api/keys.csv" id="export-csv">Export usage as CSV</a></p>',
+    parts = [form, '<h2>Keys</h2><p><a href="/api/keys.csv" id="export-csv">Export usage as CSV</a> · '
+                   '<a href="/api/usage-daily.csv" id="export-daily-csv">per day (last 7 days) as CSV</a></p>',
              table("keys", ["name", "id", "owner", "status", "models", "rpm", "tokens/day", "expires", "requests",
                             "tokens", "denied", "last used", ""], rows, "no keys")]
-    series = {}
+    series, per_user = {}, {}
     for n, p in v["history"].items():
-        if n.endswith(".requests"):
+        if n.startswith("gw.user.") and n.endswith(".requests"):
+            per_user[n[len("gw.user."):-len(".requests")]] = p
+        elif n.endswith(".requests"):
             key_id = n.split(".")[2]
             name = next((k["name"] for k in v["keys"] if k["key_id"] == key_id), key_id)
             series[name] = p
     parts.append(windows(v) + '<div class="charts">' + chart(
         "chart-key-requests", "Requests per minute, per key", {n: rate(p, 60.0) for n, p in series.items()})
-        + "</div>")
+        + chart("chart-user-requests", "Requests per minute, per user (through the apps)",
+                {n: rate(p, 60.0) for n, p in per_user.items()}) + "</div>")
     if admin:
         parts.append("<h2>Users</h2>" + table("users", ["name", "role", "requests", "tokens"], [
             [_t(u["name"]), _t(u["role"]), _t(u["usage"]["requests"]),

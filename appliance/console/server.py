@@ -300,6 +300,12 @@ def make_app(console: Console) -> web.Application:
         return web.Response(text=text, content_type="text/csv", headers={
             **BASE_HEADERS, "Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="usage.csv"'})
 
+    async def daily_csv(request: web.Request, who: dict) -> web.StreamResponse:
+        text = await console.call(views.csv_daily, console.store(), who)
+        return web.Response(text=text, content_type="text/csv", headers={
+            **BASE_HEADERS, "Cache-Control": "no-store",
+            "Content-Disposition": 'attachment; filename="usage-daily.csv"'})
+
     async def create_key(request: web.Request, who: dict) -> web.StreamResponse:
         from appliance.gateway.keys import create_key as create
 
@@ -382,6 +388,7 @@ def make_app(console: Console) -> web.Application:
         app.router.add_get(path, guarded(page_handler(name), page=name))
         app.router.add_get(f"/api/{name}", guarded(api_handler(name), page=name, api=True))
     app.router.add_get("/api/keys.csv", guarded(keys_csv, page="keys", api=True))
+    app.router.add_get("/api/usage-daily.csv", guarded(daily_csv, page="keys", api=True))
     app.router.add_post("/api/keys", guarded(create_key, page="keys", api=True, change=True))
     app.router.add_post("/api/keys/{name}/revoke", guarded(revoke_key, page="keys", api=True, change=True))
     app.router.add_post("/api/jobs/{job}/cancel", guarded(cancel_job, page="training", api=True, change=True))

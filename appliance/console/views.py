@@ -98,6 +98,9 @@ def keys_view(store, who: dict, *, window: str | None = None) -> dict:
     history = _series(store, "gw.key.", since)
     mine = {f"gw.key.{k.key_id}." for k in keys}
     history = {n: p for n, p in history.items() if any(n.startswith(m) for m in mine)}
+    users = _series(store, "gw.user.", since)
+    history.update({n: p for n, p in users.items()
+                    if who.get("role") == "admin" or n.startswith(f"gw.user.{who.get('user')}.")})
     out = {"page": "keys", "user": who.get("user"), "role": who.get("role"),
            "keys": [k.model_dump(mode="json") for k in keys], "window_s": since, "history": history}
     if who.get("role") == "admin":
@@ -150,6 +153,46 @@ def releases_view(store, *, limit: int = 20, operation: dict | None = None) -> d
                           "services": [s.name for s in r.stack.services] if r.stack else []} for r in rows],
             "events": [e for e in store.events(limit=50)
                        if e.get("kind") in ("deploy", "release", "bundle", "console")]}
+
+
+def daily(points: list) -> dict[str, float]:
+    """A cumulative counter's increase per UTC day (a drop -- the counters were reset -- counts
+    from 0), from successive points."""
+    out: dict[str, float] = {}
+    for (_, v0), (t1, v1) in zip(points, points[1:]):
+        day = time.strftime("%Y-%m-%d", time.gmtime(t1))
+        out[day] = out.get(day, 0.0) + (v1 - v0 if v1 >= v0 else v1)
+    return out
+
+
+def csv_daily(store, who: dict) -> str:
+    """Requests and tokens per day of the last week, per key, per user and per model (what the
+    agent's history recorded); a ``user`` gets only their own keys and themself."""
+    import csv
+    import io
+
+    keys = {k["key_id"]: k["name"] for k in keys_view(store, who)["keys"]}
+    admin = who.get("role") == "admin"
+    rows: dict[tuple, dict] = {}
+    for name, points in _series(store, "gw.", WINDOWS_S["week"]).items():
+        parts = name.split(".")
+        if len(parts) < 4 or parts[1] not in ("key", "user", "model") or parts[-1] not in ("requests", "tokens"):
+            continue
+        kind, subject, counter = parts[1], ".".join(parts[2:-1]), parts[-1]
+        if kind == "key":
+            if subject not in keys:
+                continue
+            subject = keys[subject]
+        elif not admin and not (kind == "user" and subject == who.get("user")):
+            continue
+        for day, value in daily(points).items():
+            rows.setdefault((day, kind, subject), {"requests": 0.0, "tokens": 0.0})[counter] += value
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["day", "kind", "name", "requests", "tokens"])
+    for (day, kind, subject), v in sorted(rows.items()):
+        w.writerow([day, kind, subject, round(v["requests"]), round(v["tokens"])])
+    return buf.getvalue()
 
 
 def csv_usage(store, who: dict) -> str:

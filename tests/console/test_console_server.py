@@ -307,3 +307,32 @@ def test_the_models_page_shows_each_models_planned_memory(box):
     page = get(box, "/models", "alice")[2].decode()
     big = max(view["served"], key=lambda m: m["memory_mib_per_device"] or 0)
     assert f"{big['memory_mib_per_device'] / 1024:.1f} GiB" in page
+
+
+def test_usage_per_day_as_csv_per_key_user_and_model_and_a_user_gets_only_their_own(box):
+    import time
+
+    from appliance.agent.history import History
+
+    alice_key = K.create_key("alice-key")
+    bob_key = json.loads(post(box, "/api/keys", "bob", {"name": "bob-key"})[2])
+    history = History(box["store"])
+    day0 = (int(time.time() // 86400) - 2) * 86400.0  # two UTC days ago, at midnight
+    points = [(day0 + 3600, 0), (day0 + 7200, 5), (day0 + 86400 + 3600, 9), (day0 + 86400 + 7200, 2)]  # reset
+    for ts, v in points:
+        history.record({f"gw.key.{alice_key.key_id}.requests": v, f"gw.key.{bob_key['key_id']}.requests": 2 * v,
+                        f"gw.key.{bob_key['key_id']}.tokens": 10 * v, "gw.user.bob.requests": v,
+                        "gw.user.carol.requests": v, "gw.model.demo-chat.requests": 3 * v}, ts=ts)
+    d0, d1 = (time.strftime("%Y-%m-%d", time.gmtime(day0 + s)) for s in (0, 86400))
+    status, headers, body = get(box, "/api/usage-daily.csv", "alice")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    rows = body.decode().splitlines()
+    assert rows[0] == "day,kind,name,requests,tokens"
+    # day 0: +5; day 1: +4 from the last point of day 0, then a reset to 2 counts as +2
+    assert f"{d0},key,alice-key,5,0" in rows and f"{d1},key,alice-key,6,0" in rows
+    assert f"{d0},key,bob-key,10,50" in rows and f"{d0},model,demo-chat,15,0" in rows
+    assert f"{d0},user,carol,5,0" in rows
+    bob_rows = get(box, "/api/usage-daily.csv", "bob")[2].decode().splitlines()
+    assert f"{d0},key,bob-key,10,50" in bob_rows and f"{d0},user,bob,5,0" in bob_rows
+    assert not any("alice-key" in r or "carol" in r or ",model," in r for r in bob_rows)
+    assert "gw.user.carol.requests" not in json.loads(get(box, "/api/keys?window=week", "bob")[2])["history"]

@@ -216,3 +216,12 @@ def test_per_model_usage_becomes_model_series(tmp_path):
     assert model_samples(usage) == {"gw.model.demo-chat.requests": 3.0, "gw.model.demo-chat.tokens": 30.0,
                                     "gw.model.old.requests": 1.0, "gw.model.old.tokens": 2.0}
     assert model_samples(None) == {} and read_model_usage(tmp_path / "missing") == {}
+
+
+def test_per_user_usage_becomes_user_series():
+    from appliance.agent.history import user_samples
+    from appliance.gateway.users import UserUsage
+
+    assert user_samples({"bob": UserUsage(requests=2, prompt_tokens=3, completion_tokens=4)}) == {
+        "gw.user.bob.requests": 2.0, "gw.user.bob.tokens": 7.0}
+    assert user_samples(None) == {}
