@@ -269,7 +269,7 @@ class Agent:
         try:
             usage = read_usage()  # the gateway's usage.json under gateway_dir(), as `keys list` reads it
             per_model, per_user = read_model_usage(), read_user_usage()
-        except (ApplianceError, OSError, ValueError, TypeError, AttributeError) as exc:  # a malformed file
+        except ApplianceError as exc:  # no gateway dir here (the readers treat a bad file as no usage)
             log.debug("no gateway usage for the history: %s", exc)
             usage, per_model, per_user = None, None, None
         try:

@@ -91,4 +91,4 @@ def _resolve(*, bind: str | None, port: int, gateway_url: str | None, snapshot: 
         context.load_cert_chain(str(cert), str(key))
     cafile = str(cert) if gateway.startswith("https:") and cert.is_file() else None
     return Listen(host=host, port=port, ssl_context=context,
-                  config=ConsoleConfig(auth_url=gateway, login_url=gateway, auth_cafile=cafile, snapshot=snapshot))
+                  config=ConsoleConfig(auth_url=gateway, auth_cafile=cafile, snapshot=snapshot))

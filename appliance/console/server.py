@@ -74,8 +74,7 @@ def chart_library() -> Path | None:
 
 @dataclass
 class ConsoleConfig:
-    auth_url: str                    # where sessions are checked: the gateway's base URL
-    login_url: str                   # the gateway's public base URL (the browser signs in there)
+    auth_url: str                    # the gateway's base URL: sessions are checked and people sign in there
     auth_cafile: str | None = None   # the box's certificate, when the gateway serves HTTPS
     snapshot: str | None = None      # hardware from a node snapshot (tests, support)
 
@@ -210,7 +209,7 @@ class Console:
 
     # ---- gatekeeping ------------------------------------------------------------------------
     def login_redirect(self, request: web.Request) -> web.Response:
-        g = urlsplit(self.config.login_url)
+        g = urlsplit(self.config.auth_url)
         host = request.url.host or g.hostname or "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
         here = f"{'https' if request.secure else 'http'}://{request.host}{request.path_qs}"
@@ -295,16 +294,13 @@ def make_app(console: Console) -> web.Application:
             return _json(200, await console.call(console.view, name, who, request.query.get("window")))
         return handler
 
-    async def keys_csv(request: web.Request, who: dict) -> web.StreamResponse:
-        text = await console.call(views.csv_usage, console.store(), who)
-        return web.Response(text=text, content_type="text/csv", headers={
-            **BASE_HEADERS, "Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="usage.csv"'})
-
-    async def daily_csv(request: web.Request, who: dict) -> web.StreamResponse:
-        text = await console.call(views.csv_daily, console.store(), who)
-        return web.Response(text=text, content_type="text/csv", headers={
-            **BASE_HEADERS, "Cache-Control": "no-store",
-            "Content-Disposition": 'attachment; filename="usage-daily.csv"'})
+    def csv_handler(view, filename: str):
+        async def handler(request: web.Request, who: dict) -> web.StreamResponse:
+            text = await console.call(view, console.store(), who)
+            return web.Response(text=text, content_type="text/csv", headers={
+                **BASE_HEADERS, "Cache-Control": "no-store",
+                "Content-Disposition": f'attachment; filename="{filename}"'})
+        return handler
 
     async def create_key(request: web.Request, who: dict) -> web.StreamResponse:
         from appliance.gateway.keys import create_key as create
@@ -387,8 +383,9 @@ def make_app(console: Console) -> web.Application:
     for path, name in PAGES.items():
         app.router.add_get(path, guarded(page_handler(name), page=name))
         app.router.add_get(f"/api/{name}", guarded(api_handler(name), page=name, api=True))
-    app.router.add_get("/api/keys.csv", guarded(keys_csv, page="keys", api=True))
-    app.router.add_get("/api/usage-daily.csv", guarded(daily_csv, page="keys", api=True))
+    app.router.add_get("/api/keys.csv", guarded(csv_handler(views.csv_usage, "usage.csv"), page="keys", api=True))
+    app.router.add_get("/api/usage-daily.csv", guarded(csv_handler(views.csv_daily, "usage-daily.csv"), page="keys",
+                                                       api=True))
     app.router.add_post("/api/keys", guarded(create_key, page="keys", api=True, change=True))
     app.router.add_post("/api/keys/{name}/revoke", guarded(revoke_key, page="keys", api=True, change=True))
     app.router.add_post("/api/jobs/{job}/cancel", guarded(cancel_job, page="training", api=True, change=True))

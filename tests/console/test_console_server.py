@@ -30,7 +30,7 @@ def box():
     U.add_user("bob", password=PW)
     auth = AuthServer(data_dir() / "gateway")
     store = StateStore.open_default()
-    server = ConsoleServer(Console(ConsoleConfig(auth_url=auth.url, login_url=auth.url), store=store))
+    server = ConsoleServer(Console(ConsoleConfig(auth_url=auth.url), store=store))
     try:
         yield {"auth": auth, "console": server, "store": store,
                "alice": sign_in(auth.url, "alice", PW), "bob": sign_in(auth.url, "bob", PW)}
@@ -76,7 +76,7 @@ def test_a_forged_or_stale_cookie_is_no_session(box):
     status, _, _ = fetch(box["auth"].url + "/auth/logout", method="POST", headers={"Cookie": box["bob"]})
     assert status in (200, 303)
     # the console remembers a yes for at most 5 s; a new console asks again at once
-    fresh = ConsoleServer(Console(ConsoleConfig(auth_url=box["auth"].url, login_url=box["auth"].url),
+    fresh = ConsoleServer(Console(ConsoleConfig(auth_url=box["auth"].url),
                                   store=box["store"]))
     try:
         assert fetch(fresh.url + "/api/keys", headers={"Cookie": box["bob"]})[0] == 401
