@@ -213,16 +213,35 @@ def keys(v: dict) -> str:
     return "".join(parts)
 
 
+def operation(op: dict | None) -> str:
+    """A long change started from the console (rollback, serve) and its progress lines."""
+    if not op:
+        return ""
+    what = {"rollback": "Rollback", "serve": f"Serving {op.get('subject') or ''}".strip()}.get(op["kind"], op["kind"])
+    done = {"done": "finished", "failed": "failed"}.get(op["state"], "running")
+    return (f'<div id="operation" data-kind="{_t(op["kind"])}" data-state="{_t(op["state"])}"><h3>{_t(what)} by '
+            f'{_t(op["user"])}: {done}{(" — " + _t(op["error"])) if op.get("error") else ""}</h3>'
+            f'<pre class="log">{_t(chr(10).join(op["lines"]))}</pre></div>')
+
+
 def training(v: dict) -> str:
     rows = []
+    busy = bool(v.get("operation")) and v["operation"]["state"] == "running"
     for j in v["jobs"]:
         p = j.get("progress") or {}
         pct = f"{100.0 * p['step'] / p['total_steps']:.0f} %" if p.get("step") and p.get("total_steps") else ""
-        action = (f'<button class="cancel danger" data-id="{_t(j["id"])}">Cancel</button>'
-                  if j["status"] in ("pending", "running") else "")
+        if j["status"] in ("pending", "running"):
+            action = f'<button class="cancel danger" data-id="{_t(j["id"])}">Cancel</button>'
+        elif j.get("served_by"):
+            action = f'served by <code>{_t(j["served_by"])}</code>'
+        elif j.get("servable") and not busy:
+            action = (f'<button class="serve" data-id="{_t(j["id"])}" data-model="{_t(j["output_model"])}">'
+                      f'Serve</button>')
+        else:
+            action = ""
         rows.append([f"<code>{_t(j['id'])}</code>", _t(j["model"]), _t(j["method"]), _t(j["status"]), pct,
                      _t(p.get("loss")), _t(j["output_model"]), _ts(j["created_ts"]), action])
-    parts = ["<h2>Fine-tuning jobs</h2>" + table(
+    parts = ["<h2>Fine-tuning jobs</h2>" + operation(v.get("operation")) + table(
         "jobs", ["job", "model", "method", "status", "progress", "loss", "output model", "created", ""], rows,
         "no jobs (appliance train submit MODEL DATASET)")]
     for j in v["jobs"]:
@@ -232,31 +251,46 @@ def training(v: dict) -> str:
                      f'({_t(j["status"])})</h2><div class="charts">'
                      + chart(f"chart-loss-{_t(j['id'])}", "Training loss", {"loss": j.get("loss_history") or []})
                      + f'</div><h3>Log (last lines)</h3><pre class="log">{_t(j.get("log_tail") or "")}</pre>'
-                     + ("<p>Finished: <code>appliance serve " + _t(j["id"]) + "</code> serves it behind the "
-                        "gateway.</p>" if j["status"] == "completed" else "")
+                     + ("<p>Finished: <b>Serve</b> above (or <code>appliance serve " + _t(j["id"]) + "</code>) "
+                        "serves it behind the gateway.</p>" if j.get("servable") else "")
                      + "</section>")
     return "".join(parts)
 
 
+def changes(c: dict) -> str:
+    """One release's changes against the one before it, as short lines."""
+    if c.get("against") is None:
+        return "first install" + (f" ({_t(c.get('to_version'))})" if c.get("to_version") else "")
+    out = []
+    if c.get("from_version") != c.get("to_version"):
+        out.append(f"version {_t(c.get('from_version') or '?')} → {_t(c.get('to_version') or '?')}")
+    out += [f"+ {_t(n)}" for n in c.get("added", [])]
+    out += [f"− {_t(n)}" for n in c.get("removed", [])]
+    out += [f"{_t(i['service'])}: image <code>{_t(i['from_image'])}</code> → <code>{_t(i['to_image'])}</code>"
+            for i in c.get("images", [])]
+    out += [f"{_t(n)}: reconfigured" for n in c.get("reconfigured", [])]
+    out += [f"serves {_t(m)}" for m in c.get("models_added", [])]
+    out += [f"stops serving {_t(m)}" for m in c.get("models_removed", [])]
+    return "<br>".join(out) if out else f"same as release {_t(c['against'])}"
+
+
 def releases(v: dict) -> str:
     rows = [[_t(r["id"]), _t(r["status"]), _t(r["source"]), _t(r.get("version")), _ts(r["created_ts"]),
-             _t(", ".join(r["services"])), _t(r.get("note"))] for r in v["releases"]]
+             _t(", ".join(r["services"])), changes(r.get("changes") or {}), _t(r.get("note"))]
+            for r in v["releases"]]
     ev = [[_ts(e["ts"]), _t(e["kind"]), _t(e.get("service")), _t(e["message"])] for e in v["events"]]
     rb, op = v.get("rollback") or {}, v.get("operation")
     if op and op["state"] == "running":
-        action = f'<p id="rollback-state" class="notice">Rollback started by {_t(op["user"])} is running&hellip;</p>'
+        action = (f'<p id="rollback-state" class="notice">{_t(op["kind"]).capitalize()} started by '
+                  f'{_t(op["user"])} is running&hellip;</p>')
     elif "to" in rb:
         action = (f'<p>Rollback returns from {_t(rb["from"])} to {_t(rb["to"])} (blue/green, health-gated; the '
                   f'same as <code>appliance rollback</code>). <button id="rollback" class="danger" '
                   f'data-from="{_t(rb["from"])}" data-to="{_t(rb["to"])}">Roll back</button></p>')
     else:
         action = f'<p>Rollback: {_t(rb.get("unavailable"))}</p>'
-    if op:
-        done = {"done": "finished", "failed": "failed"}.get(op["state"], "running")
-        action += (f'<div id="operation" data-state="{_t(op["state"])}"><h3>Rollback by {_t(op["user"])}: {done}'
-                   f'{(" — " + _t(op["error"])) if op.get("error") else ""}</h3>'
-                   f'<pre class="log">{_t(chr(10).join(op["lines"]))}</pre></div>')
-    columns = ["release", "status", "source", "version", "created", "services", "note"]
+    action += operation(op)
+    columns = ["release", "status", "source", "version", "created", "services", "changes", "note"]
     return ("<h2>Releases</h2>" + action + table("releases", columns, rows, "nothing installed")
             + "<h2>Recent changes</h2>" + table("events", ["when", "kind", "service", "what"], ev, "no events"))
 

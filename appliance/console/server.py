@@ -200,7 +200,7 @@ class Console:
         if page == "keys":
             return views.keys_view(store, who, window=window)
         if page == "training":
-            return views.training_view(store)
+            return views.training_view(store, operation=self.operations.snapshot())
         return views.releases_view(store, operation=self.operations.snapshot())
 
     def close(self) -> None:
@@ -343,14 +343,7 @@ def make_app(console: Console) -> web.Application:
                            service=None, data={"user": who["user"], "job": job_id})
         return _json(200, job.model_dump(mode="json"))
 
-    async def rollback(request: web.Request, who: dict) -> web.StreamResponse:
-        from appliance.console.operations import Busy
-
-        doc = await _read_json(request)
-        if doc.get("confirm") is not True:
-            raise UsageError("a rollback must be confirmed", where="confirm", fix='send {"confirm": true}')
-        store = console.store()
-
+    def event_recorder(store):
         def record(message: str, data: dict) -> None:  # from the operation's thread: a connection of its own
             from appliance.state.store import StateStore
 
@@ -359,11 +352,38 @@ def make_app(console: Console) -> web.Application:
                 own.add_event("console", message, data=data)
             finally:
                 own.close()
+        return record
 
+    async def rollback(request: web.Request, who: dict) -> web.StreamResponse:
+        from appliance.console.operations import Busy
+
+        doc = await _read_json(request)
+        if doc.get("confirm") is not True:
+            raise UsageError("a rollback must be confirmed", where="confirm", fix='send {"confirm": true}')
+        store = console.store()
         await console.call(store.add_event, "console", f"{who['user']} started a rollback", service=None,
                            data={"user": who["user"]})
         try:
-            return _json(202, console.operations.start_rollback(who["user"], record_event=record))
+            return _json(202, console.operations.start_rollback(who["user"], record_event=event_recorder(store)))
+        except Busy as exc:
+            return _json(409, {"error": str(exc)})
+
+    async def serve_job(request: web.Request, who: dict) -> web.StreamResponse:
+        """Serve a finished job's model beside what runs (``appliance serve JOB``); refused here,
+        before anything starts, unless the job completed and its output is registered."""
+        from appliance.console.operations import Busy
+
+        job_id = request.match_info["job"]
+        doc = await _read_json(request)
+        if doc.get("confirm") is not True:
+            raise UsageError("serving a job must be confirmed", where="confirm", fix='send {"confirm": true}')
+        store = console.store()
+        await console.call(views.servable_job, store, job_id)
+        await console.call(store.add_event, "console", f"{who['user']} started serving job {job_id}",
+                           service=None, data={"user": who["user"], "job": job_id})
+        try:
+            return _json(202, console.operations.start_serve(who["user"], job_id,
+                                                             record_event=event_recorder(store)))
         except Busy as exc:
             return _json(409, {"error": str(exc)})
 
@@ -389,6 +409,7 @@ def make_app(console: Console) -> web.Application:
     app.router.add_post("/api/keys", guarded(create_key, page="keys", api=True, change=True))
     app.router.add_post("/api/keys/{name}/revoke", guarded(revoke_key, page="keys", api=True, change=True))
     app.router.add_post("/api/jobs/{job}/cancel", guarded(cancel_job, page="training", api=True, change=True))
+    app.router.add_post("/api/jobs/{job}/serve", guarded(serve_job, page="training", api=True, change=True))
     app.router.add_post("/api/releases/rollback", guarded(rollback, page="releases", api=True, change=True))
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/healthz", healthz)

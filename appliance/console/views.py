@@ -114,15 +114,29 @@ LOG_TAIL_LINES = 20
 LOG_TAIL_JOBS = 3
 
 
-def training_view(store, *, docker=None) -> dict:
+def _served_models(store) -> dict[str, str]:
+    """Model id -> the service that serves it in the current release."""
+    from appliance.runtime import labels as L
+    from appliance.runtime import releases
+
+    release = releases.current(releases.open_store(store), L.instance())
+    return {s.model: s.name for s in (release.plan.services if release and release.plan else [])}
+
+
+def training_view(store, *, docker=None, operation: dict | None = None) -> dict:
     """Fine-tuning jobs as ``train list`` shows them, with the loss curve the agent recorded
-    (the last 2 hours' raw points) and the log tail (``train logs JOB``) of the newest jobs."""
+    (the last 2 hours' raw points), the log tail (``train logs JOB``) of the newest jobs, which
+    service serves a finished job's model (``appliance serve JOB`` from the page), and a serve
+    started here with its progress."""
     from appliance.agent.history import RAW_KEEP_S
     from appliance.train.jobs import job_logs, list_jobs
 
+    served = _served_models(store)
     jobs = [j.model_dump(mode="json") for j in list_jobs(docker=docker, store=store)]
     jobs.sort(key=lambda j: j["created_ts"], reverse=True)
     for i, job in enumerate(jobs):
+        job["served_by"] = served.get(job["output_model"]) if job["registered"] else None
+        job["servable"] = job["status"] == "completed" and job["registered"] and job["served_by"] is None
         job["loss_history"] = _series(store, f"job.{job['id']}.loss", RAW_KEEP_S).get(f"job.{job['id']}.loss", [])
         if i < LOG_TAIL_JOBS:
             try:
@@ -130,18 +144,35 @@ def training_view(store, *, docker=None) -> dict:
                 job["log_tail"] = raw.decode("utf-8", "replace")[-8000:] if isinstance(raw, bytes) else ""
             except ApplianceError as exc:
                 job["log_tail"] = f"(log unavailable: {exc.one_line()})"
-    return {"page": "training", "jobs": jobs}
+    op = operation if operation and operation.get("kind") == "serve" else None
+    return {"page": "training", "jobs": jobs, "operation": op}
+
+
+def servable_job(store, job_id: str) -> None:
+    """Refuse, with the CLI's words, to serve a job that does not exist or has not completed
+    (``appliance serve`` checks the same through :func:`appliance.train.serve.resolve_model`)."""
+    from appliance.runtime import labels as L
+    from appliance.train import store as S
+
+    job = S.get(S.open_store(store), job_id, L.instance())
+    if job is None:
+        raise UsageError(f"no training job {job_id!r}", where="job", fix="see `appliance train list`")
+    if job.status != "completed" or not job.registered:
+        raise UsageError(f"job {job_id} is {job.status} and has no registered output", where=f"job {job_id}",
+                         fix=f"wait until it completes (appliance train status {job_id})")
 
 
 def releases_view(store, *, limit: int = 20, operation: dict | None = None) -> dict:
-    """Release history, what ``rollback`` returns to (``rollback_target``: the same words as the
-    CLI's confirmation), a rollback started here and its progress, and the recent changes."""
+    """Release history with what each release changed against the one before it
+    (:func:`appliance.runtime.releases.changes`: services, images, models, version), what
+    ``rollback`` returns to (``rollback_target``: the same words as the CLI's confirmation), an
+    operation started here and its progress, and the recent events."""
     from appliance.deploy.upgrade import rollback_target
     from appliance.runtime import labels as L
     from appliance.runtime import releases
 
     inst = L.instance()
-    rows = releases.history(releases.open_store(store), inst, limit=limit)
+    rows = releases.history_with_changes(releases.open_store(store), inst, limit=limit)
     try:
         current, target = rollback_target(store)
         rollback = {"from": current, "to": target}
@@ -150,7 +181,8 @@ def releases_view(store, *, limit: int = 20, operation: dict | None = None) -> d
     return {"page": "releases", "instance": inst, "rollback": rollback, "operation": operation,
             "releases": [{"id": r.id, "status": r.status, "source": r.source, "version": r.version,
                           "created_ts": r.created_ts, "plan_hash": r.plan_hash, "note": r.note,
-                          "services": [s.name for s in r.stack.services] if r.stack else []} for r in rows],
+                          "services": [s.name for s in r.stack.services] if r.stack else [],
+                          "changes": ch.model_dump()} for r, ch in rows],
             "events": [e for e in store.events(limit=50)
                        if e.get("kind") in ("deploy", "release", "bundle", "console")]}
 

@@ -281,6 +281,32 @@ class Release(BaseModel):
     note: str | None = None
 
 
+class ImageChange(BaseModel):
+    service: str
+    from_image: str
+    to_image: str
+
+
+class ReleaseChanges(BaseModel):
+    """What a release changed against the one it replaced (:func:`appliance.runtime.releases.changes`)."""
+
+    release: int
+    against: int | None = Field(default=None, description="the release it replaced (None: the first)")
+    from_version: str | None = None
+    to_version: str | None = None
+    added: list[str] = Field(default_factory=list, description="services new in this release")
+    removed: list[str] = Field(default_factory=list)
+    images: list[ImageChange] = Field(default_factory=list, description="services whose image changed")
+    reconfigured: list[str] = Field(default_factory=list, description="same image, other container definition")
+    models_added: list[str] = Field(default_factory=list)
+    models_removed: list[str] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.images or self.reconfigured or self.models_added
+                    or self.models_removed or self.from_version != self.to_version)
+
+
 class PhaseTiming(BaseModel):
     name: str
     seconds: float

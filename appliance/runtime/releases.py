@@ -14,7 +14,7 @@ import json
 import time
 
 from appliance.planner.models import Plan
-from appliance.runtime.models import Release, StackSpec
+from appliance.runtime.models import ImageChange, Release, ReleaseChanges, StackSpec
 from appliance.runtime.views import heartbeat_key  # noqa: F401 - the one key, re-exported for writers
 from appliance.state.store import StateStore
 
@@ -126,6 +126,44 @@ def previous(store: StateStore, instance: str) -> Release | None:
         params = (instance, cur.id)
     r = store.one(sql + " ORDER BY id DESC LIMIT 1", params)
     return _row(r) if r else None
+
+
+def changes(new: Release, old: Release | None) -> ReleaseChanges:
+    """What ``new`` changed against ``old`` (the release it replaced): services added and
+    removed, images swapped, definitions changed, models served or dropped, the version.
+
+    Why from the recorded stacks: they are what was really applied (with the hashes the
+    containers were labelled with), so an upgrade's "what changed" reads the same whichever
+    appliance version wrote the rows.
+    """
+    out = ReleaseChanges(release=new.id, against=old.id if old else None,
+                         from_version=old.version if old else None, to_version=new.version)
+    before = {s.name: s for s in (old.stack.services if old and old.stack else [])}
+    after = {s.name: s for s in (new.stack.services if new.stack else [])}
+    out.added = sorted(set(after) - set(before))
+    out.removed = sorted(set(before) - set(after))
+    for name in sorted(set(after) & set(before)):
+        a, b = before[name], after[name]
+        if a.run_image() != b.run_image():
+            out.images.append(ImageChange(service=name, from_image=a.run_image(), to_image=b.run_image()))
+        elif old.stack.hash_of(name) != new.stack.hash_of(name):
+            out.reconfigured.append(name)
+    models_before = {s.model for s in (old.plan.services if old and old.plan else [])}
+    models_after = {s.model for s in (new.plan.services if new.plan else [])}
+    out.models_added = sorted(models_after - models_before)
+    out.models_removed = sorted(models_before - models_after)
+    return out
+
+
+def history_with_changes(store: StateStore, instance: str, limit: int = 20) -> list[tuple[Release, ReleaseChanges]]:
+    """The newest ``limit`` releases, each with what it changed against the release that was in
+    place before it (the nearest older one that was applied: failed attempts are skipped)."""
+    rows = history(store, instance, limit=limit + 10)
+    out = []
+    for i, rel in enumerate(rows[:limit]):
+        base = next((r for r in rows[i + 1:] if r.status in ("active", "superseded", "removed")), None)
+        out.append((rel, changes(rel, base)))
+    return out
 
 
 # ---- desired state and agent findings ------------------------------------------------------

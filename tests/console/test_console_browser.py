@@ -32,7 +32,7 @@ from gwtest import (
 )
 
 from appliance.gateway.keys import KEY_PREFIX
-from tests.stack_support import DemoStack
+from tests.stack_support import DemoStack, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
 PAGES = {"overview": "/", "models": "/models", "keys": "/keys", "training": "/training", "releases": "/releases"}
@@ -217,3 +217,78 @@ def test_an_admin_rolls_back_from_the_releases_page_after_confirming(stack, cons
     events = [e for e in json.loads(fetch(console + "/api/releases", headers={
         "Cookie": redeem_link(stack_login_link(stack))})[2])["events"] if e["kind"] == "console"]
     assert any(e["message"] == "admin rolled back: done" for e in events)
+
+
+def _job(stack, job_id: str) -> dict:
+    res = stack.cli("train", "status", job_id, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _submit(stack, dataset: Path, delay_s: str) -> str:
+    res = stack.cli("train", "submit", "--model", "demo-chat", "--dataset", str(dataset), "--json", "-q",
+                    "--demo-step-delay", delay_s)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout)["job"]["id"]
+
+
+@needs_webdriver
+def test_an_admin_cancels_a_running_job_and_serves_a_finished_one_from_the_training_page(stack, console):
+    """Real demo trainer containers: one cancelled mid-run after confirming, one served once it
+    completed (the same pipeline as ``appliance serve JOB``), then answering through the gateway."""
+    from selenium.webdriver.common.by import By
+
+    from tests.train.conftest import CHAT, write_jsonl
+
+    dataset = write_jsonl(stack.root / "faq.jsonl", CHAT * 4)
+    slow = _submit(stack, dataset, "2")
+    assert wait_for(lambda: (_job(stack, slow)["progress"]["step"] or 0) > 0, 60), _job(stack, slow)
+    driver = webdriver_chromium()
+    try:
+        driver.get(signed_in_url(stack_login_link(stack), console + "/training"))
+        button = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"button.cancel[data-id='{slow}']"))
+        button.click()
+        alert = _wait(driver, lambda d: d.switch_to.alert)
+        assert alert.text == f"Cancel training job {slow}?"
+        alert.dismiss()  # not confirmed: it keeps running
+        time.sleep(1)
+        assert _job(stack, slow)["status"] == "running"
+        driver.find_element(By.CSS_SELECTOR, f"button.cancel[data-id='{slow}']").click()
+        _wait(driver, lambda d: d.switch_to.alert).accept()
+        _wait(driver, lambda d: f"Job {slow} cancelled" in d.find_element(By.ID, "notice").text)
+        cancelled = _job(stack, slow)
+        assert cancelled["status"] == "cancelled" and cancelled["error"] == "cancelled by request"
+        from appliance.runtime.docker_adapter import Docker
+
+        with Docker() as d:  # its container is gone
+            assert d.list_containers([f"appliance.job={slow}"]) == []
+
+        quick = _submit(stack, dataset, "0.2")
+        done = wait_for(lambda: (lambda j: j if j["status"] != "running" else None)(_job(stack, quick)), 180, 1.0)
+        assert done and done["status"] == "completed" and done["registered"], done
+        model = done["output_model"]
+        driver.get(console + "/training")
+        serve = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"button.serve[data-id='{quick}']"))
+        assert serve.get_attribute("data-model") == model
+        serve.click()
+        _wait(driver, lambda d: d.switch_to.alert).accept()
+        op = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#operation[data-kind=serve][data-state=done]"),
+                   timeout_s=300)
+        assert "finished" in op.text
+        served = _wait(driver, lambda d: d.find_element(By.XPATH, f"//tr[td/code[text()='{quick}']]"))
+        assert "served by" in served.text
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
+    key = json.loads(stack.cli("keys", "create", "--name", "served-from-console", "--json").stdout)["key"]
+    status = _curl_status(stack.gateway + "/v1/chat/completions", key, body={
+        "model": model, "messages": [{"role": "user", "content": "hours?"}]})
+    assert status == "200", status
+    from appliance.state.store import StateStore
+
+    store = StateStore(Path(stack.data_dir) / "state.db")
+    try:
+        events = [e["message"] for e in store.events(kind="console")]
+    finally:
+        store.close()
+    assert f"admin cancelled training job {slow}" in events and f"admin served {quick}: done" in events

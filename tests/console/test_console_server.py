@@ -219,7 +219,7 @@ def test_the_training_page_shows_a_jobs_loss_curve_and_log_tail(box, tmp_path):
               recipe="lora-cuda", backend="cuda", image="img",
               dataset=DatasetSummary(path="/d", format="chat", records=1, words=1, size_bytes=1, sha256="0" * 64),
               job_dir=str(job_dir), output_dir=str(tmp_path / "out"), output_model="qwen-ft", created_ts=time.time(),
-              progress=Progress(step=29, total_steps=30, loss=0.9))
+              progress=Progress(step=29, total_steps=30, loss=0.9), registered=True)
     S.save(S.open_store(box["store"]), job)
     now = time.time()
     history = History(box["store"])
@@ -233,6 +233,79 @@ def test_the_training_page_shows_a_jobs_loss_curve_and_log_tail(box, tmp_path):
     assert shown["log_tail"].splitlines()[-1] == "step 29 loss -0.90" and len(shown["log_tail"].splitlines()) == 20
     status, _, page = get(box, "/training", "alice")
     assert b'id="chart-loss-job-0001"' in page and b"appliance serve job-0001" in page and b"97 %" in page
+    assert b'<button class="serve" data-id="job-0001" data-model="qwen-ft">' in page  # finished: a Serve button
+    assert shown["servable"] is True and shown["served_by"] is None
+
+
+def test_serving_a_job_from_the_console_is_confirmed_checked_first_and_reports_its_outcome(box, tmp_path):
+    """Refusals before anything starts (role, origin, confirmation, a job that is not finished),
+    then a real start whose failure (the job's model is not in this box's catalog) is shown with
+    the CLI's words and recorded as an event."""
+    import time
+
+    from appliance.runtime import labels as L
+    from appliance.train import store as S
+    from appliance.train.dataset import DatasetSummary
+    from appliance.train.models import Job
+
+    ds = DatasetSummary(path="/d", format="chat", records=1, words=1, size_bytes=1, sha256="0" * 64)
+    for jid, status, registered in (("job-0002", "running", False), ("job-0003", "completed", True)):
+        S.save(S.open_store(box["store"]), Job(
+            id=jid, instance=L.instance(), status=status, model="qwen2.5-7b-instruct", method="lora",
+            recipe="lora-cuda", backend="cuda", image="img", dataset=ds, job_dir=str(tmp_path / jid),
+            output_dir=str(tmp_path / "out"), output_model=f"qwen-ft-{jid}", created_ts=time.time(),
+            registered=registered))
+    assert post(box, "/api/jobs/job-0003/serve", "bob", {"confirm": True})[0] == 403
+    assert post(box, "/api/jobs/job-0003/serve", "alice", {"confirm": True}, origin="http://evil.example")[0] == 403
+    status, _, body = post(box, "/api/jobs/job-0003/serve", "alice", {})
+    assert status == 400 and "confirm" in json.loads(body)["error"]
+    status, _, body = post(box, "/api/jobs/job-0002/serve", "alice", {"confirm": True})
+    assert status == 400 and "job-0002 is running and has no registered output" in json.loads(body)["error"]
+    status, _, body = post(box, "/api/jobs/job-9999/serve", "alice", {"confirm": True})
+    assert status == 400 and "no training job 'job-9999'" in json.loads(body)["error"]
+    assert box["console"].console.operations.snapshot() is None  # nothing started
+
+    status, _, body = post(box, "/api/jobs/job-0003/serve", "alice", {"confirm": True})
+    assert status == 202 and json.loads(body)["kind"] == "serve"
+    box["console"].console.operations.wait(60)
+    view = json.loads(get(box, "/api/training", "alice")[2])
+    op = view["operation"]
+    assert op["state"] == "failed" and op["subject"] == "job-0003" and op["user"] == "alice"
+    assert "qwen-ft-job-0003 of job job-0003 is no longer in the catalog" in op["error"]
+    page = get(box, "/training", "alice")[2]
+    assert b'data-kind="serve" data-state="failed"' in page
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        events = [e["message"] for e in box["store"].events(kind="console")]
+        if any(m.startswith("alice served job-0003: failed") for m in events):
+            break
+        time.sleep(0.1)
+    assert "alice started serving job job-0003" in events
+    assert any(m.startswith("alice served job-0003: failed") for m in events)
+
+
+def test_one_operation_at_a_time():
+    """A second long change while one runs is refused (the page answers 409)."""
+    import threading
+
+    from appliance.console.operations import Busy, Operations
+
+    ops, release, events = Operations(), threading.Event(), []
+
+    def slow(say):
+        say("working")
+        release.wait(10)
+        return {"ok": True}
+
+    first = ops._start("serve", "alice", slow, lambda m, d: events.append(m), subject="job-1")
+    assert first["state"] == "running"
+    with pytest.raises(Busy, match="a serve started by alice is still running"):
+        ops.start_rollback("bob", record_event=lambda m, d: None)
+    release.set()
+    ops.wait(10)
+    done = ops.snapshot()
+    assert done["state"] == "done" and done["result"] == {"ok": True} and done["lines"][0].endswith(" working")
+    assert events == ["alice served job-1: done"]
 
 
 def test_cancelling_a_job_is_for_admins_from_the_console_itself(box):

@@ -37,3 +37,15 @@ def test_counters_become_rates_and_a_reset_starts_from_zero():
     assert render.rate([[0, 0], [10, 5], [20, 5], [30, 2]]) == [[10, 0.5], [20, 0.0], [30, 0.2]]
     assert render.rate([[0, 0], [30, 6]], per_s=60) == [[30, 12.0]]
     assert render.rate([[5, 1]]) == [] and render.rate([[5, 1], [5, 2]]) == []
+
+
+def test_a_releases_changes_read_as_short_escaped_lines():
+    c = {"against": 3, "from_version": "1.0.0", "to_version": "1.1.0", "added": ["llm-<x>"], "removed": ["old"],
+         "images": [{"service": "gateway", "from_image": "gw:a", "to_image": "gw:b"}], "reconfigured": ["chat"],
+         "models_added": ["m1"], "models_removed": []}
+    assert render.changes(c).split("<br>") == [
+        "version 1.0.0 → 1.1.0", "+ llm-&lt;x&gt;", "− old",
+        "gateway: image <code>gw:a</code> → <code>gw:b</code>", "chat: reconfigured", "serves m1"]
+    same = {"against": 3, "from_version": "1.1.0", "to_version": "1.1.0"}
+    assert render.changes(same) == "same as release 3"
+    assert render.changes({"against": None, "to_version": "1.0.0"}) == "first install (1.0.0)"

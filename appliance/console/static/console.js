@@ -95,6 +95,16 @@
               function (n) { return "Cancel training job " + n + "?"; },
               function (n) { return "/api/jobs/" + encodeURIComponent(n) + "/cancel"; },
               function (n) { return "Job " + n + " cancelled."; }, "Not cancelled: ");
+    root.querySelectorAll("button.serve").forEach(function (b) {
+      b.addEventListener("click", async function () {
+        const id = b.getAttribute("data-id");
+        if (!window.confirm("Serve " + b.getAttribute("data-model") + " (job " + id + ") behind the gateway? " +
+                            "A new service starts beside what runs; health-gated.")) return;
+        try { await send("/api/jobs/" + encodeURIComponent(id) + "/serve", { confirm: true });
+              notice("", "ok").textContent = "Serving started; its progress shows below."; refresh(); }
+        catch (e) { notice("", "bad").textContent = "Not started: " + e.message; }
+      });
+    });
     const rb = root.querySelector("#rollback");
     if (rb) {
       rb.addEventListener("click", async function () {
