@@ -158,6 +158,49 @@ class StartSpec(Strict):
         return value
 
 
+MULTI_NODE_FIELDS = frozenset({"head_address", "node_rank", "nnodes", "pp", "tp", "world_size", "node_ip",
+                               "devices_per_node", "runtime_port", "dist_port"})
+_MN_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def _check_mn_template(args: list[str]) -> list[str]:
+    for arg in args:
+        for name in _MN_PLACEHOLDER.findall(arg):
+            if name not in MULTI_NODE_FIELDS and name not in TEMPLATE_FIELDS:
+                raise ValueError(f"unknown placeholder {{{name}}} (known: "
+                                 f"{', '.join(sorted(MULTI_NODE_FIELDS | set(TEMPLATE_FIELDS)))})")
+    return args
+
+
+class MultiNode(Strict):
+    """How an engine serves one model across nodes, as its documentation describes it.
+
+    ``ray-pipeline`` (vLLM, vllm-ascend): a Ray cluster first -- ``ray start --head`` on the
+    first node, ``ray start --address`` on the others -- then the engine's own launcher on the
+    head with tensor parallel = the devices of one node and pipeline parallel = the nodes.
+    ``native-tp`` (SGLang): the same launcher on every node with the total tensor parallel,
+    ``--nnodes``, ``--node-rank`` and the head's ``--dist-init-addr``.
+    """
+
+    mode: Literal["ray-pipeline", "native-tp"]
+    max_nodes: int = Field(default=4, ge=2)
+    runtime_port: int | None = Field(default=None, ge=1, le=65535, description="the Ray head's GCS port")
+    dist_port: int | None = Field(default=None, ge=1, le=65535, description="the engine's own rendezvous port")
+    head_start: list[str] = Field(default_factory=list, description="the runtime head (ray start --head ...)")
+    worker_start: list[str] = Field(default_factory=list, description="a runtime worker, or the engine on a "
+                                    "worker node (native-tp)")
+    launcher_args: list[str] = Field(default_factory=list, description="added to the engine's start arguments "
+                                     "on the head")
+    env: dict[str, str] = Field(default_factory=dict, description="on every node's containers")
+    needs_rdma: bool = Field(default=True, description="RDMA/RoCE NICs on every node (preflight)")
+    source: str
+
+    @field_validator("head_start", "worker_start", "launcher_args")
+    @classmethod
+    def _v_args(cls, value: list[str]) -> list[str]:
+        return _check_mn_template(value)
+
+
 class WeightsConversion(Strict):
     """Weights an engine cannot read as published (vllm_musa): converted once per model,
     precision and tensor-parallel degree with the engine's own tool, in its own image, before the
@@ -208,6 +251,7 @@ class Engine(Strict):
     build: str | None = Field(default=None, description="local build context (built by the runtime, never pulled)")
     weights_conversion: WeightsConversion | None = Field(default=None, description="the engine serves converted "
                                                          "weights only (made on the node before it starts)")
+    multi_node: MultiNode | None = Field(default=None, description="serves one model across nodes (cluster plans)")
     notes: str | None = None
 
     @field_validator("tensor_parallel")

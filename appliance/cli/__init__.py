@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "catalog": ("appliance.cli.catalog_cmd", "catalog", "Inspect and validate the image/model catalog."),
     "license": ("appliance.cli.license_cmd", "license", "Issue and verify licenses for closed models."),
     "plan": ("appliance.cli.plan_cmd", "plan", "Plan which engine image serves each model on this node, and why."),
+    "cluster": ("appliance.cli.cluster_cmd", "cluster",
+                "Gather the inventory of every node of an Ansible inventory (a rack as one appliance)."),
     "models": ("appliance.cli.models_cmd", "models",
                "Import, verify and place model weights offline (the model store)."),
     "preflight": ("appliance.cli.provision_cmd", "preflight", "Check the host before anything changes."),

@@ -23,15 +23,29 @@ from appliance.cli.output import console, to_json, warn
 @click.option("--catalog", "catalog_dir", type=click.Path(), default=None, help="Catalog directory (default: shipped).")
 @click.option("--license", "license_files", multiple=True, type=click.Path(),
               help="Check closed models against this license file instead of the installed ones (repeatable).")
-def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license_files) -> None:
+@click.option("--inventory", "inventory_file", type=click.Path(), default=None,
+              help="Plan across the nodes of this Ansible inventory (see `appliance cluster detect`).")
+@click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
+              help="With --inventory: fill the fullest node first (binpack) or the emptiest (spread).")
+def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license_files, inventory_file,
+         policy) -> None:
     """Plan engine, image, precision, devices and memory for each model; list rejected options."""
     from appliance.catalog import load_catalog
-    from appliance.errors import NoFitError
+    from appliance.errors import NoFitError, UsageError
     from appliance.inventory.detect import detect
     from appliance.models.store import stored_models
     from appliance.planner import plan as make_plan
 
     catalog = load_catalog(catalog_dir)
+    if inventory_file is not None:
+        if snapshot or demo:
+            raise UsageError("--inventory plans the nodes of the inventory", where="--snapshot/--demo" if snapshot
+                             else "--demo", fix="set appliance_snapshot per host in the inventory instead")
+        from appliance.cli.cluster_cmd import plan_inventory
+
+        plan_inventory(inventory_file, catalog, models, profile=profile, policy=policy, as_json=as_json,
+                       explain=explain, licenses=list(license_files) or None)
+        return
     inventory = detect(snapshot=snapshot, usage=False)
     for w in inventory.warnings:
         warn(w)

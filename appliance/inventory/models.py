@@ -171,3 +171,38 @@ class Inventory(Record):
             if acc.backend not in seen:
                 seen.append(acc.backend)
         return seen
+
+
+def _known(cls, data: dict) -> dict:
+    """Only the fields ``cls`` declares: an inventory written by a newer version still reads."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def inventory_from_dict(data: dict) -> Inventory:
+    """An :class:`Inventory` from its JSON (``appliance detect --json``, another node's report).
+
+    Why by hand: these are dataclasses, not pydantic models (see :class:`Record`); the nesting
+    is small and fixed. Unknown fields are ignored, missing ones take their defaults.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("node"), dict):
+        raise ValueError("not an inventory: no 'node' object")
+    node = dict(_known(Node, data["node"]))
+    node["disks"] = [DiskInfo(**_known(DiskInfo, d)) for d in node.get("disks") or []]
+    node["container_engine"] = ContainerEngine(**_known(ContainerEngine, node.get("container_engine") or {}))
+    accs = []
+    for a in data.get("accelerators") or []:
+        a = dict(_known(Accelerator, a))
+        a["runtime"] = Runtime(**_known(Runtime, a["runtime"])) if a.get("runtime") else None
+        a["usage"] = Usage(**_known(Usage, a["usage"])) if a.get("usage") else None
+        accs.append(Accelerator(**a))
+    probes = []
+    for p in data.get("probes") or []:
+        p = dict(_known(Probe, p))
+        p["steps"] = [ProbeStep(**_known(ProbeStep, s)) for s in p.get("steps") or []]
+        probes.append(Probe(**p))
+    top = _known(Inventory, data)
+    top.update(node=Node(**node), accelerators=accs, probes=probes)
+    return Inventory(**top)

@@ -247,23 +247,20 @@ def plan(inventory: Inventory, catalog: Catalog | None = None, models: list[str]
     """
     from appliance.catalog import load_catalog
     from appliance.catalog.loader import unknown_name_error
-    from appliance.planner.selection import choose_default_set, license_reasons
+    from appliance.planner.selection import choose_default_set
 
     cat = catalog or load_catalog()
     if profile not in cat.profiles:
         raise unknown_name_error("profile", profile, cat.profiles, where="--profile")
-    prof = cat.profiles[profile]
     if models is not None:
         models = list(dict.fromkeys(m.strip() for m in models if m.strip()))
         for mid in models:
             cat.model(mid)
-    groups = device_groups(inventory, cat)
+    ctx = node_context(inventory, cat, profile, models, licenses=licenses, now=now,
+                       available=None if demo else available)
+    groups = ctx.groups
     by_key = {g.key: g for g in groups}
-    has_acc = any(not g.is_cpu for g in groups)
-    licensed = license_reasons(cat, inventory, models, licenses, now)
-    ctx = Context(catalog=cat, profile_name=profile, profile=prof, groups=groups, node_arch=inventory.node.arch,
-                  cpu_flags=list(inventory.node.cpu_flags), has_accelerators=has_acc, license_reason=licensed,
-                  available=None if demo else available)
+    has_acc = ctx.has_accelerators
     explain = _explain_header(cat, profile, groups, inventory)
     cache: dict[str, tuple[list[Candidate], list[Rejected]]] = {}
 
@@ -290,6 +287,19 @@ def plan(inventory: Inventory, catalog: Catalog | None = None, models: list[str]
         placements = _pack(requested, cands, by_key, cat)
     return _assemble(cat, inventory, profile, groups, by_key, requested, placements, cands, extra_rejected,
                      explain, models_dir, strict=True)
+
+
+def node_context(inventory: Inventory, cat: Catalog, profile: str, models: list[str] | None, *, licenses=None,
+                 now: datetime | None = None, available: set[str] | None = None) -> Context:
+    """What the candidates of one node are enumerated against (its device groups, CPU, licenses);
+    the cluster planner builds the same per node."""
+    from appliance.planner.selection import license_reasons
+
+    groups = device_groups(inventory, cat)
+    return Context(catalog=cat, profile_name=profile, profile=cat.profiles[profile], groups=groups,
+                   node_arch=inventory.node.arch, cpu_flags=list(inventory.node.cpu_flags),
+                   has_accelerators=any(not g.is_cpu for g in groups),
+                   license_reason=license_reasons(cat, inventory, models, licenses, now), available=available)
 
 
 def _prefer_stored(mid: str, found: list[Candidate], rejected: list[Rejected],

@@ -66,6 +66,20 @@ def budget(model: Model, precision: Precision, engine: Engine, tp: int, *, conte
                         usable_mib=usable_mib, context_tokens=context, concurrency=concurrency)
 
 
+def pipeline_budget(model: Model, precision: Precision, engine: Engine, tp: int, pp: int, *, context_tokens: int,
+                    concurrency: int, settings: PlannerSettings, usable_mib: int | None) -> MemoryBudget:
+    """Per device when ``tp`` devices of each of ``pp`` pipeline stages (nodes) serve ``model``:
+    the weights split over ``tp * pp`` devices; each stage holds the KV cache of its own
+    ``layers / pp`` layers (the per-token bytes of :func:`kv_bytes_per_token` divided by ``pp``).
+    With ``pp == 1`` it is :func:`budget`."""
+    context = context_for(model, context_tokens)
+    kv = math.ceil(kv_bytes_per_token(model, tp, settings.kv_cache_bytes) * context * concurrency / pp / MIB)
+    w = weights_mib(model, precision, tp * pp)
+    overhead = engine.memory.overhead_mib
+    return MemoryBudget(weights_mib=w, kv_cache_mib=kv, overhead_mib=overhead, total_mib=w + kv + overhead,
+                        usable_mib=usable_mib, context_tokens=context, concurrency=concurrency)
+
+
 def usable(memory_mib: int, fraction: float) -> int:
     return math.floor(memory_mib * fraction)
 

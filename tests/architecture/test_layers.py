@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"appliance.planner", "appliance.models"},
     {"appliance.runtime"},
     {"appliance.provision", "appliance.gateway", "appliance.bundle", "appliance.train"},
-    {"appliance.agent", "appliance.deploy"},
+    {"appliance.agent", "appliance.deploy", "appliance.cluster"},
     {"appliance.status"},
     {"appliance.console"},
     {"appliance.cli"},

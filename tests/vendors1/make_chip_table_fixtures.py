@@ -108,6 +108,36 @@ H200's NVML figure for the same 141 GB HBM3e; not verified on an H20), compute c
 
 
 # ---------------------------------------------------------------------------------------------
+# NVIDIA H100 80 GB (10de:2330) x 8, no driver: one of two nodes for a model across nodes
+# ---------------------------------------------------------------------------------------------
+
+
+def nvidia_h100_8gpu(name: str = "nvidia-h100-8gpu-nodriver", hostname: str = "h100-node-01") -> None:
+    s = Snap(name)
+    intel_host(s, hostname, 224, 2048, ["ast", "mlx5_core", "nvme"])
+    for bdf, numa in H20_BDFS:  # the same HGX-style layout
+        s.pci(bdf, "10de", "2330", "030200", sub=("10de", "16c1"), numa=numa)
+        nic = f"{bdf[:5]}{int(bdf[5:7], 16) + 1:02x}:00.0"   # a ConnectX-7 beside each GPU
+        s.pci(nic, "15b3", "1021", "020000", sub=("15b3", "0041"), numa=numa, driver="mlx5_core")
+    s.finish(f"""
+# Node fixture: eight NVIDIA H100 80 GB (HBM3, SXM5), no NVIDIA driver installed (composed)
+
+One of the two boxes of a 16-GPU DeepSeek-V3 deployment (issue 17: a model across nodes): eight
+`10de:2330` (pci.ids: `GH100 [H100 SXM5 80GB]`, subsystem `10de:16c1`), class `0x030200`, no
+kernel driver bound, in the HGX-style layout of nvidia-h20-141g-nodriver, each with a Mellanox
+ConnectX-7 `15b3:1021` (RoCE/InfiniBand) beside it. Eight of them hold 640 GB: DeepSeek-V3's
+FP8 weights (about 625 GiB) do not fit one node, so the cluster plan spans two.
+
+**Composed:** everything (not a capture): the addresses, the host (224 threads, 2 TiB, Ubuntu
+22.04), host bridge, ASPEED BMC VGA. {NO_TOOLS}
+
+Expected: 8 accelerators, vendor `nvidia`, model `NVIDIA H100 80GB HBM3`, 81559 MiB (the
+product table's figure), compute capability 9.0, variant `h100`; `driver_version` null,
+runtime null, health `warning` and the hint to install the driver.
+""")
+
+
+# ---------------------------------------------------------------------------------------------
 # Hygon Z100 (1d94:54b7) and Z100L (1d94:55b7), no driver
 # ---------------------------------------------------------------------------------------------
 
@@ -192,6 +222,7 @@ the driver.
 def main() -> None:
     kunlunxin_r200()
     nvidia_h20_141g()
+    nvidia_h100_8gpu()
     hygon_z100("Z100", "54b7", "Z100", Z100_BDFS, 64)
     hygon_z100("Z100L", "55b7", "Z100L", Z100L_BDFS, 128)
     gaudi2_hl288()
