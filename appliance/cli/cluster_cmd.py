@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from appliance.cli.output import console, to_json
+from appliance.cli.output import console, emit_plan, to_json
 
 
 @click.group("cluster")
@@ -57,25 +57,11 @@ def plan_inventory(inventory_file: str, catalog, models: str | None, *, profile:
     from appliance.cluster.gather import known_facts
     from appliance.cluster.hosts import load_inventory
     from appliance.cluster.planner import plan_cluster
-    from appliance.errors import NoFitError
-
     cluster_inv = load_inventory(inventory_file)
     facts = known_facts(cluster_inv)
     wanted = [m for m in models.split(",") if m.strip()] if models else None
-    try:
-        result = plan_cluster(cluster_inv, facts, catalog, wanted, policy=policy, profile=profile, licenses=licenses)
-    except NoFitError as exc:
-        partial = getattr(exc, "plan", None)
-        if partial is not None:
-            if as_json:
-                click.echo(to_json(partial), nl=False)
-            else:
-                _render(partial, explain=True)
-        raise
-    if as_json:
-        click.echo(to_json(result), nl=False)
-    else:
-        _render(result, explain=explain)
+    emit_plan(lambda: plan_cluster(cluster_inv, facts, catalog, wanted, policy=policy, profile=profile,
+                                   licenses=licenses), as_json, _render, explain=explain)
 
 
 def _render(p, explain: bool) -> None:

@@ -29,6 +29,28 @@ def emit(model: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         render(model)
 
 
+def emit_plan(make: Callable[[], Any], as_json: bool, render: Callable[..., None], *, explain: bool) -> None:
+    """A plan's output (``plan`` and ``plan --inventory``): the plan; or, when a model fits
+    nowhere (exit 3), the partial plan -- as JSON, or the tables with the explanation -- before
+    the error line."""
+    from appliance.errors import NoFitError
+
+    try:
+        result = make()
+    except NoFitError as exc:
+        partial = getattr(exc, "plan", None)
+        if partial is not None:
+            if as_json:
+                click.echo(to_json(partial), nl=False)
+            else:
+                render(partial, explain=True)
+        raise
+    if as_json:
+        click.echo(to_json(result), nl=False)
+    else:
+        render(result, explain=explain)
+
+
 def console(stderr: bool = False):
     """A rich console (imported lazily: rich costs ~30 ms)."""
     import os

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from appliance.cli.output import console, to_json, warn
+from appliance.cli.output import console, emit_plan, warn
 
 
 @click.command("plan")
@@ -31,7 +31,7 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
          policy) -> None:
     """Plan engine, image, precision, devices and memory for each model; list rejected options."""
     from appliance.catalog import load_catalog
-    from appliance.errors import NoFitError, UsageError
+    from appliance.errors import UsageError
     from appliance.inventory.detect import detect
     from appliance.models.store import stored_models
     from appliance.planner import plan as make_plan
@@ -39,7 +39,7 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
     catalog = load_catalog(catalog_dir)
     if inventory_file is not None:
         if snapshot or demo:
-            raise UsageError("--inventory plans the nodes of the inventory", where="--snapshot/--demo" if snapshot
+            raise UsageError("--inventory plans the nodes of the inventory", where="--snapshot" if snapshot
                              else "--demo", fix="set appliance_snapshot per host in the inventory instead")
         from appliance.cli.cluster_cmd import plan_inventory
 
@@ -50,21 +50,10 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
     for w in inventory.warnings:
         warn(w)
     wanted = [m for m in models.split(",") if m.strip()] if models else None
-    try:
-        result = make_plan(inventory, catalog, models=wanted, profile=profile, demo=demo,
-                           licenses=list(license_files) or None, available=None if snapshot else stored_models())
-    except NoFitError as exc:
-        partial = getattr(exc, "plan", None)
-        if partial is not None:
-            if as_json:
-                click.echo(to_json(partial), nl=False)
-            else:
-                _render(partial, explain=True)
-        raise
-    if as_json:
-        click.echo(to_json(result), nl=False)
-    else:
-        _render(result, explain=explain)
+    emit_plan(lambda: make_plan(inventory, catalog, models=wanted, profile=profile, demo=demo,
+                                licenses=list(license_files) or None,
+                                available=None if snapshot else stored_models()),
+              as_json, _render, explain=explain)
 
 
 def _render(p, explain: bool) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from consoletest import ConsoleServer
+from consoletest import ConsoleServer, wait_until
 from gwtest import AuthServer, console_errors, needs_webdriver, signed_in_url, webdriver_chromium
 
 from appliance.console.server import Console, ConsoleConfig
@@ -21,18 +21,6 @@ from tests.support import H200
 pytestmark = [pytest.mark.browser]
 
 
-def _wait(driver, predicate, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate(driver)
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - the page is still changing
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last: {last!r}")
 
 
 @needs_webdriver
@@ -60,12 +48,12 @@ def test_the_overview_draws_each_accelerators_memory_and_utilisation_from_the_hi
     try:
         link = U.create_login_link("alice", base_url=auth.url).url
         driver.get(signed_in_url(link, server.url + "/"))
-        table = _wait(driver, lambda d: d.find_element(By.ID, "accelerators")).text
+        table = wait_until(driver, lambda d: d.find_element(By.ID, "accelerators")).text
         for a in devices:
             assert f"nvidia:{a.index}" in table, table
         assert devices[0].model in table
         for cid in ("chart-acc-memory", "chart-acc-util"):
-            fig = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"#{cid}.drawn"))
+            fig = wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"#{cid}.drawn"))
             assert int(fig.find_element(By.CSS_SELECTOR, ".plot").get_attribute("data-points")) >= 3
             traces = driver.execute_script(
                 "return arguments[0].querySelector('.plot').data.map(t => [t.name, t.y.length])", fig)

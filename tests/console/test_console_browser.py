@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from consoletest import wait_until
 from gwtest import (
     console_errors,
     fetch,
@@ -81,18 +82,6 @@ def console(stack, tmp_path_factory):
             print(log.read().decode(errors="replace")[-4000:])
 
 
-def _wait(driver, predicate, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate(driver)
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - the page is still changing
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; last: {last!r}")
 
 
 def _curl_status(url: str, key: str, body: dict | None = None) -> str:
@@ -112,7 +101,7 @@ def _screenshots(driver, console: str) -> None:
         driver.set_window_size(width, height)
         for name, path in PAGES.items():
             driver.get(console + path)
-            _wait(driver, lambda d: d.find_element("id", "page"))
+            wait_until(driver, lambda d: d.find_element("id", "page"))
             time.sleep(1.5)  # charts drawn
             driver.save_screenshot(str(out / f"console-{name}-{tag}.png"))
     driver.set_window_size(1280, 900)
@@ -125,7 +114,7 @@ def test_an_admin_signs_in_sees_the_box_and_manages_a_key(stack, console):
     driver = webdriver_chromium()
     try:
         driver.get(signed_in_url(stack_login_link(stack), console + "/"))
-        _wait(driver, lambda d: d.find_element(By.ID, "overall"))
+        wait_until(driver, lambda d: d.find_element(By.ID, "overall"))
         assert driver.find_element(By.ID, "who").get_attribute("data-role") == "admin"
         node = driver.find_element(By.ID, "node").text
         assert os.uname().nodename in node
@@ -133,40 +122,40 @@ def test_an_admin_signs_in_sees_the_box_and_manages_a_key(stack, console):
         for name in ("gateway", "demo-chat"):
             assert name in services, services
         # the services chart: drawn by the chart library, from >= 2 points of the agent's history
-        fig = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chart-services.drawn"))
+        fig = wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chart-services.drawn"))
         assert int(fig.find_element(By.CSS_SELECTOR, ".plot").get_attribute("data-points")) >= 2
         assert fig.find_elements(By.CSS_SELECTOR, ".plot svg")
         # live values refresh without reloading the page
         marker = driver.execute_script("window.__kept = 1; return document.body.getAttribute('data-refreshed')")
-        _wait(driver, lambda d: d.execute_script("return document.body.getAttribute('data-refreshed')") != marker,
+        wait_until(driver, lambda d: d.execute_script("return document.body.getAttribute('data-refreshed')") != marker,
               timeout_s=30)
         assert driver.execute_script("return window.__kept") == 1
 
         # the models page: the traffic between the agent's passes, counted per model and charted
         driver.get(console + "/models")
-        usage = _wait(driver, lambda d: d.find_element(By.ID, "model-usage")).text
+        usage = wait_until(driver, lambda d: d.find_element(By.ID, "model-usage")).text
         assert "demo-chat" in usage
         row = next(line for line in usage.splitlines() if line.startswith("demo-chat"))
         assert int(row.split()[1]) >= 3, row
-        _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chart-model-requests.drawn"))
+        wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#chart-model-requests.drawn"))
 
         # a key made in the page works with curl, and is refused once revoked in the page
         driver.get(console + "/keys")
-        form = _wait(driver, lambda d: d.find_element(By.ID, "create-key"))
+        form = wait_until(driver, lambda d: d.find_element(By.ID, "create-key"))
         form.find_element(By.NAME, "name").send_keys("ui-made-key")
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        key = _wait(driver, lambda d: d.find_element(By.ID, "new-key-value").text)
+        key = wait_until(driver, lambda d: d.find_element(By.ID, "new-key-value").text)
         assert key.startswith(KEY_PREFIX + "_")
         models_url = stack.gateway + "/v1/models"
-        assert _wait(driver, lambda d: _curl_status(models_url, key) == "200", timeout_s=15)
-        _wait(driver, lambda d: "ui-made-key" in d.find_element(By.ID, "keys").text)
+        assert wait_until(driver, lambda d: _curl_status(models_url, key) == "200", timeout_s=15)
+        wait_until(driver, lambda d: "ui-made-key" in d.find_element(By.ID, "keys").text)
         button = driver.find_element(By.CSS_SELECTOR, "button.revoke[data-name='ui-made-key']")
         button.click()
-        alert = _wait(driver, lambda d: d.switch_to.alert)
+        alert = wait_until(driver, lambda d: d.switch_to.alert)
         assert "Revoke key ui-made-key" in alert.text
         alert.accept()
-        _wait(driver, lambda d: "revoked" in d.find_element(By.ID, "notice").text)
-        assert _wait(driver, lambda d: _curl_status(models_url, key) == "401", timeout_s=15)
+        wait_until(driver, lambda d: "revoked" in d.find_element(By.ID, "notice").text)
+        assert wait_until(driver, lambda d: _curl_status(models_url, key) == "401", timeout_s=15)
 
         _screenshots(driver, console)
         assert console_errors(driver) == []
@@ -197,17 +186,17 @@ def test_an_admin_rolls_back_from_the_releases_page_after_confirming(stack, cons
     driver = webdriver_chromium()
     try:
         driver.get(signed_in_url(stack_login_link(stack), console + "/releases"))
-        button = _wait(driver, lambda d: d.find_element(By.ID, "rollback"))
+        button = wait_until(driver, lambda d: d.find_element(By.ID, "rollback"))
         assert f"(release {second})" in button.get_attribute("data-from")
         button.click()
-        alert = _wait(driver, lambda d: d.switch_to.alert)
+        alert = wait_until(driver, lambda d: d.switch_to.alert)
         assert alert.text.startswith("Roll back from ") and "health gates" in alert.text
         alert.dismiss()  # not confirmed: nothing starts
         time.sleep(1)
         assert not driver.find_elements(By.ID, "operation")
         driver.find_element(By.ID, "rollback").click()
-        _wait(driver, lambda d: d.switch_to.alert).accept()
-        op = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#operation[data-state=done]"), timeout_s=300)
+        wait_until(driver, lambda d: d.switch_to.alert).accept()
+        op = wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#operation[data-state=done]"), timeout_s=300)
         assert "finished" in op.text
         assert console_errors(driver) == []
     finally:
@@ -246,16 +235,16 @@ def test_an_admin_cancels_a_running_job_and_serves_a_finished_one_from_the_train
     driver = webdriver_chromium()
     try:
         driver.get(signed_in_url(stack_login_link(stack), console + "/training"))
-        button = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"button.cancel[data-id='{slow}']"))
+        button = wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"button.cancel[data-id='{slow}']"))
         button.click()
-        alert = _wait(driver, lambda d: d.switch_to.alert)
+        alert = wait_until(driver, lambda d: d.switch_to.alert)
         assert alert.text == f"Cancel training job {slow}?"
         alert.dismiss()  # not confirmed: it keeps running
         time.sleep(1)
         assert _job(stack, slow)["status"] == "running"
         driver.find_element(By.CSS_SELECTOR, f"button.cancel[data-id='{slow}']").click()
-        _wait(driver, lambda d: d.switch_to.alert).accept()
-        _wait(driver, lambda d: f"Job {slow} cancelled" in d.find_element(By.ID, "notice").text)
+        wait_until(driver, lambda d: d.switch_to.alert).accept()
+        wait_until(driver, lambda d: f"Job {slow} cancelled" in d.find_element(By.ID, "notice").text)
         cancelled = _job(stack, slow)
         assert cancelled["status"] == "cancelled" and cancelled["error"] == "cancelled by request"
         from appliance.runtime.docker_adapter import Docker
@@ -268,14 +257,14 @@ def test_an_admin_cancels_a_running_job_and_serves_a_finished_one_from_the_train
         assert done and done["status"] == "completed" and done["registered"], done
         model = done["output_model"]
         driver.get(console + "/training")
-        serve = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"button.serve[data-id='{quick}']"))
+        serve = wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"button.serve[data-id='{quick}']"))
         assert serve.get_attribute("data-model") == model
         serve.click()
-        _wait(driver, lambda d: d.switch_to.alert).accept()
-        op = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#operation[data-kind=serve][data-state=done]"),
-                   timeout_s=300)
+        wait_until(driver, lambda d: d.switch_to.alert).accept()
+        done_op = "#operation[data-kind=serve][data-state=done]"
+        op = wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, done_op), timeout_s=300)
         assert "finished" in op.text
-        served = _wait(driver, lambda d: d.find_element(By.XPATH, f"//tr[td/code[text()='{quick}']]"))
+        served = wait_until(driver, lambda d: d.find_element(By.XPATH, f"//tr[td/code[text()='{quick}']]"))
         assert "served by" in served.text
         assert console_errors(driver) == []
     finally:
