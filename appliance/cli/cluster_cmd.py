@@ -53,15 +53,49 @@ def detect(inventory_file: str, as_json: bool, quiet: bool) -> None:
 
 
 def plan_inventory(inventory_file: str, catalog, models: str | None, *, profile: str, policy: str, as_json: bool,
-                   explain: bool, licenses) -> None:
+                   explain: bool, licenses, export_dir: str | None = None, namespace: str | None = None,
+                   resources: list[str] | None = None) -> None:
+    """The cluster plan; with ``export_dir`` also its Kubernetes manifests.
+
+    The manifests are made before anything is printed (an export that cannot be made -- an
+    accelerator without a known device-plugin resource, a refused directory -- fails the command
+    with nothing half done) and only for a complete plan: on exit 3 nothing is written. stdout
+    stays the plan alone (with ``--json`` the same bytes as without ``--export``); the files
+    written are listed after the tables, or on stderr with ``--json``."""
     from appliance.cluster.gather import known_facts
     from appliance.cluster.hosts import load_inventory
     from appliance.cluster.planner import plan_cluster
+
+    exported: dict[str, dict[str, str]] = {}
+    overrides = None
+    if export_dir is not None:
+        from appliance.cluster.k8s import check_export_dir, check_namespace, parse_resource_overrides
+
+        overrides = parse_resource_overrides(resources or [])
+        check_namespace(namespace)
+        check_export_dir(export_dir)
     cluster_inv = load_inventory(inventory_file)
     facts = known_facts(cluster_inv)
     wanted = [m for m in models.split(",") if m.strip()] if models else None
-    emit_plan(lambda: plan_cluster(cluster_inv, facts, catalog, wanted, policy=policy, profile=profile,
-                                   licenses=licenses), as_json, _render, explain=explain)
+
+    def make():
+        p = plan_cluster(cluster_inv, facts, catalog, wanted, policy=policy, profile=profile, licenses=licenses)
+        if export_dir is not None:
+            from appliance.cluster.k8s import export_k8s
+
+            exported["files"] = export_k8s(p, catalog, namespace=namespace, resource_names=overrides)
+        return p
+
+    emit_plan(make, as_json, _render, explain=explain)
+    if export_dir is not None:
+        from appliance.cluster.k8s import write_export
+
+        written = write_export(exported["files"], export_dir)
+        for path in written:
+            click.echo(f"wrote {path}", err=as_json)
+        click.echo(f"apply with: kubectl apply -f {export_dir} (LeaderWorkerSet needs the LWS controller; "
+                   "docs/kubernetes.md)" if written else f"no placements: nothing written to {export_dir}",
+                   err=as_json)
 
 
 def _render(p, explain: bool) -> None:

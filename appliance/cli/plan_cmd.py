@@ -3,7 +3,8 @@
 Thin: detect (live or from a snapshot), call :func:`appliance.planner.plan`, render. Exit 0
 with a plan; 2 for bad input (unknown model/profile, bad snapshot or catalog); 3 when a
 requested model fits nowhere -- the explanation is on stderr and, with ``--json``, the
-partial plan (with every rejected alternative) on stdout.
+partial plan (with every rejected alternative) on stdout. ``--inventory FILE --export k8s DIR``
+also writes the cluster plan as Kubernetes manifests (:mod:`appliance.cluster.k8s`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ from appliance.cli.output import console, emit_plan, warn
               help="Plan across the nodes of this Ansible inventory (see `appliance cluster detect`).")
 @click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
               help="With --inventory: fill the fullest node first (binpack) or the emptiest (spread).")
+@click.option("--export", "export", nargs=2, type=(click.Choice(["k8s"]), click.Path(file_okay=False)),
+              default=None, metavar="k8s DIR",
+              help="With --inventory: also write the plan as Kubernetes manifests into DIR (docs/kubernetes.md).")
+@click.option("--k8s-namespace", default=None, metavar="NS",
+              help="With --export k8s: put the manifests in this namespace (default: none, `kubectl -n`).")
+@click.option("--k8s-resource", "k8s_resources", multiple=True, metavar="VENDOR=NAME",
+              help="With --export k8s: the device-plugin resource of a vendor's devices (repeatable).")
 def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license_files, inventory_file,
-         policy) -> None:
+         policy, export, k8s_namespace, k8s_resources) -> None:
     """Plan engine, image, precision, devices and memory for each model; list rejected options."""
     from appliance.catalog import load_catalog
     from appliance.errors import UsageError
@@ -36,6 +44,14 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
     from appliance.models.store import stored_models
     from appliance.planner import plan as make_plan
 
+    if export is not None and inventory_file is None:
+        # checked before anything is read: the export is of a cluster plan's placements
+        raise UsageError("--export writes the manifests of a cluster plan", where="--export",
+                         fix="add --inventory FILE (the Ansible inventory of the nodes)")
+    if export is None and (k8s_namespace or k8s_resources):
+        raise UsageError("--k8s-namespace and --k8s-resource shape the Kubernetes export",
+                         where="--k8s-namespace" if k8s_namespace else "--k8s-resource",
+                         fix="add --export k8s DIR")
     catalog = load_catalog(catalog_dir)
     if inventory_file is not None:
         if snapshot or demo:
@@ -44,7 +60,9 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
         from appliance.cli.cluster_cmd import plan_inventory
 
         plan_inventory(inventory_file, catalog, models, profile=profile, policy=policy, as_json=as_json,
-                       explain=explain, licenses=list(license_files) or None)
+                       explain=explain, licenses=list(license_files) or None,
+                       export_dir=export[1] if export else None, namespace=k8s_namespace,
+                       resources=list(k8s_resources))
         return
     inventory = detect(snapshot=snapshot, usage=False)
     for w in inventory.warnings:
