@@ -73,10 +73,23 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               help="How long to wait for each new service to become healthy (default: per service).")
 @click.option("--create-only", is_flag=True,
               help="Create the containers without starting them (check device wiring, e.g. with --snapshot).")
+@click.option("--inventory", "inventory_file", type=click.Path(), default=None,
+              help="Bring the stack up across the nodes of this Ansible inventory (docs/cluster.md).")
+@click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
+              help="With --inventory: fill the fullest node first (binpack) or the emptiest (spread).")
+@click.option("--cluster-worker", "cluster_worker", default=None, hidden=True, metavar="ADDRESS",
+              help="(init --inventory) this node serves engines only, published on ADDRESS.")
+@click.option("--engine-port-base", type=click.IntRange(1, 65535), default=None, hidden=True,
+              help="(init --inventory) a worker's first engine host port.")
+@click.option("--cluster-secrets", type=click.Path(), default=None, hidden=True,
+              help="(init --inventory) a worker's engine secrets, from the controller.")
+@click.option("--cluster-head", type=click.Path(), default=None, hidden=True, metavar="FILE",
+              help="(init --inventory) this node's gateway also routes to the workers' engines in FILE.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, gateway_port, app_port_base,
-         tls_cert, tls_key, insecure_http, health_timeout, create_only, as_json, quiet) -> None:
+         tls_cert, tls_key, insecure_http, health_timeout, create_only, inventory_file, policy, cluster_worker,
+         engine_port_base, cluster_secrets, cluster_head, as_json, quiet) -> None:
     """Install and start the whole stack: detect, preflight, plan, provision, images,
     start in dependency order, wait for health, record the release.
 
@@ -89,10 +102,17 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
     from appliance.deploy.requests import init_request, run
     from appliance.runtime.converge import ServiceUnhealthy
 
+    if inventory_file is not None:
+        return _init_cluster(inventory_file, models=_split(models), demo=demo, policy=policy, profile=profile,
+                             bind_ip=bind_ip, insecure_http=bool(insecure_http), health_timeout=health_timeout,
+                             yes=yes, as_json=as_json, quiet=quiet,
+                             refused=[n for n, v in (("--bundle", bundle), ("--dry-run", dry_run),
+                                                     ("--snapshot", snapshot), ("--create-only", create_only)) if v])
+    cluster = _cluster_part(cluster_worker, engine_port_base, cluster_secrets, cluster_head)
     req = init_request(models=_split(models), demo=demo, profile=profile, bind_ip=bind_ip, gateway_port=gateway_port,
                        app_port_base=app_port_base, health_timeout_s=health_timeout, bundle=bundle,
                        dry_run=dry_run, force=force, create_only=create_only, snapshot=snapshot,
-                       tls_cert=tls_cert, tls_key=tls_key, insecure_http=insecure_http)
+                       tls_cert=tls_cert, tls_key=tls_key, insecure_http=insecure_http, cluster=cluster)
     if not dry_run and not yes:
         _confirm("Install/update the appliance stack on this machine?", yes)
     for line in req.site_changes:
@@ -105,6 +125,9 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
     for w in result.warnings:
         warn(w)
     admin = _first_admin(result)
+    if admin is not None and cluster_head:  # started by the controller: its output is kept in Ansible's artifacts
+        admin = admin.model_copy(update={"login_url": None, "message": f"sign in: appliance users login-link "
+                                         f"{admin.user} on this node (the head)"})
     if as_json:  # the deploy result plus the first admin's one-time sign-in link (null when none was made)
         from appliance.cli.output import to_json
 
@@ -113,6 +136,55 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
         return
     _render_init(result)
     _render_sign_in(admin)
+
+
+def _cluster_part(worker: str | None, port_base: int | None, secrets: str | None, head: str | None) -> dict | None:
+    """This node's part of ``init --inventory`` (the hidden options the controller passes)."""
+    from appliance.errors import UsageError
+
+    if worker and head:
+        raise UsageError("a node is either a cluster worker or the head", where="--cluster-worker/--cluster-head",
+                         fix="run `appliance init --inventory FILE` on the controller")
+    if worker:
+        from appliance.cluster.node import import_worker_secrets
+        from appliance.deploy.site import check_bind
+
+        check_bind(worker, where="--cluster-worker")
+        if secrets:
+            import_worker_secrets(secrets)
+        return {"cluster_role": "worker", "node_address": worker, "engine_port_base": port_base}
+    if head:
+        from appliance.cluster.node import import_remote_engines
+
+        return {"cluster_role": "head", "remote_engines": [r.model_dump() for r in import_remote_engines(head)]}
+    return None
+
+
+def _init_cluster(inventory_file: str, *, models, demo, policy, profile, bind_ip, insecure_http, health_timeout, yes,
+                  as_json, quiet, refused: list[str]) -> None:
+    from appliance.cluster.bringup import init_cluster
+    from appliance.errors import UsageError
+
+    if refused:
+        raise UsageError(f"{refused[0]} does not apply to --inventory", where=refused[0],
+                         fix="bring the cluster up with `appliance init --inventory FILE --yes` alone")
+    if not yes:
+        _confirm(f"Install/update the appliance stack on every node of {inventory_file}?", yes)
+    say = progress_printer(quiet)
+    result = init_cluster(inventory_file, models=models, demo=bool(demo), policy=policy, profile=profile or "default",
+                          bind_ip=bind_ip, insecure_http=insecure_http, health_timeout_s=health_timeout, say=say)
+    if as_json:
+        from appliance.cli.output import to_json
+
+        click.echo(to_json(result.model_dump(mode="json", exclude={"plan"})), nl=False)
+        return
+    con = console()
+    for n in result.nodes:
+        con.print(f"{n.node} ({n.role}): {', '.join(n.models) or 'gateway, console and state'}")
+        for svc, url in n.engines.items():
+            con.print(f"    {svc} at {url}")
+    con.print(f"gateway: {result.gateway}")
+    con.print(f"sign in: appliance users login-link admin (on {result.head})")
 
 
 def _first_admin(result):

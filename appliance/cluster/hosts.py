@@ -5,7 +5,8 @@ Why ``ansible-inventory --list``: the inventory is already how provisioning reac
 parser means the cluster sees exactly the hosts ``provision --inventory`` reaches. The head is
 the host with ``appliance_head: true``, or the only host of a group named ``head``; with
 neither, the first host. ``appliance_snapshot`` plans a host from a node snapshot instead of
-its live hardware (planning a rack before it is racked; tests).
+its live hardware (planning a rack before it is racked; tests); ``appliance_serve: false`` keeps
+models off a host (a head that runs only the gateway, console and state).
 """
 
 from __future__ import annotations
@@ -98,5 +99,7 @@ def load_inventory(path: str | os.PathLike) -> ClusterInventory:
                                  fix="point it at a node snapshot (appliance snapshot create)")
             snap = str(snap_path.resolve())
         nodes.append(ClusterNode(name=h, head=h == head, address=str(v.get("ansible_host") or h), snapshot=snap,
-                                 root=str(v["appliance_root"]) if v.get("appliance_root") else None))
+                                 root=str(v["appliance_root"]) if v.get("appliance_root") else None,
+                                 serve=not ("appliance_serve" in v and not _true(v["appliance_serve"])),
+                                 data_dir=str(v["appliance_data_dir"]) if v.get("appliance_data_dir") else None))
     return ClusterInventory(source=str(path), nodes=nodes)

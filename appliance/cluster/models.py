@@ -21,6 +21,9 @@ class ClusterNode(BaseModel):
     snapshot: str | None = Field(default=None, description="appliance_snapshot: detect from this node snapshot "
                                  "(planning ahead, tests) instead of the live node")
     root: str | None = Field(default=None, description="appliance_root: the node's file-system root")
+    serve: bool = Field(default=True, description="appliance_serve: false keeps models off this node (a head that "
+                        "runs only the gateway, the console and the state)")
+    data_dir: str | None = Field(default=None, description="appliance_data_dir: the node's data directory")
 
 
 class ClusterInventory(BaseModel):

@@ -44,8 +44,9 @@ def _devices_used(plan: Plan) -> int:
 class _NodePlanner:
     """Single-node plans with a cache shared by identical nodes."""
 
-    def __init__(self, cat: Catalog, profile: str, licenses, now, models_dir):
+    def __init__(self, cat: Catalog, profile: str, licenses, now, models_dir, demo: bool = False):
         self.cat, self.profile, self.licenses, self.now, self.models_dir = cat, profile, licenses, now, models_dir
+        self.demo = demo
         self.cache: dict[tuple, Plan | NoFitError] = {}
 
     def try_plan(self, fp: str, inv: Inventory, models: list[str]) -> Plan | NoFitError:
@@ -54,8 +55,8 @@ class _NodePlanner:
         key = (fp, tuple(models))
         if key not in self.cache:
             try:
-                self.cache[key] = plan(inv, self.cat, models=models, profile=self.profile, licenses=self.licenses,
-                                       now=self.now, models_dir=self.models_dir)
+                self.cache[key] = plan(inv, self.cat, models=models, profile=self.profile, demo=self.demo,
+                                       licenses=self.licenses, now=self.now, models_dir=self.models_dir)
             except NoFitError as exc:
                 self.cache[key] = exc
         return self.cache[key]
@@ -79,7 +80,8 @@ def _drivers(inv: Inventory) -> str | None:
 
 def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog: Catalog | None = None,
                  models: list[str] | None = None, *, policy: Policy = "binpack", profile: str = "default",
-                 licenses=None, now: datetime | None = None, models_dir: str | Path | None = None) -> ClusterPlan:
+                 demo: bool = False, licenses=None, now: datetime | None = None,
+                 models_dir: str | Path | None = None) -> ClusterPlan:
     """Place ``models`` (default: the single-node default set of the node with the most device
     memory) on the cluster's nodes; see the module docstring for the rules."""
     from appliance.catalog import load_catalog
@@ -101,17 +103,21 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
     root = Path(models_dir) if models_dir else Path(cat.planner.models_dir or (data_dir() / "models"))
     names = [n.name for n in cluster.nodes]
     fps = {n: _fingerprint(facts[n]) for n in names}
-    planner = _NodePlanner(cat, profile, licenses, now, root)
+    planner = _NodePlanner(cat, profile, licenses, now, root, demo)
+    serving = [n for n in names if cluster.node(n).serve]
+    if not serving:
+        raise UsageError("no node may serve models (appliance_serve is false on every host)", where=cluster.source,
+                         fix="leave appliance_serve unset (true) on the nodes that should serve models")
     explain = [f"cluster of {len(names)} node(s), head {cluster.head.name}, policy {policy}, profile {profile}"]
     if models is None:
         def total_memory(n: str) -> int:
             return sum(a.memory_mib or 0 for a in facts[n].accelerators)
-        biggest = max(names, key=lambda n: (total_memory(n), -names.index(n)))
+        biggest = max(serving, key=lambda n: (total_memory(n), -names.index(n)))
         from appliance.planner.core import plan as single
 
         try:
-            models = [s.model for s in single(facts[biggest], cat, profile=profile, licenses=licenses, now=now,
-                                              models_dir=root).services]
+            models = [s.model for s in single(facts[biggest], cat, profile=profile, demo=demo, licenses=licenses,
+                                              now=now, models_dir=root).services]
         except NoFitError as exc:
             models = [s.model for s in exc.plan.services] if getattr(exc, "plan", None) else []
         explain.append(f"models: the default set of {biggest} (the most device memory): {', '.join(models)}")
@@ -128,7 +134,7 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
 
     def alone_need(mid: str) -> int:
         best = None
-        for n in names:
+        for n in serving:
             res = planner.try_plan(fps[n], facts[n], [mid])
             if isinstance(res, Plan):
                 s = res.services[0]
@@ -143,7 +149,7 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
 
     def span(mid: str) -> tuple[tuple | None, list[Rejected], int]:
         """The best way across entirely free identical nodes: ((spread, nodes) or None, reasons, free)."""
-        free = [n for n in names if not assigned[n] and n not in whole]
+        free = [n for n in serving if not assigned[n] and n not in whole]
         best = None
         reasons: list[Rejected] = []
         for kind in dict.fromkeys(fps[n] for n in free):
@@ -167,10 +173,11 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
 
     for mid in order:
         tried: list[str] = []
-        if policy == "binpack":
-            candidates = sorted((n for n in names if n not in whole), key=lambda n: (-used[n], names.index(n)))
+        open_nodes = [n for n in serving if n not in whole]
+        if policy == "binpack":  # devices in use, then services (CPU services hold no device)
+            candidates = sorted(open_nodes, key=lambda n: (-used[n], -len(assigned[n]), names.index(n)))
         else:
-            candidates = sorted((n for n in names if n not in whole), key=lambda n: (used[n], names.index(n)))
+            candidates = sorted(open_nodes, key=lambda n: (used[n], len(assigned[n]), names.index(n)))
         placed = None
         for n in candidates:
             res = planner.try_plan(fps[n], facts[n], assigned[n] + [mid])

@@ -70,13 +70,19 @@ def init_request(*, models: list[str] | None = None, demo: bool | None = None, p
                  health_timeout_s: float | None = None, bundle: str | None = None, dry_run: bool = False,
                  force: bool = False, create_only: bool = False, snapshot: str | None = None,
                  tls_cert: str | None = None, tls_key: str | None = None, insecure_http: bool | None = None,
-                 store: StateStore | None = None) -> DeployRequest:
+                 cluster: dict[str, Any] | None = None, store: StateStore | None = None) -> DeployRequest:
     """``appliance init``: flags left out (None) keep the recorded value; ``models=["default"]``
-    goes back to the catalog's default set. TLS: :func:`tls_changes`."""
+    goes back to the catalog's default set, ``["none"]`` serves no model (a cluster head whose
+    models run on the workers). TLS: :func:`tls_changes`. ``cluster``: a node's part of
+    ``init --inventory`` (``cluster_role``, ``node_address``, ``engine_port_base``,
+    ``remote_engines``: :class:`appliance.runtime.models.Settings`)."""
     if models == ["default"]:
         models = RESET
+    elif models == ["none"]:
+        models = []
     changes = {"models": models, "demo": demo, "profile": profile, "bind_ip": bind_ip,
-               "gateway_port": gateway_port, "app_port_base": app_port_base, "health_timeout_s": health_timeout_s}
+               "gateway_port": gateway_port, "app_port_base": app_port_base, "health_timeout_s": health_timeout_s,
+               **(cluster or {})}
     site, changed = with_changes(changes, store)
     tls = tls_changes(site, tls_cert=tls_cert, tls_key=tls_key, insecure_http=insecure_http)
     if tls:

@@ -139,7 +139,7 @@ def _show(value: Any) -> str:
     if value is None:
         return "default"
     if isinstance(value, list):
-        return ",".join(value) or "(none)"
+        return ",".join(str(getattr(v, "key", v)) for v in value) or "(none)"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -250,9 +250,11 @@ def _with_tls(svc: ServiceSpec, root: Path | None, env: dict[str, str]) -> Servi
                                   "group_add": [*svc.group_add, str(TLS_GID)]})
 
 
-def routes_for(services: list[ServiceSpec]) -> dict:
+def routes_for(services: list[ServiceSpec], remote: list | None = None) -> dict:
     """The gateway's routes.json: served model name -> upstream base URL on the engine network, and
-    the service whose secret the gateway sends (the secret itself is in upstream_keys.json only)."""
+    the service whose secret the gateway sends (the secret itself is in upstream_keys.json only).
+    ``remote``: a cluster head's :class:`~appliance.runtime.models.RemoteEngine` list -- models
+    served on other nodes, at their published address (a model served here stays here)."""
     models = {}
     for svc in services:
         if svc.kind != "inference":
@@ -260,7 +262,19 @@ def routes_for(services: list[ServiceSpec]) -> dict:
         for model in svc.served_models:
             models[model] = {"upstream": svc.internal_url(), "service": svc.name,
                              "role": svc.env.get("MODEL_ROLE", "")}
+    for r in remote or []:
+        for model in r.served_models:
+            models.setdefault(model, {"upstream": r.url, "service": r.key, "role": r.role})
     return {"format": "appliance-routes/1", "models": dict(sorted(models.items()))}
+
+
+def worker_engine_ports(services: list[str], base: int | None = None) -> dict[str, int]:
+    """A cluster worker's engine host ports: consecutive from ``base`` in name order (the
+    controller computes the same to tell the head where each engine is)."""
+    from appliance.runtime.models import DEFAULT_ENGINE_PORT_BASE
+
+    start = base or DEFAULT_ENGINE_PORT_BASE
+    return {name: start + i for i, name in enumerate(sorted(services))}
 
 
 def _buildable(build: str | None) -> bool:
@@ -286,7 +300,10 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
     nor the gateway).
 
     Networks: every engine is on the internal engine network alone (and publishes nothing: a
-    host port on one is refused), the apps on the front network, the gateway on both.
+    host port on one is refused), the apps on the front network, the gateway on both. A cluster
+    worker (``settings.cluster_role``) is the exception: engines only, on the front network,
+    published on the node's address (:func:`worker_engine_ports`), each behind its secret; a
+    head's routes also name the workers' engines (``settings.remote_engines``).
     """
     from appliance.runtime.images import normalize_build
 
@@ -295,14 +312,21 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
     inst = instance or L.instance()
     front, engines = L.network_name(inst), L.engine_network_name(inst)
     demo = any(ps.demo for ps in plan.services)
+    worker = settings.cluster_role == "worker"
     services = [inference_service(ps, inventory, catalog, root).model_copy(update={"networks": [engines]})
                 for ps in plan.services]
+    if worker:  # reached by the head's gateway on this node's address, behind each engine's secret
+        ports = worker_engine_ports([s.name for s in services], settings.engine_port_base)
+        services = [s.model_copy(update={"networks": [front], "host_ip": settings.node_address,
+                                         "host_port": ports[s.name]}) for s in services]
     inference_names = [s.name for s in services]
     app_names: list[str] = []
     gw_cat = catalog.platform.gateway
     gw_image = plan.gateway.image if plan.gateway else gw_cat.image
     gw_build = normalize_build(plan.gateway.build if plan.gateway else gw_cat.build)
-    if gw_build and not _buildable(gw_build):
+    if worker:
+        pass  # a cluster worker serves engines only: the gateway and the apps run on the head
+    elif gw_build and not _buildable(gw_build):
         warnings.append(f"the gateway and apps are left out: images/{gw_build}/main.py is missing")
     else:
         gw_port = plan.gateway.port if plan.gateway else gw_cat.port
@@ -365,13 +389,15 @@ def compose(plan: Plan, *, catalog: Any, inventory: Inventory | None = None,
     services += [s if s.networks is not None else s.model_copy(update={"networks": []})
                  for s in extra_services or []]
     for svc in services:
+        if worker:
+            break
         if svc.kind == "inference" and (svc.host_port is not None or front in (svc.networks or [front])):
             raise RuntimeFailure(f"engine service {svc.name} would publish a port or join the front network",
                                  where=f"service {svc.name}",
                                  fix="engines are reached only through the gateway: give it no host port")
     return StackSpec(instance=inst, network=front, engine_network=engines, settings=settings,
                      plan_hash=plan.plan_hash or plan.compute_hash(), services=services,
-                     routes=routes_for(services), apps=app_names)
+                     routes=routes_for(services, settings.remote_engines), apps=app_names)
 
 
 # The environment variable that tells an app which served model plays a role.

@@ -69,8 +69,9 @@ def container_spec(svc: ServiceSpec, stack: StackSpec, release: int | None) -> C
     networks = [NetworkAttach(name=n, aliases=list(svc.aliases), internal=internal.get(n, False),
                               labels=L.network_labels(stack.instance, internal.get(n, False)))
                 for n in stack.networks_of(svc)]
-    # an engine never publishes a port, whatever its definition says (it is reached through the gateway)
-    publish = svc.host_port is not None and svc.kind != "inference"
+    # an engine never publishes a port, whatever its definition says (it is reached through the gateway),
+    # except on a cluster worker, whose engines the head's gateway reaches on the node's address
+    publish = svc.host_port is not None and (svc.kind != "inference" or stack.settings.cluster_role == "worker")
     return ContainerCreate(
         name=L.container_name(stack.instance, svc.name, h), image=svc.run_image(), labels=labels,
         command=svc.command or None, entrypoint=svc.entrypoint or None, env=dict(svc.env),

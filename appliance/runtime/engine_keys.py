@@ -83,6 +83,30 @@ def ensure_engine_secret(service: str, *, uid: int, root: Path | None = None) ->
     return secret, True
 
 
+def set_engine_secret(service: str, secret: str, root: Path | None = None) -> bool:
+    """Make ``secret`` the kept secret of ``service`` (a cluster node: the controller chose it, so
+    the head's gateway has the same). True when the file changed; it is handed to the engine's
+    account by :func:`ensure_engine_secret` when the stack converges."""
+    directory = engine_secrets_dir(service, root)
+    path = directory / ENGINE_KEY_FILENAME
+    if not secret or _read(path) == secret:
+        return False
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        write_atomic(path, secret + "\n", mode=0o600)
+    except OSError as exc:
+        raise StateError(f"cannot write the secret of engine {service}: {exc.strerror or exc}", where=str(path),
+                         fix=_FIX) from None
+    return True
+
+
+def _remote_keys(stack: StackSpec, root: Path | None) -> dict[str, str]:
+    """A cluster head's secrets of the workers' engines (kept by :func:`set_engine_secret`)."""
+    return {r.key: engine_secret(r.key, root) for r in stack.settings.remote_engines
+            if engine_secret(r.key, root)}
+
+
 def upstream_keys_doc(keys: dict[str, str]) -> str:
     """upstream_keys.json: ``{"format": ..., "services": {service: secret}}`` (sorted, so the same
     secrets give the same bytes)."""
@@ -112,6 +136,7 @@ def ensure_stack_secrets(stack: StackSpec, root: Path | None = None) -> list[Cha
     gateway = stack.service("gateway")
     if gateway is None:
         return changes
+    keys.update(_remote_keys(stack, root))
     directory = gateway_dir(root)
     path = directory / UPSTREAM_KEYS_FILENAME
     gw_owner = owner_uid(user_uid(gateway.user) or pyrt.GATEWAY_UID)
@@ -141,6 +166,7 @@ def pending_changes(stack: StackSpec, root: Path | None = None) -> list[Change]:
         keys[name] = engine_secret(name, root)
         if not keys[name]:
             changes.append(_secret_change(name, root))
+    keys.update(_remote_keys(stack, root))
     path = gateway_dir(root) / UPSTREAM_KEYS_FILENAME
     if stack.service("gateway") is not None and (changes or _read(path) + "\n" != upstream_keys_doc(keys)):
         changes.append(Change(action="write-config", target=str(path),

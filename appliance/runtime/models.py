@@ -29,6 +29,20 @@ DEFAULT_AGENT_METRICS_PORT = 9464   # the node agent's Prometheus endpoint (loop
 DEFAULT_CONSOLE_PORT = 8070        # the admin console (`appliance console`; the site bind address)
 
 
+DEFAULT_ENGINE_PORT_BASE = 18000
+
+
+class RemoteEngine(BaseModel):
+    """An engine another node of the cluster serves, which the head's gateway routes to."""
+
+    node: str
+    service: str = Field(description="its service on that node")
+    key: str = Field(description="the head's name for it: its route's service and secret file (<service>.<node>)")
+    url: str = Field(description="http://<node address>:<published port>")
+    served_models: list[str] = Field(default_factory=list)
+    role: str = ""
+
+
 class Settings(BaseModel):
     """Site settings that shape the stack but not the plan (recorded with each release).
 
@@ -50,6 +64,13 @@ class Settings(BaseModel):
                                         "None with tls: a self-signed one")
     tls_key_source: str | None = Field(default=None, description="the admin's PEM key (init --tls-key)")
     insecure_http: bool = Field(default=False, description="serve plain HTTP beyond loopback (init --insecure-http)")
+    cluster_role: Literal["single", "head", "worker"] = Field(
+        default="single", description="worker: engines only, published on node_address behind their secrets (no "
+        "gateway, no apps); head: the gateway also routes to remote_engines (init --inventory, docs/cluster.md)")
+    node_address: str | None = Field(default=None, description="worker: the address its engines publish on")
+    engine_port_base: int | None = Field(default=None, ge=1, le=65535, description="worker: the host port of its "
+                                         "first engine (engines in name order get consecutive ports)")
+    remote_engines: list[RemoteEngine] = Field(default_factory=list, description="head: the workers' engines")
 
 
 class Bind(BaseModel):
@@ -144,6 +165,7 @@ class ServiceSpec(BaseModel):
 # ServiceSpec fields added after stacks were first recorded: left out of a hash while unset, so
 # a recorded definition hashes as it did when it was applied
 _LATER_FIELDS = ("recipe", "pids_limit", "user", "networks", "tls")
+_LATER_SETTINGS = {"cluster_role": "single", "node_address": None, "engine_port_base": None, "remote_engines": []}
 
 
 class StackSpec(BaseModel):
@@ -216,6 +238,9 @@ class StackSpec(BaseModel):
         data = self.model_dump(mode="json")
         if data.get("engine_network") is None:
             data.pop("engine_network", None)
+        for key, default in _LATER_SETTINGS.items():  # a stack recorded before the cluster settings hashes as then
+            if (data.get("settings") or {}).get(key, default) == default:
+                (data.get("settings") or {}).pop(key, None)
         for svc in data["services"]:  # as in ServiceSpec.spec_hash: python3 (the default) hashes as before
             if svc["health"].get("probe") == "python3":
                 del svc["health"]["probe"]
