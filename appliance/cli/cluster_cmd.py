@@ -53,6 +53,7 @@ def detect(inventory_file: str, as_json: bool, quiet: bool) -> None:
 
 
 def plan_inventory(inventory_file: str, catalog, models: str | None, *, profile: str, policy: str, as_json: bool,
+                   replicas: int = 1,
                    explain: bool, licenses, export_dir: str | None = None, namespace: str | None = None,
                    resources: list[str] | None = None) -> None:
     """The cluster plan; with ``export_dir`` also its Kubernetes manifests.
@@ -79,7 +80,8 @@ def plan_inventory(inventory_file: str, catalog, models: str | None, *, profile:
     wanted = [m for m in models.split(",") if m.strip()] if models else None
 
     def make():
-        p = plan_cluster(cluster_inv, facts, catalog, wanted, policy=policy, profile=profile, licenses=licenses)
+        p = plan_cluster(cluster_inv, facts, catalog, wanted, policy=policy, profile=profile, replicas=replicas,
+                         licenses=licenses)
         if export_dir is not None:
             from appliance.cluster.k8s import export_k8s
 

@@ -28,6 +28,8 @@ from appliance.cli.output import console, emit_plan, warn
               help="Plan across the nodes of this Ansible inventory (see `appliance cluster detect`).")
 @click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
               help="With --inventory: fill the fullest node first (binpack) or the emptiest (spread).")
+@click.option("--replicas", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="With --inventory: serve each model on up to N different nodes (the gateway takes turns).")
 @click.option("--export", "export", nargs=2, type=(click.Choice(["k8s"]), click.Path(file_okay=False)),
               default=None, metavar="k8s DIR",
               help="With --inventory: also write the plan as Kubernetes manifests into DIR (docs/kubernetes.md).")
@@ -36,7 +38,7 @@ from appliance.cli.output import console, emit_plan, warn
 @click.option("--k8s-resource", "k8s_resources", multiple=True, metavar="VENDOR=NAME",
               help="With --export k8s: the device-plugin resource of a vendor's devices (repeatable).")
 def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license_files, inventory_file,
-         policy, export, k8s_namespace, k8s_resources) -> None:
+         policy, replicas, export, k8s_namespace, k8s_resources) -> None:
     """Plan engine, image, precision, devices and memory for each model; list rejected options."""
     from appliance.catalog import load_catalog
     from appliance.errors import UsageError
@@ -59,7 +61,8 @@ def plan(snapshot, models, profile, demo, as_json, explain, catalog_dir, license
                              else "--demo", fix="set appliance_snapshot per host in the inventory instead")
         from appliance.cli.cluster_cmd import plan_inventory
 
-        plan_inventory(inventory_file, catalog, models, profile=profile, policy=policy, as_json=as_json,
+        plan_inventory(inventory_file, catalog, models, profile=profile, policy=policy, replicas=replicas,
+                       as_json=as_json,
                        explain=explain, licenses=list(license_files) or None,
                        export_dir=export[1] if export else None, namespace=k8s_namespace,
                        resources=list(k8s_resources))

@@ -77,6 +77,8 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               help="Bring the stack up across the nodes of this Ansible inventory (docs/cluster.md).")
 @click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
               help="With --inventory: fill the fullest node first (binpack) or the emptiest (spread).")
+@click.option("--replicas", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="With --inventory: serve each model on up to N different nodes (the gateway takes turns).")
 @click.option("--cluster-worker", "cluster_worker", default=None, hidden=True, metavar="ADDRESS",
               help="(init --inventory) this node serves engines only, published on ADDRESS.")
 @click.option("--engine-port-base", type=click.IntRange(1, 65535), default=None, hidden=True,
@@ -88,7 +90,8 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, gateway_port, app_port_base,
-         tls_cert, tls_key, insecure_http, health_timeout, create_only, inventory_file, policy, cluster_worker,
+         tls_cert, tls_key, insecure_http, health_timeout, create_only, inventory_file, policy, replicas,
+         cluster_worker,
          engine_port_base, cluster_secrets, cluster_head, as_json, quiet) -> None:
     """Install and start the whole stack: detect, preflight, plan, provision, images,
     start in dependency order, wait for health, record the release.
@@ -103,7 +106,8 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
     from appliance.runtime.converge import ServiceUnhealthy
 
     if inventory_file is not None:
-        return _init_cluster(inventory_file, models=_split(models), demo=demo, policy=policy, profile=profile,
+        return _init_cluster(inventory_file, models=_split(models), demo=demo, policy=policy, replicas=replicas,
+                             profile=profile,
                              bind_ip=bind_ip, insecure_http=bool(insecure_http), health_timeout=health_timeout,
                              yes=yes, as_json=as_json, quiet=quiet,
                              refused=[n for n, v in (("--bundle", bundle), ("--dry-run", dry_run),
@@ -160,7 +164,8 @@ def _cluster_part(worker: str | None, port_base: int | None, secrets: str | None
     return None
 
 
-def _init_cluster(inventory_file: str, *, models, demo, policy, profile, bind_ip, insecure_http, health_timeout, yes,
+def _init_cluster(inventory_file: str, *, models, demo, policy, replicas, profile, bind_ip, insecure_http,
+                  health_timeout, yes,
                   as_json, quiet, refused: list[str]) -> None:
     from appliance.cluster.bringup import init_cluster
     from appliance.errors import UsageError
@@ -171,7 +176,8 @@ def _init_cluster(inventory_file: str, *, models, demo, policy, profile, bind_ip
     if not yes:
         _confirm(f"Install/update the appliance stack on every node of {inventory_file}?", yes)
     say = progress_printer(quiet)
-    result = init_cluster(inventory_file, models=models, demo=bool(demo), policy=policy, profile=profile or "default",
+    result = init_cluster(inventory_file, models=models, demo=bool(demo), policy=policy, replicas=replicas,
+                          profile=profile or "default",
                           bind_ip=bind_ip, insecure_http=insecure_http, health_timeout_s=health_timeout, say=say)
     if as_json:
         from appliance.cli.output import to_json

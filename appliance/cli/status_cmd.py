@@ -25,14 +25,20 @@ WIDE_COLUMNS = 160
               help="Refresh every N seconds until Ctrl-C (with --json: one JSON document per line).")
 @click.option("--snapshot", type=click.Path(exists=True, file_okay=False), default=None,
               help="Take accelerators and node facts from a node snapshot directory (support, tests).")
+@click.option("--inventory", "inventory_file", type=click.Path(), default=None,
+              help="The cluster of this Ansible inventory: every node's status, problems naming the node.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, watch_s: float | None, snapshot: str | None) -> None:
+def status(ctx: click.Context, as_json: bool, watch_s: float | None, snapshot: str | None,
+           inventory_file: str | None) -> None:
     """Show the health of the box: release, node, accelerators, services, models, problems
     with fixes, the last upgrade and the endpoints.
 
     Exit 0 healthy, 1 degraded (problems listed with a fix), 2 cannot tell (Docker
     unreachable, or nothing installed yet).
     """
+    if inventory_file is not None:
+        _cluster(ctx, inventory_file, as_json)
+        return
     from appliance.status import collect_status
 
     if watch_s is None:
@@ -187,3 +193,29 @@ def _node_line(n) -> str:
 def _weights(m) -> str:
     """The weights part of a model's line, only when it needs attention."""
     return f", weights {m.weights}" if m.weights not in (None, "in_store", "not_needed") else ""
+
+
+def _cluster(ctx: click.Context, inventory_file: str, as_json: bool) -> None:
+    """``status --inventory FILE`` (appliance.cluster.status): the nodes, their services and the
+    problems with the node's name, same exit codes."""
+    from appliance.cluster.status import cluster_status
+
+    report = cluster_status(inventory_file)
+    if as_json:
+        click.echo(to_json(report), nl=False)
+        ctx.exit(report.exit_code)
+    from rich.table import Table
+
+    con = console()
+    con.print(f"[bold {_COLOURS.get(report.status, 'yellow')}]{report.status}[/]: {report.summary}")
+    table = Table(title=f"nodes (head {report.head})", title_justify="left")
+    for col in ("node", "address", "status", "services", "models"):
+        table.add_column(col)
+    for n in report.nodes:
+        svc = ", ".join(f"{s['name']} {s.get('health') or s.get('state')}" for s in n.services) or "-"
+        table.add_row(n.node + (" (head)" if n.head else ""), n.address, n.status, svc, ", ".join(n.models) or "-")
+    con.print(table)
+    for p in report.problems:
+        con.print(f"[{_SEVERITY.get(p.severity, 'red')}]{p.severity}[/] {p.message}", soft_wrap=True)
+        con.print(f"    fix: {p.fix}", soft_wrap=True, markup=False)
+    ctx.exit(report.exit_code)

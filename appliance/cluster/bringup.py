@@ -95,7 +95,7 @@ def _run(cluster: ClusterInventory, hosts: list[str], parts: dict, *, say, phase
 
 
 def init_cluster(inventory_file: str, *, models: list[str] | None = None, demo: bool = False,
-                 policy: str = "binpack", profile: str = "default", bind_ip: str | None = None,
+                 policy: str = "binpack", replicas: int = 1, profile: str = "default", bind_ip: str | None = None,
                  insecure_http: bool = False, health_timeout_s: float | None = None, say=None) -> ClusterInitResult:
     from appliance.catalog import load_catalog
     from appliance.cluster.gather import gather
@@ -109,7 +109,8 @@ def init_cluster(inventory_file: str, *, models: list[str] | None = None, demo: 
     say(f"gathering the inventories of {len(cluster.nodes)} node(s) through Ansible")
     facts = gather(cluster)
     say("planning across the nodes")
-    plan = plan_cluster(cluster, facts, load_catalog(), models, policy=policy, profile=profile, demo=demo)
+    plan = plan_cluster(cluster, facts, load_catalog(), models, policy=policy, profile=profile, demo=demo,
+                        replicas=replicas)
     spans = [p.model for p in plan.placements if p.mode != "node"]
     if spans:
         raise UsageError(f"{', '.join(spans)} is planned across nodes; `init --inventory` does not start a model "

@@ -80,10 +80,11 @@ def _drivers(inv: Inventory) -> str | None:
 
 def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog: Catalog | None = None,
                  models: list[str] | None = None, *, policy: Policy = "binpack", profile: str = "default",
-                 demo: bool = False, licenses=None, now: datetime | None = None,
+                 demo: bool = False, replicas: int = 1, licenses=None, now: datetime | None = None,
                  models_dir: str | Path | None = None) -> ClusterPlan:
     """Place ``models`` (default: the single-node default set of the node with the most device
-    memory) on the cluster's nodes; see the module docstring for the rules."""
+    memory) on the cluster's nodes, each on up to ``replicas`` different nodes (the gateway takes
+    turns between them and skips one that is gone); see the module docstring for the rules."""
     from appliance.catalog import load_catalog
     from appliance.catalog.loader import unknown_name_error
     from appliance.cluster import multinode
@@ -142,7 +143,10 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
                 best = need if best is None else min(best, need)
         return best if best is not None else 1 << 60
 
-    order = sorted(models, key=lambda m: (-alone_need(m), models.index(m)))
+    if not 1 <= replicas <= len(names):
+        raise UsageError(f"--replicas {replicas}: the cluster has {len(names)} node(s)", where="--replicas",
+                         fix=f"use 1 to {len(names)}")
+    order = sorted(models, key=lambda m: (-alone_need(m), models.index(m))) * replicas
     rank_rules = list(cat.profiles[profile].rank)
     quality_first = "precision_quality" in rank_rules and (
         "fewer_devices" not in rank_rules or rank_rules.index("precision_quality") < rank_rules.index("fewer_devices"))
@@ -173,7 +177,9 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
 
     for mid in order:
         tried: list[str] = []
-        open_nodes = [n for n in serving if n not in whole]
+        open_nodes = [n for n in serving if n not in whole and mid not in assigned[n]]
+        if any(whole.get(n) == mid for n in names):
+            continue  # a model across nodes is one replica
         if policy == "binpack":  # devices in use, then services (CPU services hold no device)
             candidates = sorted(open_nodes, key=lambda n: (-used[n], -len(assigned[n]), names.index(n)))
         else:
@@ -185,11 +191,16 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
                 placed = (n, res)
                 break
             tried.append(f"{n}: {res.message}")
+        have = sum(mid in assigned[n] for n in names)
+        if have:  # a further replica: on another node, or not at all
+            if placed is None:
+                explain.append(f"{mid}: {have} replica(s); no other node has room for one more")
+                continue
         if placed is not None:
             n, res = placed
             single_prec = next(s.precision for s in res.services if s.model == mid)
             top = max(cat.precisions[p].quality for p, _ in cat.precisions_of(cat.models[mid]))
-            if quality_first and cat.precisions[single_prec].quality < top:
+            if not have and quality_first and cat.precisions[single_prec].quality < top:
                 alt, _, _ = span(mid)
                 if alt is not None and cat.precisions[alt[0].candidate.precision].quality \
                         > cat.precisions[single_prec].quality:

@@ -254,17 +254,23 @@ def routes_for(services: list[ServiceSpec], remote: list | None = None) -> dict:
     """The gateway's routes.json: served model name -> upstream base URL on the engine network, and
     the service whose secret the gateway sends (the secret itself is in upstream_keys.json only).
     ``remote``: a cluster head's :class:`~appliance.runtime.models.RemoteEngine` list -- models
-    served on other nodes, at their published address (a model served here stays here)."""
-    models = {}
+    served on other nodes, at their published address; a model served by several engines (here
+    first) gets the others as ``replicas``."""
+    engines: dict[str, list[dict]] = {}
     for svc in services:
         if svc.kind != "inference":
             continue
         for model in svc.served_models:
-            models[model] = {"upstream": svc.internal_url(), "service": svc.name,
-                             "role": svc.env.get("MODEL_ROLE", "")}
+            engines[model] = [{"upstream": svc.internal_url(), "service": svc.name,
+                               "role": svc.env.get("MODEL_ROLE", "")}]
     for r in remote or []:
         for model in r.served_models:
-            models.setdefault(model, {"upstream": r.url, "service": r.key, "role": r.role})
+            engines.setdefault(model, []).append({"upstream": r.url, "service": r.key, "role": r.role})
+    models = {}
+    for model, found in engines.items():
+        models[model] = dict(found[0])
+        if len(found) > 1:  # replicas on other nodes: the gateway takes turns and skips one that is gone
+            models[model]["replicas"] = [{"upstream": e["upstream"], "service": e["service"]} for e in found[1:]]
     return {"format": "appliance-routes/1", "models": dict(sorted(models.items()))}
 
 

@@ -99,10 +99,19 @@ def _normalize_upstream(url: str) -> str:
 
 
 class Route(NamedTuple):
-    """Where a served model is: the engine's base URL and the service its secret is kept under."""
+    """Where a served model is: the engine's base URL and the service its secret is kept under;
+    ``replicas``: the same model's other engines (a cluster: other nodes), tried in turn."""
 
     upstream: str
     service: str | None = None
+    replicas: tuple = ()
+
+    def all(self) -> tuple:
+        """Every engine of the model: this route first, then its replicas."""
+        return (Route(self.upstream, self.service),) + self.replicas
+
+
+MAX_REPLICAS = 32
 
 
 def load_upstream_keys(path: str) -> dict[str, str]:
@@ -125,11 +134,16 @@ def load_routes(path: str) -> dict[str, Route]:
         if not isinstance(name, str) or name in ("format", "generated_at"):
             continue
         service = None
+        replicas: list[Route] = []
         if isinstance(target, dict):
             service = target.get("service") if isinstance(target.get("service"), str) else None
+            for r in target.get("replicas") or [] if isinstance(target.get("replicas"), list) else []:
+                if isinstance(r, dict) and isinstance(r.get("upstream"), str) and r["upstream"]:
+                    replicas.append(Route(_normalize_upstream(r["upstream"]),
+                                          r.get("service") if isinstance(r.get("service"), str) else None))
             target = target.get("upstream") or target.get("url") or target.get("base_url")
         if isinstance(target, str) and target:
-            out[name] = Route(_normalize_upstream(target), service)
+            out[name] = Route(_normalize_upstream(target), service, tuple(replicas[:MAX_REPLICAS]))
     return out
 
 

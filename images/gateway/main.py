@@ -69,6 +69,7 @@ SERVER = "appliance-gateway"
 ERROR_KINDS = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                429: "rate_limit_error"}
 WRITE_BUFFER_BYTES = 64 << 10   # an answer larger than this is written under the client timeout
+REPLICA_DOWN_S = 10.0          # a replica that refused a connection is tried last for this long
 
 
 class JsonLog:
@@ -160,6 +161,8 @@ class Gateway:
         self.body_timeout_s = body_timeout_s
         self.max_json_depth = max_json_depth
         self.upstream_key = upstream_key
+        self.turns: dict[str, int] = {}         # model -> the replica that took its last request
+        self.down_until: dict[str, float] = {}  # engine URL -> until when it counts as gone
 
     # ---- around every request ----------------------------------------------------------------
     @web.middleware
@@ -327,11 +330,31 @@ class Gateway:
         self.usage.served(rec, now, user, model)
         headers = {"Content-Type": "application/json", "Accept": request.headers.get("Accept", "*/*"),
                    "X-Request-Id": info["rid"]}
-        secret = self.config.upstream_key(route, self.upstream_key)
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
-        async with self.upstreams.turn(route.upstream, info):
-            return await self.proxy(request, rec, user, route.upstream, body, headers, model)
+        engines = self.replica_order(model, route)
+        for i, engine in enumerate(engines):
+            secret = self.config.upstream_key(engine, self.upstream_key)
+            sent = dict(headers, Authorization=f"Bearer {secret}") if secret else headers
+            try:
+                async with self.upstreams.turn(engine.upstream, info):
+                    return await self.proxy(request, rec, user, engine.upstream, body, sent, model)
+            except Denied as exc:
+                if i == len(engines) - 1 or not getattr(exc, "unreached", False):
+                    raise
+                self.down_until[engine.upstream] = time.monotonic() + REPLICA_DOWN_S
+                info["failover"] = info.get("failover", 0) + 1
+        raise Denied(502, "upstream_unavailable", "no engine of this model is reachable")  # not reached
+
+    def replica_order(self, model: str, route) -> tuple:
+        """The model's engines in the order to try: round robin over the replicas, those that
+        refused a connection in the last REPLICA_DOWN_S seconds last (a node that went away is
+        drained, and tried again once it may be back)."""
+        engines = route.all()
+        if len(engines) == 1:
+            return engines
+        turn = self.turns[model] = (self.turns.get(model, -1) + 1) % len(engines)
+        ring = engines[turn:] + engines[:turn]
+        now = time.monotonic()
+        return tuple(sorted(ring, key=lambda e: self.down_until.get(e.upstream, 0.0) > now))
 
     async def proxy(self, request, rec, user, base: str, body: bytes, headers: dict, model: str):
         info = request["info"]

@@ -158,6 +158,13 @@ def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:
     return status, headers, version == "HTTP/1.0"
 
 
+def _unreached(denied: Denied) -> Denied:
+    """Mark a refusal that happened before any byte went to the engine: another replica of the
+    model may take the request (nothing was sent, so nothing can run twice)."""
+    denied.unreached = True
+    return denied
+
+
 class Upstreams:
     def __init__(self, *, first_byte_timeout_s: float, connect_timeout_s: float, idle_timeout_s: float,
                  per_upstream: int, queue_timeout_s: float, max_idle: int = 64):
@@ -230,11 +237,11 @@ class Upstreams:
             async with asyncio.timeout(self.connect_timeout_s):
                 reader, writer = await asyncio.open_connection(host, port, limit=HEAD_LIMIT_BYTES)
         except TimeoutError:
-            raise Denied(504, "upstream_timeout", f"the engine for model {model!r} could not be reached within "
-                         f"{self.connect_timeout_s:g} s", retry_after_s=5) from None
+            raise _unreached(Denied(504, "upstream_timeout", f"the engine for model {model!r} could not be "
+                                    f"reached within {self.connect_timeout_s:g} s", retry_after_s=5)) from None
         except OSError as exc:
-            raise Denied(502, "upstream_unavailable",
-                         f"the engine for this model is not reachable ({type(exc).__name__})") from None
+            raise _unreached(Denied(502, "upstream_unavailable",
+                                    f"the engine for this model is not reachable ({type(exc).__name__})")) from None
         return _Conn(reader, writer)
 
     def _keep(self, base: str, conn: _Conn) -> None:

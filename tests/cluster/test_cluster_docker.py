@@ -1,9 +1,11 @@
 """A cluster for real on one machine: three nodes, each a network namespace with its own Docker
 engine (tests/cluster/netns.py), reached by Ansible (local connections entering each node's
-namespace). ``appliance init --inventory`` brings the templated demo stack up across them: the
-gateway on the head, the engines on the two workers. Then: a chat request through the head's
-gateway reaches the worker's engine; the engine's published address refuses a request without the
-gateway's secret; a worker's engine container killed is restored by that node's agent.
+namespace). ``appliance init --inventory --replicas 2`` brings the templated demo stack up across
+them: the gateway on the head, each model's engines on both workers. Then: chat requests through
+the head's gateway reach both workers' engines in turn; an engine's published address refuses a
+request without the gateway's secret; a worker's engine container killed is restored by that
+node's agent; a worker's whole Docker engine stopped makes ``status --inventory`` degraded naming
+that node, while the gateway keeps answering from the replica on the other worker.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def rack(tmp_path_factory):
         install_templated(controller)
         env = {"APPLIANCE_DATA_DIR": str(controller)}
         res = run_cli("init", "--inventory", str(inventory), "--demo", "--models", "demo-chat,demo-embed",
-                      "--policy", "spread", "--insecure-http", "--yes", "--json", env=env, timeout=1200)
+                      "--policy", "spread", "--replicas", "2", "--insecure-http", "--yes", "--json", env=env,
+                      timeout=1200)
         c.init = res
         c.inventory = inventory
         yield c
@@ -85,34 +88,42 @@ def test_init_inventory_puts_the_gateway_on_the_head_and_the_engines_on_the_work
     res = rack.init
     assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     out = json.loads(res.stdout)
-    roles = {n["node"]: (n["role"], n["models"]) for n in out["nodes"]}
-    assert roles == {"node0": ("head", []), "node1": ("worker", ["demo-chat"]), "node2": ("worker", ["demo-embed"])}
+    roles = {n["node"]: (n["role"], sorted(n["models"])) for n in out["nodes"]}
+    both = ["demo-chat", "demo-embed"]
+    assert roles == {"node0": ("head", []), "node1": ("worker", both), "node2": ("worker", both)}
     head, w1, w2 = rack.nodes
     names = {n.name: set(n.docker("ps", "--format", "{{.Names}}").stdout.split()) for n in rack.nodes}
     assert any("gateway" in x for x in names["node0"]) and not any("llm-" in x or "embed-" in x
                                                                      for x in names["node0"])
-    assert any("llm-demo-chat" in x for x in names["node1"]) and not any("gateway" in x for x in names["node1"])
-    assert any("embed-demo-embed" in x for x in names["node2"])
+    for worker in ("node1", "node2"):
+        assert any("llm-demo-chat" in x for x in names[worker]) and any("embed-demo-embed" in x for x in names[worker])
+        assert not any("gateway" in x for x in names[worker])
     assert out["gateway"] == f"http://{head.address}:8080/v1"
 
 
-def test_a_chat_through_the_heads_gateway_reaches_the_workers_engine(rack):
+def _engine_log(node, service: str) -> str:
+    name = next(x for x in node.docker("ps", "--format", "{{.Names}}").stdout.split() if service in x)
+    res = node.docker("logs", name)
+    return res.stdout + res.stderr
+
+
+def test_chats_through_the_heads_gateway_reach_both_workers_engines_in_turn(rack):
     head, w1, w2 = rack.nodes
     created = on_node(rack, head, "keys", "create", "--name", "rack", "--json")
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)["key"]
     gw = json.loads(rack.init.stdout)["gateway"]
-    status, answer = _http(f"{gw}/chat/completions", {"model": "demo-chat", "messages": [
-        {"role": "user", "content": "which node?"}]}, key)
-    assert status == 200, answer
-    assert '"which node?"' in answer["choices"][0]["message"]["content"]
+    for i in range(4):
+        status, answer = _http(f"{gw}/chat/completions", {"model": "demo-chat", "messages": [
+            {"role": "user", "content": f"question {i}"}]}, key)
+        assert status == 200, answer
+        assert f'"question {i}"' in answer["choices"][0]["message"]["content"]
     status, emb = _http(f"{gw}/embeddings", {"model": "demo-embed", "input": "hello"}, key)
     assert status == 200 and len(emb["data"][0]["embedding"]) > 0
-    logs = w1.docker("logs", next(x for x in w1.docker("ps", "--format", "{{.Names}}").stdout.split()
-                                  if "llm-demo-chat" in x)).stderr
-    assert "/v1/chat/completions" in logs  # the worker's own engine answered
+    for worker in (w1, w2):  # each worker's own engine answered its turns
+        assert _engine_log(worker, "llm-demo-chat").count("/v1/chat/completions") == 2
     # the worker's engine is published on its address, and refuses anyone without the gateway's secret
-    engine = json.loads(rack.init.stdout)["nodes"][1]["engines"]["llm-demo-chat"]
+    engine = next(n for n in json.loads(rack.init.stdout)["nodes"] if n["node"] == "node1")["engines"]["llm-demo-chat"]
     status, _ = _http(f"{engine}/v1/chat/completions", {"model": "demo-chat", "messages": [
         {"role": "user", "content": "hi"}]})
     assert status == 401
@@ -137,3 +148,28 @@ def test_a_killed_engine_on_a_worker_is_restored_by_that_nodes_agent(rack):
     status, _ = _http(f"{gw}/chat/completions", {"model": "demo-chat", "messages": [
         {"role": "user", "content": "again"}]}, key)
     assert status == 200
+
+
+def test_a_worker_whose_docker_engine_stops_is_named_by_status_and_its_replica_answers(rack):
+    head, w1, w2 = rack.nodes
+    res = run_cli("status", "--inventory", str(rack.inventory), "--json", timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert json.loads(res.stdout)["status"] == "healthy"
+    w1.proc.terminate()  # node1's whole Docker engine, and every container on it
+    w1.proc.wait(60)
+    res = run_cli("status", "--inventory", str(rack.inventory), "--json", timeout=300)
+    report = json.loads(res.stdout)
+    assert res.returncode == 1 and report["status"] == "degraded", report
+    assert {n["node"]: n["status"] for n in report["nodes"]}["node1"] != "healthy"
+    assert report["summary"].startswith("degraded: node1 not healthy")
+    assert any(p["node"] == "node1" and p["severity"] == "error" for p in report["problems"])
+    human = run_cli("status", "--inventory", str(rack.inventory), timeout=300)
+    assert human.returncode == 1 and "node1" in human.stdout
+    key = json.loads(on_node(rack, head, "keys", "create", "--name", "failover", "--json").stdout)["key"]
+    gw = json.loads(rack.init.stdout)["gateway"]
+    before = _engine_log(w2, "llm-demo-chat").count("/v1/chat/completions")
+    for i in range(3):  # node1's engine is gone: every request is answered by node2's replica
+        status, answer = _http(f"{gw}/chat/completions", {"model": "demo-chat", "messages": [
+            {"role": "user", "content": f"still there {i}"}]}, key)
+        assert status == 200, answer
+    assert _engine_log(w2, "llm-demo-chat").count("/v1/chat/completions") == before + 3

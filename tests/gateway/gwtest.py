@@ -352,3 +352,14 @@ def raw_exchange(host: str, port: int, *parts: bytes, pause_s: float = 0.2, time
                 break
             data += piece
         return data
+
+
+def log_records(gw) -> list[dict]:
+    """The JSON lines of a gateway process's log (``gateway`` fixture object)."""
+    out = []
+    for line in gw.proc.log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

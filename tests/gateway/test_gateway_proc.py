@@ -11,7 +11,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from gwtest import DEMO_ENGINE, call, eventually, free_port, raw_exchange, wait_http
+from gwtest import DEMO_ENGINE, call, eventually, free_port, log_records, raw_exchange, wait_http
 
 from appliance.gateway import keys as K
 from tests.support import poll, wait_until
@@ -247,14 +247,6 @@ def test_http10_client_gets_a_plain_stream(upstream, gateway):
 
 
 # ---- the edge: bounded reads, timeouts, disconnects ------------------------------------------------
-def _log_records(gw) -> list[dict]:
-    out = []
-    for line in gw.proc.log.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
 
 
 def _rss_kib(pid: int) -> int:
@@ -354,7 +346,7 @@ def test_a_stalled_stream_ends_unterminated_and_is_logged(upstream, gateway):
     assert resp.status == 200
     with pytest.raises(http.client.IncompleteRead):
         resp.read()                                  # no terminating chunk: the client knows it is cut short
-    assert poll(lambda: any(r.get("error") == "upstream_idle_timeout" for r in _log_records(gw)), 10)[0]
+    assert poll(lambda: any(r.get("error") == "upstream_idle_timeout" for r in log_records(gw)), 10)[0]
 
 
 def test_a_client_that_leaves_mid_stream_is_logged_499_and_charged_what_was_generated(upstream, gateway):
@@ -368,7 +360,7 @@ def test_a_client_that_leaves_mid_stream_is_logged_499_and_charged_what_was_gene
               + b"\r\n\r\n" + body.encode())
     assert s.recv(65536).startswith(b"HTTP/1.1 200")
     s.close()                                        # gone after the first piece
-    rec = poll(lambda: next((r for r in _log_records(gw) if r.get("key") == "d" and "status" in r), None), 15)[0]
+    rec = poll(lambda: next((r for r in log_records(gw) if r.get("key") == "d" and "status" in r), None), 15)[0]
     assert rec and rec["status"] == 499 and rec["error"] == "client_disconnected", rec
     full = call(gw.url + "/v1/chat/completions", key=key, body=CHAT)[2]["usage"]["completion_tokens"]
     assert rec["completion_tokens"] < full                     # only what was generated is charged
@@ -402,7 +394,7 @@ def test_at_the_connection_cap_the_oldest_idle_connection_is_shed_never_a_busy_o
         assert status == 200
         assert poll(lambda: _closed_by_peer(held[0]), 5)[0]    # ...and the oldest half-sent one was closed
         assert not any(_closed_by_peer(s) for s in held[2:])
-        assert poll(lambda: any(r.get("event") == "connection_shed" for r in _log_records(gw)), 5)[0]
+        assert poll(lambda: any(r.get("event") == "connection_shed" for r in log_records(gw)), 5)[0]
     finally:
         for s in held:
             s.close()
@@ -427,7 +419,7 @@ def test_at_the_connection_cap_the_oldest_idle_connection_is_shed_never_a_busy_o
     for t in threads:
         t.join(30)
     assert results == [200] * 20                                 # no request in progress was cut
-    assert poll(lambda: any(r.get("event") == "connections_full" for r in _log_records(gw)), 5)[0]
+    assert poll(lambda: any(r.get("event") == "connections_full" for r in log_records(gw)), 5)[0]
 
 
 def test_a_queued_request_is_served_when_its_turn_comes_and_a_full_queue_is_503(upstream, gateway):
@@ -444,7 +436,7 @@ def test_a_queued_request_is_served_when_its_turn_comes_and_a_full_queue_is_503(
     status, _, body = call(gw.url + "/v1/chat/completions", key=key, body=CHAT, timeout_s=30)
     slow.join(30)
     assert status == 200, body
-    queued = poll(lambda: [r for r in _log_records(gw) if r.get("queued_ms") and r.get("stream") is False], 5)[0]
+    queued = poll(lambda: [r for r in log_records(gw) if r.get("queued_ms") and r.get("stream") is False], 5)[0]
     assert queued and queued[0]["status"] == 200 and queued[0]["queued_ms"] > 500
 
     gw2 = gateway({"m1": upstream("m2")}, env={"GATEWAY_UPSTREAM_CONCURRENCY": "1", "GATEWAY_QUEUE_TIMEOUT_S": "0.5"})
