@@ -13,6 +13,16 @@ import click
 from appliance.cli.output import console, emit_plan, to_json
 
 
+def placement_options(command):
+    """``--policy`` and ``--replicas``: how ``plan --inventory`` and ``init --inventory`` place models."""
+    command = click.option("--replicas", type=click.IntRange(1, 256), default=1, show_default=True,
+                           help="With --inventory: serve each model on up to N different nodes (the gateway "
+                                "takes turns).")(command)
+    return click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
+                        help="With --inventory: fill the fullest node first (binpack) or the emptiest "
+                             "(spread).")(command)
+
+
 @click.group("cluster")
 def cluster() -> None:
     """The nodes of an Ansible inventory as one appliance."""

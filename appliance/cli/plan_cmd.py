@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from appliance.cli.cluster_cmd import placement_options
 from appliance.cli.output import console, emit_plan, warn
 
 
@@ -26,10 +27,7 @@ from appliance.cli.output import console, emit_plan, warn
               help="Check closed models against this license file instead of the installed ones (repeatable).")
 @click.option("--inventory", "inventory_file", type=click.Path(), default=None,
               help="Plan across the nodes of this Ansible inventory (see `appliance cluster detect`).")
-@click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
-              help="With --inventory: fill the fullest node first (binpack) or the emptiest (spread).")
-@click.option("--replicas", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="With --inventory: serve each model on up to N different nodes (the gateway takes turns).")
+@placement_options
 @click.option("--export", "export", nargs=2, type=(click.Choice(["k8s"]), click.Path(file_okay=False)),
               default=None, metavar="k8s DIR",
               help="With --inventory: also write the plan as Kubernetes manifests into DIR (docs/kubernetes.md).")

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from appliance.cli.cluster_cmd import placement_options
 from appliance.cli.output import console, emit, warn
 from appliance.cli.streams import parse_tail, progress_printer, write_log_stream
 
@@ -75,10 +76,7 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               help="Create the containers without starting them (check device wiring, e.g. with --snapshot).")
 @click.option("--inventory", "inventory_file", type=click.Path(), default=None,
               help="Bring the stack up across the nodes of this Ansible inventory (docs/cluster.md).")
-@click.option("--policy", type=click.Choice(["binpack", "spread"]), default="binpack", show_default=True,
-              help="With --inventory: fill the fullest node first (binpack) or the emptiest (spread).")
-@click.option("--replicas", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="With --inventory: serve each model on up to N different nodes (the gateway takes turns).")
+@placement_options
 @click.option("--cluster-worker", "cluster_worker", default=None, hidden=True, metavar="ADDRESS",
               help="(init --inventory) this node serves engines only, published on ADDRESS.")
 @click.option("--engine-port-base", type=click.IntRange(1, 65535), default=None, hidden=True,

@@ -72,20 +72,16 @@ def check(cluster: ClusterInventory, facts: dict[str, Inventory], plan: ClusterP
     for p in plan.placements:
         if p.mode == "node":
             continue
-        models = {n: sorted({a.model or "?" for a in facts[n].accelerators}) for n in p.nodes}
-        drivers = {n: sorted({a.driver_version or "unknown" for a in facts[n].accelerators}) for n in p.nodes}
-        if len({tuple(v) for v in models.values()}) > 1:
-            out.append(PreflightFinding(
-                rule="same_accelerators", severity="error", subject=p.service,
-                message="its nodes have different accelerators: " + "; ".join(
-                    f"{n}: {', '.join(v)}" for n, v in models.items()),
-                fix="span only nodes with the same accelerator model"))
-        if len({tuple(v) for v in drivers.values()}) > 1:
-            out.append(PreflightFinding(
-                rule="same_driver", severity="error", subject=p.service,
-                message="its nodes run different drivers: " + "; ".join(
-                    f"{n}: {', '.join(v)}" for n, v in drivers.items()),
-                fix="install the same driver version on every node (appliance provision --inventory FILE)"))
+        for rule, what, value, fix in (
+                ("same_accelerators", "have different accelerators", lambda a: a.model or "?",
+                 "span only nodes with the same accelerator model"),
+                ("same_driver", "run different drivers", lambda a: a.driver_version or "unknown",
+                 "install the same driver version on every node (appliance provision --inventory FILE)")):
+            seen_values = {n: sorted({value(a) for a in facts[n].accelerators}) for n in p.nodes}
+            if len({tuple(v) for v in seen_values.values()}) > 1:
+                out.append(PreflightFinding(rule=rule, severity="error", subject=p.service, fix=fix,
+                                            message=f"its nodes {what}: " + "; ".join(
+                                                f"{n}: {', '.join(v)}" for n, v in seen_values.items())))
         eng = cat.engines[p.engine]
         for n in p.nodes:
             root = node_root(facts[n], cluster.node(n).root)

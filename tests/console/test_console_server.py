@@ -274,12 +274,7 @@ def test_serving_a_job_from_the_console_is_confirmed_checked_first_and_reports_i
     assert "qwen-ft-job-0003 of job job-0003 is no longer in the catalog" in op["error"]
     page = get(box, "/training", "alice")[2]
     assert b'data-kind="serve" data-state="failed"' in page
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        events = [e["message"] for e in box["store"].events(kind="console")]
-        if any(m.startswith("alice served job-0003: failed") for m in events):
-            break
-        time.sleep(0.1)
+    events = _console_events_once(box, "alice served job-0003: failed")
     assert "alice started serving job job-0003" in events
     assert any(m.startswith("alice served job-0003: failed") for m in events)
 
@@ -315,8 +310,20 @@ def test_cancelling_a_job_is_for_admins_from_the_console_itself(box):
     assert status == 403 and json.loads(body)["reason"] == "cross_origin"
 
 
-def test_a_rollback_must_be_confirmed_is_for_admins_and_reports_its_outcome(box):
+def _console_events_once(box, prefix: str, timeout_s: float = 10.0) -> list[str]:
+    """The console events, once one starting with ``prefix`` is recorded (an operation's thread
+    records its outcome after the page shows it)."""
     import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events = [e["message"] for e in box["store"].events(kind="console")]
+        if any(m.startswith(prefix) for m in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.1)
+
+
+def test_a_rollback_must_be_confirmed_is_for_admins_and_reports_its_outcome(box):
 
     view = json.loads(get(box, "/api/releases", "alice")[2])
     assert "no previous release" in view["rollback"]["unavailable"]  # nothing installed: rollback_target's words
@@ -328,12 +335,7 @@ def test_a_rollback_must_be_confirmed_is_for_admins_and_reports_its_outcome(box)
     box["console"].console.operations.wait(60)
     op = json.loads(get(box, "/api/releases", "alice")[2])["operation"]
     assert op["state"] == "failed" and "no previous release" in op["error"] and op["user"] == "alice"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        events = [e["message"] for e in box["store"].events(kind="console")]
-        if any(m.startswith("alice rolled back: failed") for m in events):
-            break
-        time.sleep(0.1)
+    events = _console_events_once(box, "alice rolled back: failed")
     assert "alice started a rollback" in events and any(m.startswith("alice rolled back: failed") for m in events)
 
 
