@@ -166,15 +166,21 @@ def _render_upgrade(r) -> None:
 @click.option("--pubkey", type=click.Path(dir_okay=False, path_type=Path),
               help="trust this key instead of the node's trusted keys")
 @click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@click.option("--inventory", "inventory_file", type=click.Path(), default=None,
+              help="upgrade every node of this Ansible inventory, node by node (docs/cluster.md)")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
-def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, as_json: bool, quiet: bool) -> None:
+def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, inventory_file: str | None,
+            as_json: bool, quiet: bool) -> None:
     """Apply an offline bundle: verify everything, then stage, load, provision, switch
     blue/green and commit; any failure rolls back to the running release. The site
     configuration (ports, models, served fine-tuned models) is kept.
 
     Exit 0 upgraded, 1 failed and rolled back, 2 refused (nothing changed), 3 preflight failed.
     """
+    if inventory_file is not None:
+        return _upgrade_cluster(inventory_file, file, allow_downgrade=allow_downgrade, pubkey=pubkey, yes=yes,
+                                as_json=as_json, quiet=quiet)
     from appliance.bundle.apply import recover
     from appliance.deploy.requests import run, upgrade_request
     from appliance.deploy.upgrade import preview
@@ -188,6 +194,30 @@ def upgrade(file: Path, allow_downgrade: bool, pubkey: Path | None, yes: bool, a
     if recovered is not None and res.recovered is None:
         res.recovered = recovered
     emit(res, as_json, _render_upgrade)
+
+
+def _upgrade_cluster(inventory_file: str, file: Path, *, allow_downgrade: bool, pubkey, yes: bool, as_json: bool,
+                     quiet: bool) -> None:
+    """``upgrade --inventory``: each node's own upgrade, the workers one at a time, then the head;
+    a node that fails stops it and the nodes already upgraded are rolled back (exit 1)."""
+    from appliance.cluster.bringup import upgrade_cluster
+    from appliance.errors import UsageError
+
+    if pubkey is not None:
+        raise UsageError("--pubkey applies to this node", where="--pubkey",
+                         fix="install the vendor key on every node (appliance bundle trust) instead")
+    _confirm(f"upgrade every node of {inventory_file} to {file.name}, node by node?", yes)
+    res = upgrade_cluster(inventory_file, str(file), allow_downgrade=allow_downgrade,
+                          say=progress_printer(quiet or as_json))
+
+    def render(r) -> None:
+        for n in r.nodes:
+            click.echo(f"{n.node}: {n.state}" + (f" ({n.detail})" if n.detail else ""))
+        click.echo("every node upgraded" if r.ok else "the upgrade failed; the nodes above say where it stopped")
+
+    emit(res, as_json, render)
+    if not res.ok:
+        raise SystemExit(1)
 
 
 @click.command("rollback")

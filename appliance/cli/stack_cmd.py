@@ -108,8 +108,9 @@ def init(models, bundle, demo, yes, dry_run, force, profile, snapshot, bind_ip, 
                              profile=profile,
                              bind_ip=bind_ip, insecure_http=bool(insecure_http), health_timeout=health_timeout,
                              yes=yes, as_json=as_json, quiet=quiet,
-                             refused=[n for n, v in (("--bundle", bundle), ("--dry-run", dry_run),
-                                                     ("--snapshot", snapshot), ("--create-only", create_only)) if v])
+                             bundle=bundle,
+                             refused=[n for n, v in (("--dry-run", dry_run), ("--snapshot", snapshot),
+                                                     ("--create-only", create_only)) if v])
     cluster = _cluster_part(cluster_worker, engine_port_base, cluster_secrets, cluster_head)
     req = init_request(models=_split(models), demo=demo, profile=profile, bind_ip=bind_ip, gateway_port=gateway_port,
                        app_port_base=app_port_base, health_timeout_s=health_timeout, bundle=bundle,
@@ -164,7 +165,7 @@ def _cluster_part(worker: str | None, port_base: int | None, secrets: str | None
 
 def _init_cluster(inventory_file: str, *, models, demo, policy, replicas, profile, bind_ip, insecure_http,
                   health_timeout, yes,
-                  as_json, quiet, refused: list[str]) -> None:
+                  as_json, quiet, bundle: str | None, refused: list[str]) -> None:
     from appliance.cluster.bringup import init_cluster
     from appliance.errors import UsageError
 
@@ -176,7 +177,8 @@ def _init_cluster(inventory_file: str, *, models, demo, policy, replicas, profil
     say = progress_printer(quiet)
     result = init_cluster(inventory_file, models=models, demo=bool(demo), policy=policy, replicas=replicas,
                           profile=profile or "default",
-                          bind_ip=bind_ip, insecure_http=insecure_http, health_timeout_s=health_timeout, say=say)
+                          bind_ip=bind_ip, insecure_http=insecure_http, health_timeout_s=health_timeout,
+                          bundle=bundle, say=say)
     if as_json:
         from appliance.cli.output import to_json
 

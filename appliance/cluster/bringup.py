@@ -96,7 +96,8 @@ def _run(cluster: ClusterInventory, hosts: list[str], parts: dict, *, say, phase
 
 def init_cluster(inventory_file: str, *, models: list[str] | None = None, demo: bool = False,
                  policy: str = "binpack", replicas: int = 1, profile: str = "default", bind_ip: str | None = None,
-                 insecure_http: bool = False, health_timeout_s: float | None = None, say=None) -> ClusterInitResult:
+                 insecure_http: bool = False, health_timeout_s: float | None = None, bundle: str | None = None,
+                 say=None) -> ClusterInitResult:
     from appliance.catalog import load_catalog
     from appliance.cluster.gather import gather
     from appliance.cluster.hosts import load_inventory
@@ -105,7 +106,17 @@ def init_cluster(inventory_file: str, *, models: list[str] | None = None, demo: 
     from appliance.runtime.models import DEFAULT_ENGINE_PORT_BASE, DEFAULT_GATEWAY_PORT
 
     say = say or (lambda message: None)
+    if bundle is not None and not Path(bundle).is_file():
+        raise UsageError("the bundle file does not exist", where=str(bundle), fix="pass the offline bundle's path")
     cluster = load_inventory(inventory_file)
+
+    def with_bundle(name: str, files: list[dict], argv: list[str]) -> dict:
+        """A node's part, installed from the bundle (copied to the node) when one is given."""
+        if bundle is None:
+            return {"files": files, "argv": argv}
+        more, dest = _bundle_files(cluster, name, Path(bundle))
+        return {"files": files + more, "argv": [*argv, "--bundle", dest]}
+
     say(f"gathering the inventories of {len(cluster.nodes)} node(s) through Ansible")
     facts = gather(cluster)
     say("planning across the nodes")
@@ -143,10 +154,10 @@ def init_cluster(inventory_file: str, *, models: list[str] | None = None, demo: 
                 engines[s.name] = url
                 remotes.append({"node": w, "service": s.name, "key": remote_key(w, s.name), "url": url,
                                 "served_models": [s.served_model_name], "role": s.role, "secret": secret})
-            parts[w] = {"files": files, "argv": [
+            parts[w] = with_bundle(w, files, [
                 *common, "--models", ",".join(s.model for s in services), "--cluster-worker", node.address,
                 "--engine-port-base", str(DEFAULT_ENGINE_PORT_BASE),
-                "--cluster-secrets", f"{_node_data_dir(cluster, w)}/cluster/secrets"]}
+                "--cluster-secrets", f"{_node_data_dir(cluster, w)}/cluster/secrets"])
             results.append(NodeResult(node=w, role="worker", models=[s.model for s in services], engines=engines))
         if workers:
             say(f"starting the workers: {', '.join(workers)}")
@@ -160,10 +171,69 @@ def init_cluster(inventory_file: str, *, models: list[str] | None = None, demo: 
         if insecure_http:
             argv.append("--insecure-http")
         say(f"starting the head: {head}")
-        _run(cluster, [head], {head: {"files": [{"src": str(src), "dest": argv[argv.index("--cluster-head") + 1]}],
-                                      "argv": argv}}, say=say, phase="head")
+        _run(cluster, [head], {head: with_bundle(head, [{"src": str(src), "dest": argv[argv.index("--cluster-head")
+                                                                                          + 1]}], argv)},
+             say=say, phase="head")
     results.insert(0, NodeResult(node=head, role="head", models=head_models))
     host = bind_ip or cluster.head.address
     gw_port = DEFAULT_GATEWAY_PORT
     gateway = f"{'http' if insecure_http else 'https'}://{host}:{gw_port}/v1"
     return ClusterInitResult(head=head, gateway=gateway, nodes=results, plan=plan)
+
+
+class NodeUpgrade(BaseModel):
+    node: str
+    state: str = Field(description="upgraded | failed | rolled back | not reached")
+    detail: str = ""
+
+
+class ClusterUpgradeResult(BaseModel):
+    ok: bool
+    bundle: str
+    nodes: list[NodeUpgrade]
+
+
+def _bundle_files(cluster: ClusterInventory, name: str, bundle: Path) -> tuple[list[dict], str]:
+    dest = f"{_node_data_dir(cluster, name)}/cluster/bundles/{bundle.name}"
+    return [{"src": str(bundle), "dest": dest}], dest
+
+
+def upgrade_cluster(inventory_file: str, bundle: str, *, allow_downgrade: bool = False, say=None,
+                    ) -> ClusterUpgradeResult:
+    """``appliance upgrade --inventory FILE BUNDLE``: every node to the bundle's one release
+    version, node by node -- the workers first, one at a time, then the head -- each node's own
+    ``appliance upgrade`` (verified, journaled, blue/green behind its health gates, rolled back
+    on its own failure). When a node fails, the nodes already upgraded are rolled back
+    (``appliance rollback --yes``), the later ones are not touched, and the command fails naming
+    the node.
+    """
+    from appliance.cluster.hosts import load_inventory
+
+    say = say or (lambda message: None)
+    path = Path(bundle)
+    if not path.is_file():
+        raise UsageError("the bundle file does not exist", where=str(path), fix="pass the offline bundle's path")
+    cluster = load_inventory(inventory_file)
+    order = [n.name for n in cluster.nodes if not n.head] + [cluster.head.name]
+    done: list[str] = []
+    results = {n: NodeUpgrade(node=n, state="not reached") for n in order}
+    for name in order:
+        files, dest = _bundle_files(cluster, name, path)
+        argv = ["upgrade", dest, "--yes", "--quiet"] + (["--allow-downgrade"] if allow_downgrade else [])
+        say(f"upgrading {name}")
+        try:
+            _run(cluster, [name], {name: {"files": files, "argv": argv}}, say=say, phase=f"upgrade of {name}")
+        except ProvisionError as exc:
+            results[name] = NodeUpgrade(node=name, state="failed", detail=exc.one_line()[:500])
+            for back in reversed(done):
+                say(f"rolling {back} back")
+                try:
+                    _run(cluster, [back], {back: {"files": [], "argv": ["rollback", "--yes", "--quiet"]}}, say=say,
+                         phase=f"rollback of {back}")
+                    results[back] = NodeUpgrade(node=back, state="rolled back")
+                except ProvisionError as again:
+                    results[back] = NodeUpgrade(node=back, state="failed", detail=f"rollback: {again.one_line()}"[:500])
+            return ClusterUpgradeResult(ok=False, bundle=str(path), nodes=[results[n] for n in order])
+        results[name] = NodeUpgrade(node=name, state="upgraded")
+        done.append(name)
+    return ClusterUpgradeResult(ok=True, bundle=str(path), nodes=[results[n] for n in order])
