@@ -7,6 +7,7 @@ images come only from the bundles, loaded into each node's engine by that node's
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -72,3 +73,32 @@ def test_init_inventory_from_a_bundle_then_upgrade_node_by_node(rack, release_bu
     status = run_cli("status", "--inventory", str(rack.inventory), "--json", env=rack.env, timeout=300)
     report = json.loads(status.stdout)
     assert status.returncode == 0 and report["status"] == "healthy", report
+
+
+def test_a_node_that_refuses_the_upgrade_stops_it_and_the_upgraded_nodes_roll_back(rack, release_bundles, keypair):
+    """node2 no longer trusts the vendor key: node1 (upgraded first) is rolled back, the head is
+    not touched, and the command fails naming node2."""
+    import os
+
+    import yaml
+
+    head, w1, w2 = rack.nodes
+    doc = yaml.safe_load(rack.inventory.read_text())
+    doc["all"]["hosts"]["node2"]["appliance_env"].pop("APPLIANCE_BUNDLE_PUBKEYS")
+    distrust = rack.inventory.with_name("distrust.yml")
+    distrust.write_text(yaml.safe_dump(doc, sort_keys=False))
+    res = run_cli("upgrade", "--inventory", str(distrust), str(release_bundles.r3), "--yes", "--json",
+                  env=rack.env, timeout=1500)
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    states = {n["node"]: n["state"] for n in out["nodes"]}
+    assert not out["ok"] and states == {"node1": "rolled back", "node2": "failed", "node0": "not reached"}, out
+    assert "node2" in next(n["detail"] for n in out["nodes"] if n["node"] == "node2")
+
+    def version(node) -> str:
+        env = {**os.environ, **doc["all"]["hosts"][node.name]["appliance_env"]}
+        st = json.loads(subprocess.run(node.command(sys.executable, "-m", "appliance", "status", "--json"),
+                                       capture_output=True, text=True, timeout=120, env=env).stdout)
+        return st["release"]["version"]
+
+    assert [version(n) for n in (head, w1, w2)] == ["2.0.0", "2.0.0", "2.0.0"]
