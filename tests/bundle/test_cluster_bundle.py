@@ -30,9 +30,7 @@ def _engine_images(node) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def rack(release_bundles, release_images, keypair, node_resources, tmp_path_factory):
-    why = netns.available()
-    if why:
-        pytest.skip(f"a netns cluster {why}")
+    netns.require()
     base = tmp_path_factory.mktemp("bundle-rack")
     c = netns.Cluster.create(base, 3)
     try:
