@@ -90,8 +90,8 @@ def _run(cluster: ClusterInventory, hosts: list[str], parts: dict, *, say, phase
         first = report.failures[0] if report.failures else None
         raise ProvisionError(f"{phase} failed on {first.host}: {first.message}" if first else
                              f"{phase} failed: {report.error}", where=f"ansible run {report.run_id}",
-                             fix=f"see the node's output in {report.artifacts_dir}; fix it and run "
-                                 f"`appliance init --inventory {cluster.source}` again")
+                             fix=f"see the node's output in {report.artifacts_dir}; fix it on the node and run "
+                                 "the command again")
 
 
 def init_cluster(inventory_file: str, *, models: list[str] | None = None, demo: bool = False,
