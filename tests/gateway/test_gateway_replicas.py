@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from gwtest import call, free_port, log_records
+from gwtest import call, eventually, free_port, log_records
 
 from appliance.gateway import keys as K
 
@@ -45,7 +45,12 @@ def test_a_replica_that_went_away_is_skipped_and_drained(upstream, gateway):
         names.append(headers["X-Upstream-Name"])
     assert names == ["engine-b"] * 5
     # only the first request found the engine gone; later turns tried the live one first (drained)
-    records = [r for r in log_records(gw) if r.get("path") == "/v1/chat/completions"]
+    def chats():  # the access log is written after each answer: wait for all five lines
+        found = [r for r in log_records(gw) if r.get("path") == "/v1/chat/completions"]
+        return found if len(found) >= 5 else None
+
+    records, _ = eventually(chats)
+    assert records is not None, log_records(gw)
     assert [r.get("failover") for r in records] == [1, None, None, None, None], records
     # every engine gone: the last one's error, as with one engine
     gw2 = gateway(_routes((gone, "a"), (f"http://127.0.0.1:{free_port()}", "b")))
