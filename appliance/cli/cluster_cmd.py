@@ -53,11 +53,12 @@ def detect(inventory_file: str, as_json: bool, quiet: bool) -> None:
     table = Table(title=f"Cluster nodes ({inventory_file})")
     for col in ("node", "head", "address", "accelerators", "driver"):
         table.add_column(col)
-    from appliance.cluster.planner import _accelerators, _drivers
+    from appliance.cluster.planner import accelerators_label, drivers_label
 
     for node in cluster_inv.nodes:
         inv = facts[node.name]
-        table.add_row(node.name, "yes" if node.head else "", node.address, _accelerators(inv), _drivers(inv) or "-")
+        table.add_row(node.name, "yes" if node.head else "", node.address, accelerators_label(inv),
+                      drivers_label(inv) or "-")
     console().print(table)
     click.echo(f"kept in {nodes_dir()}; plan with `appliance plan --inventory {inventory_file}`")
 

@@ -62,8 +62,9 @@ class _NodePlanner:
         return self.cache[key]
 
 
-def _accelerators(inv: Inventory) -> str:
-    acc = [a for a in inv.accelerators]
+def accelerators_label(inv: Inventory) -> str:
+    """'8 x Ascend 910B3 (65,536 MiB)': a node's accelerators in one line (plan and detect tables)."""
+    acc = inv.accelerators
     if not acc:
         return "CPU only"
     models: dict[str, int] = {}
@@ -73,7 +74,7 @@ def _accelerators(inv: Inventory) -> str:
     return ", ".join(f"{n} x {label}" for label, n in models.items())
 
 
-def _drivers(inv: Inventory) -> str | None:
+def drivers_label(inv: Inventory) -> str | None:
     found = sorted({a.driver_version for a in inv.accelerators if getattr(a, "driver_version", None)})
     return ", ".join(found) or None
 
@@ -253,9 +254,9 @@ def plan_cluster(cluster: ClusterInventory, facts: dict[str, Inventory], catalog
     rank = {m: i for i, m in enumerate(models)}
     placements.sort(key=lambda p: (rank.get(p.model, len(rank)), p.model))
     nodes = [NodeSummary(name=n, head=cluster.node(n).head, address=cluster.node(n).address,
-                         accelerators=_accelerators(facts[n]), devices=len(facts[n].accelerators),
+                         accelerators=accelerators_label(facts[n]), devices=len(facts[n].accelerators),
                          devices_used=len(facts[n].accelerators) if n in whole else used[n],
-                         driver=_drivers(facts[n])) for n in names]
+                         driver=drivers_label(facts[n])) for n in names]
     out = ClusterPlan(policy=policy, head=cluster.head.name, nodes=nodes, placements=placements,
                       node_plans=node_plans, rejected=rejected, explain=explain)
     out.preflight = check(cluster, facts, out, cat)

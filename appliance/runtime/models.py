@@ -238,9 +238,10 @@ class StackSpec(BaseModel):
         data = self.model_dump(mode="json")
         if data.get("engine_network") is None:
             data.pop("engine_network", None)
+        settings = data.get("settings") or {}
         for key, default in _LATER_SETTINGS.items():  # a stack recorded before the cluster settings hashes as then
-            if (data.get("settings") or {}).get(key, default) == default:
-                (data.get("settings") or {}).pop(key, None)
+            if settings.get(key, default) == default:
+                settings.pop(key, None)
         for svc in data["services"]:  # as in ServiceSpec.spec_hash: python3 (the default) hashes as before
             if svc["health"].get("probe") == "python3":
                 del svc["health"]["probe"]
