@@ -14,7 +14,7 @@ import pytest
 
 from tests.cluster import netns
 from tests.cluster.conftest import write_inventory
-from tests.stack_support import TEMPLATED_MODELS, run_cli
+from tests.stack_support import REPO, TEMPLATED_MODELS, run_cli
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -38,7 +38,8 @@ def rack(release_bundles, release_images, keypair, node_resources, tmp_path_fact
         for i, node in enumerate(c.nodes):
             env = {"DOCKER_HOST": node.socket, "APPLIANCE_DATA_DIR": str(node.data_dir),
                    "APPLIANCE_INSTANCE": f"{c.tag}-{node.name}", "APPLIANCE_NO_LIVE_PROVISION": "1",
-                   "APPLIANCE_BUNDLE_PUBKEYS": keypair.public_key, "APPLIANCE_RESOURCES": str(node_resources)}
+                   "APPLIANCE_BUNDLE_PUBKEYS": keypair.public_key, "APPLIANCE_RESOURCES": str(node_resources),
+                   "PYTHONPATH": str(REPO)}  # this checkout's code on every node, as on the controller
             hosts[node.name] = {
                 "ansible_host": node.address, "ansible_connection": "local",
                 "ansible_python_interpreter": sys.executable, "appliance_data_dir": str(node.data_dir),

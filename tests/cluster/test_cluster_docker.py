@@ -22,14 +22,18 @@ import pytest
 
 from tests.cluster import netns
 from tests.cluster.conftest import write_inventory
-from tests.stack_support import install_templated, run_cli
+from tests.stack_support import REPO, install_templated, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.ansible, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def _node_env(rack, node) -> dict:
+    """A node's environment. ``PYTHONPATH``: the node runs this checkout's code and resources (the
+    templated engine's sources are not in an installed wheel), as ``run_cli`` does on the controller
+    from the checkout's directory -- Ansible runs the node's commands from elsewhere."""
     return {"DOCKER_HOST": node.socket, "APPLIANCE_DATA_DIR": str(node.data_dir),
-            "APPLIANCE_INSTANCE": f"{rack.tag}-{node.name}", "APPLIANCE_NO_LIVE_PROVISION": "1"}
+            "APPLIANCE_INSTANCE": f"{rack.tag}-{node.name}", "APPLIANCE_NO_LIVE_PROVISION": "1",
+            "PYTHONPATH": str(REPO)}
 
 
 def on_node(rack, node, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
